@@ -1,0 +1,33 @@
+//! The labels gemctl puts on every container it makes, and nothing else.
+//!
+//! A container is recognised as gemctl's only when its labels *and* its name agree:
+//! `io.gemctl.project=<project>`, `io.gemctl.role=app|db|copy`,
+//! `io.gemctl.generation=<n>`, and the name `<app.name>-<n>`, `<db.name>-<n>` or
+//! `<project>-copy-<n>`. `io.gemctl.spec-hash` fingerprints what the spec asked of
+//! the container (image, environment, ports, network, mounts; never secret values),
+//! so a spec changed without bumping `generation` is caught. `io.gemctl.exposure`
+//! tells whether an app container has its public ports (`public`) or only its
+//! health ports on 127.0.0.1 (`probe`).
+
+/// The project the container belongs to.
+pub const PROJECT: &str = "io.gemctl.project";
+/// `app`, `db` or `copy` (the one-shot data copy).
+pub const ROLE: &str = "io.gemctl.role";
+/// The generation number.
+pub const GENERATION: &str = "io.gemctl.generation";
+/// Fingerprint of what the spec asked of this container.
+pub const SPEC_HASH: &str = "io.gemctl.spec-hash";
+/// `probe` or `public` (app containers only).
+pub const EXPOSURE: &str = "io.gemctl.exposure";
+
+/// Value of [`ROLE`] for the app container.
+pub const ROLE_APP: &str = "app";
+/// Value of [`ROLE`] for the database container.
+pub const ROLE_DB: &str = "db";
+/// Value of [`ROLE`] for a one-shot copy container.
+pub const ROLE_COPY: &str = "copy";
+
+/// Value of [`EXPOSURE`] while the app is health-checked on 127.0.0.1 only.
+pub const EXPOSURE_PROBE: &str = "probe";
+/// Value of [`EXPOSURE`] once the app has its public ports.
+pub const EXPOSURE_PUBLIC: &str = "public";

@@ -1,0 +1,12 @@
+//! gemctl: deploys one app container and one PostgreSQL container onto a Docker host
+//! in numbered generations, from a YAML spec kept in git.
+//!
+//! The pure core — [`spec`], [`observed`], [`plan`] — decides; the shell around it
+//! observes the engine and shows or carries out the plan.
+
+pub mod desired;
+pub mod labels;
+pub mod observed;
+pub mod plan;
+pub mod spec;
+pub mod spec_error;

@@ -1,0 +1,730 @@
+//! The spec: what the operator wants to run, as typed, validated data.
+//!
+//! Parsing is strict (`deny_unknown_fields`, newtypes that reject bad scalars) so a
+//! typo is an error with a file, line and column, never a silently ignored field.
+//! After parsing, [`Spec::validate`] runs the checks that span several fields.
+//! This module does no I/O beyond reading the spec file itself.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::spec_error::{SpecError, SpecErrors, position_index};
+
+/// The whole spec file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Spec {
+    /// Project name: labels every container gemctl makes, names the default network.
+    /// Lowercase letters, digits, `-` and `_`.
+    pub project: String,
+    /// The generation that should be live. Bump it to deploy a change; set it back to
+    /// a retained generation to roll back.
+    pub generation: Generation,
+    /// How many previous generations to keep (containers stopped, data on disk) for
+    /// rollback. Older ones are pruned, each deletion a visible plan step.
+    #[serde(default)]
+    pub retain: Retain,
+    /// Private bridge network shared by the app and the db. Default: `<project>-net`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// Host directory holding each generation's database under `<storage>/<n>/` and
+    /// gemctl's own records under `<storage>/.gemctl/`. Relative paths are resolved
+    /// against the spec file's directory.
+    pub storage: PathBuf,
+    /// When to pull images: `never`, `missing` (default) or `always`.
+    #[serde(default)]
+    pub pull: PullPolicy,
+    /// Which containers must be recognised: `host` (default: every container on the
+    /// engine must belong to this spec or match `ignore`) or `project` (only containers
+    /// labelled with this project or named like its containers).
+    #[serde(default)]
+    pub scope: Scope,
+    /// Container-name patterns (`*` matches any run of characters) that gemctl leaves
+    /// alone under `scope: host`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<String>,
+    /// The stateless application container.
+    pub app: AppSpec,
+    /// The PostgreSQL container.
+    pub db: DbSpec,
+}
+
+/// The application container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AppSpec {
+    /// Container name prefix: generation n runs as `<name>-<n>`.
+    #[serde(default = "default_app_name")]
+    pub name: String,
+    /// Image with an explicit tag (or digest), e.g. `registry.example.com/gem:1.4.2`.
+    pub image: ImageRef,
+    /// Literal environment variables. Shown in plans; put secrets in `env_file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// File of `KEY=value` lines passed to the container; never echoed anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<PathBuf>,
+    /// Public ports in Docker's syntax: `"80:8080"`, `"127.0.0.1:7000:7000"`, `"53:53/udp"`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortMapping>,
+    /// Name of the variable that tells the app its database host.
+    #[serde(default = "default_db_host_var")]
+    pub db_host_var: String,
+    /// Health checks run before the new generation is exposed, all of which must pass.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+}
+
+/// The PostgreSQL container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DbSpec {
+    /// Container name prefix: generation n runs as `<name>-<n>`.
+    #[serde(default = "default_db_name")]
+    pub name: String,
+    /// Image with an explicit tag, e.g. `postgres:15`.
+    pub image: ImageRef,
+    /// The image's data directory, bind-mounted from `<storage>/<n>/pgdata`.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: String,
+    /// Literal environment (`POSTGRES_USER`, `POSTGRES_DB`…). Shown in plans.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// File of `KEY=value` lines (`POSTGRES_PASSWORD`…); never echoed anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<PathBuf>,
+    /// How data moves from the old generation's db to the new one.
+    #[serde(default)]
+    pub copy: CopyMode,
+}
+
+/// How a new generation's database receives the previous one's data.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum CopyMode {
+    /// `pg_dumpall` of the old db restored into the new one: every database and role.
+    /// Works across major versions; the app is down for the length of the copy.
+    #[default]
+    Dump,
+}
+
+/// When images are pulled from a registry.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum PullPolicy {
+    /// Never pull: every image must already be on the host.
+    Never,
+    /// Pull only images that are not on the host.
+    #[default]
+    Missing,
+    /// Pull before every generation change.
+    Always,
+}
+
+/// Which containers on the engine gemctl must recognise before it acts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Every container on the engine belongs to this spec or matches `ignore`.
+    #[default]
+    Host,
+    /// Only containers labelled with this project, or named like its containers.
+    Project,
+}
+
+/// One health check: exactly one of `tcp`, `http`, `exec`, plus its timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheck {
+    /// Connect to a port, optionally send text, expect text in the reply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp: Option<TcpProbe>,
+    /// GET a path and expect a status (and optionally a body match).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<HttpProbe>,
+    /// Run a command in the container; exit 0 means healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exec: Option<ExecProbe>,
+    /// Time between probes.
+    #[serde(default = "default_interval")]
+    pub interval: HumanDuration,
+    /// Time one probe may take.
+    #[serde(default = "default_timeout")]
+    pub timeout: HumanDuration,
+    /// Grace time after start during which failures are expected.
+    #[serde(default = "default_start_period")]
+    pub start_period: HumanDuration,
+    /// Give up (and roll back) when the check has not passed by then.
+    #[serde(default = "default_deadline")]
+    pub deadline: HumanDuration,
+}
+
+/// The "telnet health report": connect, send, read a reply.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TcpProbe {
+    /// Container port (must be one of `app.ports`).
+    pub port: u16,
+    /// Text sent after connecting (escape `\n` as needed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// Text the reply must contain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
+    /// Regular expression the reply must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect_regex: Option<String>,
+}
+
+/// An HTTP GET.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HttpProbe {
+    /// Container port (must be one of `app.ports`).
+    pub port: u16,
+    /// Request path.
+    #[serde(default = "default_http_path")]
+    pub path: String,
+    /// Expected status code.
+    #[serde(default = "default_http_status")]
+    pub status: u16,
+    /// Regular expression the body must match.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// A command run inside the app container.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecProbe {
+    /// The command and its arguments (no shell unless you call one).
+    pub command: Vec<String>,
+}
+
+/// What kind of probe a check runs.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ProbeKind<'a> {
+    /// See [`TcpProbe`].
+    Tcp(&'a TcpProbe),
+    /// See [`HttpProbe`].
+    Http(&'a HttpProbe),
+    /// See [`ExecProbe`].
+    Exec(&'a ExecProbe),
+}
+
+impl HealthCheck {
+    /// The probe this check runs; `None` only for a spec that failed validation.
+    pub fn probe(&self) -> Option<ProbeKind<'_>> {
+        match (&self.tcp, &self.http, &self.exec) {
+            (Some(t), None, None) => Some(ProbeKind::Tcp(t)),
+            (None, Some(h), None) => Some(ProbeKind::Http(h)),
+            (None, None, Some(e)) => Some(ProbeKind::Exec(e)),
+            _ => None,
+        }
+    }
+
+    /// The container port the probe connects to, if any.
+    pub fn port(&self) -> Option<u16> {
+        match self.probe()? {
+            ProbeKind::Tcp(t) => Some(t.port),
+            ProbeKind::Http(h) => Some(h.port),
+            ProbeKind::Exec(_) => None,
+        }
+    }
+}
+
+fn default_app_name() -> String {
+    "gem".into()
+}
+fn default_db_name() -> String {
+    "db".into()
+}
+fn default_db_host_var() -> String {
+    "GEM_DB_HOST".into()
+}
+fn default_data_dir() -> String {
+    "/var/lib/postgresql/data".into()
+}
+fn default_http_path() -> String {
+    "/".into()
+}
+fn default_http_status() -> u16 {
+    200
+}
+fn default_interval() -> HumanDuration {
+    HumanDuration(Duration::from_secs(1))
+}
+fn default_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_start_period() -> HumanDuration {
+    HumanDuration(Duration::ZERO)
+}
+fn default_deadline() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
+}
+
+/// A generation number: a positive integer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
+#[schemars(transparent)]
+pub struct Generation(#[schemars(range(min = 1))] pub u64);
+
+impl<'de> Deserialize<'de> for Generation {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if n < 1 {
+            return Err(serde::de::Error::custom(format!(
+                "{n} is not a generation: generations are positive integers (1, 2, 3…)"
+            )));
+        }
+        Ok(Generation(n as u64))
+    }
+}
+
+impl fmt::Display for Generation {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+/// How many previous generations are kept: at least 1, so a rollback is always possible.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(transparent)]
+pub struct Retain(#[schemars(range(min = 1))] pub u32);
+
+impl Default for Retain {
+    fn default() -> Self {
+        Retain(2)
+    }
+}
+
+impl<'de> Deserialize<'de> for Retain {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let n = i64::deserialize(d)?;
+        if n < 1 || n > u32::MAX as i64 {
+            return Err(serde::de::Error::custom(format!(
+                "{n} generations cannot be retained: keep at least 1 so there is \
+                 always a generation to roll back to (e.g. retain: 2)"
+            )));
+        }
+        Ok(Retain(n as u32))
+    }
+}
+
+/// A duration written the humantime way: `500ms`, `5s`, `2m`, `1h 30m`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct HumanDuration(
+    #[schemars(with = "String", regex(pattern = r"^\s*\d+\s*[a-zA-Zµ]+(\s*\d+\s*[a-zA-Zµ]+)*\s*$"))]
+    pub Duration,
+);
+
+impl HumanDuration {
+    /// The duration itself.
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl Serialize for HumanDuration {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(self.0).to_string())
+    }
+}
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = serde_yaml::Value::deserialize(d)?;
+        let text = match &raw {
+            serde_yaml::Value::String(s) => s.clone(),
+            serde_yaml::Value::Number(n) => {
+                return Err(serde::de::Error::custom(format!(
+                    "{n} is not a duration: give a unit (try \"{n}s\")"
+                )));
+            }
+            other => {
+                return Err(serde::de::Error::custom(format!(
+                    "{other:?} is not a duration (try \"5s\", \"500ms\" or \"2m\")"
+                )));
+            }
+        };
+        humantime::parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a duration (try {:?})",
+                    suggest_duration(&text)
+                ))
+            })
+    }
+}
+
+/// Best guess at what a mistyped duration meant: `"5 sec"` → `"5s"`.
+fn suggest_duration(text: &str) -> String {
+    let digits: String = text.chars().filter(|c| c.is_ascii_digit()).collect();
+    let letters: String = text
+        .chars()
+        .filter(|c| c.is_ascii_alphabetic())
+        .collect::<String>()
+        .to_lowercase();
+    let unit = match letters.as_str() {
+        l if l.starts_with("ms") || l.starts_with("milli") => "ms",
+        l if l.starts_with("mi") || l == "m" => "m",
+        l if l.starts_with('h') => "h",
+        l if l.starts_with('d') => "d",
+        _ => "s",
+    };
+    if digits.is_empty() {
+        "5s".into()
+    } else {
+        format!("{digits}{unit}")
+    }
+}
+
+/// An image reference that pins a version: `name:tag` or `name@sha256:…`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
+#[schemars(transparent)]
+pub struct ImageRef(pub String);
+
+impl ImageRef {
+    /// The reference as Docker takes it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    fn check(s: &str) -> Result<(), String> {
+        if s.is_empty() || s.chars().any(char::is_whitespace) {
+            return Err(format!("{s:?} is not an image reference"));
+        }
+        if s.contains('@') {
+            return Ok(());
+        }
+        let last = s.rsplit('/').next().unwrap_or(s);
+        match last.split_once(':') {
+            Some((_, tag)) if !tag.is_empty() && tag != "latest" => Ok(()),
+            Some((name, "latest")) => Err(format!(
+                "{s:?} uses the moving tag \"latest\": pin a version (e.g. \"{name}:1.2.3\") \
+                 so each generation runs what it was deployed with"
+            )),
+            _ => Err(format!(
+                "{s:?} has no tag: pin a version, e.g. \"{s}:1.2.3\" \
+                 (an untagged image means \"latest\", which moves)"
+            )),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ImageRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        ImageRef::check(&s).map_err(serde::de::Error::custom)?;
+        Ok(ImageRef(s))
+    }
+}
+
+impl fmt::Display for ImageRef {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// A port mapping in Docker's syntax: `[ip:][host_port:]container_port[/proto]`.
+#[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
+#[schemars(transparent)]
+pub struct PortMapping {
+    /// The text as written in the spec.
+    #[schemars(with = "String")]
+    pub raw: String,
+    /// Host address to bind, if restricted.
+    #[schemars(skip)]
+    pub host_ip: Option<String>,
+    /// Host port; `None` lets Docker choose.
+    #[schemars(skip)]
+    pub host_port: Option<u16>,
+    /// Port inside the container.
+    #[schemars(skip)]
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    #[schemars(skip)]
+    pub proto: String,
+}
+
+impl PortMapping {
+    /// Parses Docker's port syntax.
+    pub fn parse(raw: &str) -> Result<PortMapping, String> {
+        let bad = || {
+            format!(
+                "{raw:?} is not a port mapping (try \"8080:80\", \"127.0.0.1:8080:80\" or \"53:53/udp\")"
+            )
+        };
+        let (spec, proto) = match raw.rsplit_once('/') {
+            Some((s, p @ ("tcp" | "udp"))) => (s, p.to_string()),
+            Some(_) => return Err(bad()),
+            None => (raw, "tcp".to_string()),
+        };
+        let port = |s: &str| s.parse::<u16>().ok().filter(|p| *p > 0);
+        let parts: Vec<&str> = spec.split(':').collect();
+        let (host_ip, host_port, container) = match parts.as_slice() {
+            [c] => (None, None, *c),
+            [h, c] => (None, Some(port(h).ok_or_else(bad)?), *c),
+            [ip, h, c] => {
+                let hp = if h.is_empty() {
+                    None
+                } else {
+                    Some(port(h).ok_or_else(bad)?)
+                };
+                (Some(ip.to_string()), hp, *c)
+            }
+            _ => return Err(bad()),
+        };
+        Ok(PortMapping {
+            raw: raw.to_string(),
+            host_ip,
+            host_port,
+            container_port: port(container).ok_or_else(bad)?,
+            proto,
+        })
+    }
+}
+
+impl Serialize for PortMapping {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.raw)
+    }
+}
+
+impl<'de> Deserialize<'de> for PortMapping {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let raw = match serde_yaml::Value::deserialize(d)? {
+            serde_yaml::Value::String(s) => s,
+            serde_yaml::Value::Number(n) => n.to_string(),
+            other => return Err(serde::de::Error::custom(format!("{other:?} is not a port"))),
+        };
+        PortMapping::parse(&raw).map_err(serde::de::Error::custom)
+    }
+}
+
+impl Spec {
+    /// Reads, parses and validates a spec file. Relative paths in the spec are
+    /// resolved against the file's directory.
+    pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            SpecErrors::one(SpecError::file(
+                path,
+                format!("cannot read the spec: {e}"),
+            ))
+        })?;
+        Spec::parse(path, &text)
+    }
+
+    /// Parses and validates spec text; `path` names it in errors and anchors relative paths.
+    pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecErrors> {
+        let mut spec: Spec = serde_yaml::from_str(text)
+            .map_err(|e| SpecErrors::one(SpecError::from_yaml(path, &e)))?;
+        let index = position_index(text);
+        let errors: Vec<SpecError> = spec
+            .problems()
+            .into_iter()
+            .map(|(field, message)| SpecError::at_field(path, &index, &field, message))
+            .collect();
+        if !errors.is_empty() {
+            return Err(SpecErrors(errors));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let resolve = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        resolve(&mut spec.storage);
+        if let Some(p) = spec.app.env_file.as_mut() {
+            resolve(p)
+        }
+        if let Some(p) = spec.db.env_file.as_mut() {
+            resolve(p)
+        }
+        Ok(spec)
+    }
+
+    /// The network the generation's containers share.
+    pub fn network_name(&self) -> String {
+        self.network
+            .clone()
+            .unwrap_or_else(|| format!("{}-net", self.project))
+    }
+
+    /// The checks that span fields, as (field path, message) pairs.
+    fn problems(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        let mut bad = |field: String, msg: String| out.push((field, msg));
+
+        let name_ok = |s: &str| {
+            !s.is_empty()
+                && s.chars().next().is_some_and(|c| c.is_ascii_alphanumeric())
+                && s.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+        };
+        for (field, value) in [
+            ("project", &self.project),
+            ("app.name", &self.app.name),
+            ("db.name", &self.db.name),
+        ] {
+            if !name_ok(value) {
+                bad(
+                    field.into(),
+                    format!(
+                        "{value:?} is not a valid name: use lowercase letters, digits, '-' and '_', \
+                         starting with a letter or digit"
+                    ),
+                );
+            }
+        }
+        if self.app.name == self.db.name {
+            bad(
+                "db.name".into(),
+                format!(
+                    "{:?} is also app.name: the app and the db need different container names",
+                    self.db.name
+                ),
+            );
+        }
+        if let Some(net) = &self.network
+            && net.is_empty()
+        {
+            bad("network".into(), "the network name is empty".into());
+        }
+        if self.storage.as_os_str().is_empty() {
+            bad(
+                "storage".into(),
+                "the storage root is empty (e.g. storage: /var/lib/gemctl/prod)".into(),
+            );
+        }
+        for (field, var) in [("app.db_host_var", &self.app.db_host_var)] {
+            if var.is_empty() || var.contains('=') {
+                bad(field.into(), format!("{var:?} is not an environment variable name"));
+            }
+        }
+        for (field, env) in [("app.env", &self.app.env), ("db.env", &self.db.env)] {
+            for key in env.keys() {
+                if key.is_empty() || key.contains('=') {
+                    bad(format!("{field}.{key}"), format!("{key:?} is not an environment variable name"));
+                }
+            }
+        }
+        if !self.db.data_dir.starts_with('/') {
+            bad(
+                "db.data_dir".into(),
+                format!("{:?} must be an absolute path inside the container", self.db.data_dir),
+            );
+        }
+        for (i, pattern) in self.ignore.iter().enumerate() {
+            if pattern.is_empty() {
+                bad(format!("ignore[{i}]"), "an empty pattern matches nothing".into());
+            }
+        }
+
+        // Ports: no two mappings may claim the same host address and port.
+        let mut seen: BTreeMap<(String, u16, String), usize> = BTreeMap::new();
+        for (i, p) in self.app.ports.iter().enumerate() {
+            if let Some(hp) = p.host_port {
+                let ip = p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into());
+                let key = (ip.clone(), hp, p.proto.clone());
+                if let Some(first) = seen.get(&key) {
+                    bad(
+                        format!("app.ports[{i}]"),
+                        format!(
+                            "host port {hp}/{} on {ip} is already taken by app.ports[{first}] ({:?})",
+                            p.proto, self.app.ports[*first].raw
+                        ),
+                    );
+                } else {
+                    seen.insert(key, i);
+                }
+            }
+        }
+
+        let exposed: Vec<u16> = self
+            .app
+            .ports
+            .iter()
+            .filter(|p| p.proto == "tcp")
+            .map(|p| p.container_port)
+            .collect();
+        for (i, check) in self.app.health.iter().enumerate() {
+            let at = format!("app.health[{i}]");
+            let kinds = [check.tcp.is_some(), check.http.is_some(), check.exec.is_some()]
+                .iter()
+                .filter(|k| **k)
+                .count();
+            if kinds != 1 {
+                bad(
+                    at.clone(),
+                    format!(
+                        "a check needs exactly one of `tcp`, `http` or `exec` (found {kinds})"
+                    ),
+                );
+            }
+            if let Some(port) = check.port()
+                && !exposed.contains(&port)
+            {
+                let kind = if check.tcp.is_some() { "tcp" } else { "http" };
+                bad(
+                    format!("{at}.{kind}.port"),
+                    format!(
+                        "port {port} is not among app.ports (container ports: {exposed:?}): \
+                         the health port must be exposed so gemctl can reach it"
+                    ),
+                );
+            }
+            for (name, d) in [
+                ("interval", check.interval),
+                ("timeout", check.timeout),
+                ("deadline", check.deadline),
+            ] {
+                if d.get().is_zero() {
+                    bad(format!("{at}.{name}"), format!("{name} must be longer than 0s"));
+                }
+            }
+            if check.timeout.get() > check.deadline.get() {
+                bad(
+                    format!("{at}.timeout"),
+                    format!(
+                        "a probe timeout of {} is longer than the deadline of {}",
+                        humantime::format_duration(check.timeout.get()),
+                        humantime::format_duration(check.deadline.get())
+                    ),
+                );
+            }
+            if let Some(tcp) = &check.tcp
+                && let Some(re) = &tcp.expect_regex
+                && let Err(e) = regex::Regex::new(re)
+            {
+                bad(format!("{at}.tcp.expect_regex"), format!("not a regular expression: {e}"));
+            }
+            if let Some(http) = &check.http {
+                if let Some(re) = &http.body
+                    && let Err(e) = regex::Regex::new(re)
+                {
+                    bad(format!("{at}.http.body"), format!("not a regular expression: {e}"));
+                }
+                if !http.path.starts_with('/') {
+                    bad(format!("{at}.http.path"), format!("{:?} must start with '/'", http.path));
+                }
+                if !(100..=599).contains(&http.status) {
+                    bad(format!("{at}.http.status"), format!("{} is not an HTTP status", http.status));
+                }
+            }
+            if let Some(exec) = &check.exec
+                && exec.command.is_empty()
+            {
+                bad(format!("{at}.exec.command"), "the command is empty".into());
+            }
+        }
+        out
+    }
+}
