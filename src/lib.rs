@@ -5,6 +5,7 @@
 //! observes the engine and shows or carries out the plan.
 
 pub mod desired;
+pub mod engine;
 pub mod labels;
 pub mod observed;
 pub mod plan;

@@ -1,0 +1,136 @@
+//! The small interface gemctl needs from a container engine. [`crate::docker`]
+//! implements it with bollard against the real Docker engine; the planner never
+//! sees it, and the executor, health checks and copy only talk through it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::observed::Container;
+
+/// An engine call that failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EngineError {
+    /// The engine cannot be reached at all.
+    #[error("cannot reach the Docker engine ({endpoint}): {message}. Is the daemon running, and is DOCKER_HOST right?")]
+    Unreachable {
+        /// Where gemctl looked (DOCKER_HOST or the default socket).
+        endpoint: String,
+        /// What the client said.
+        message: String,
+    },
+    /// The named object does not exist.
+    #[error("{what} not found")]
+    NotFound {
+        /// `container gem-7`, `image postgres:15`…
+        what: String,
+    },
+    /// Any other engine error.
+    #[error("docker {op} failed: {message}")]
+    Failed {
+        /// The operation (`create gem-7`, `start db-7`…).
+        op: String,
+        /// What the engine said.
+        message: String,
+    },
+}
+
+/// A published port: where on the host a container port answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortBinding {
+    /// Host address (`None`: all addresses).
+    pub host_ip: Option<String>,
+    /// Host port (`None`: the engine picks one).
+    pub host_port: Option<u16>,
+    /// Port inside the container.
+    pub container_port: u16,
+    /// `tcp` or `udp`.
+    pub proto: String,
+}
+
+/// Everything needed to create a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CreateContainer {
+    /// Container name.
+    pub name: String,
+    /// Image reference.
+    pub image: String,
+    /// `KEY=value` pairs, secrets included (never logged).
+    pub env: Vec<String>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Network to join; the container is reachable there under its name.
+    pub network: Option<String>,
+    /// Ports to publish.
+    pub ports: Vec<PortBinding>,
+    /// Host directory → container directory bind mounts.
+    pub binds: Vec<(PathBuf, String)>,
+    /// Override of the image's command.
+    pub cmd: Option<Vec<String>>,
+    /// Override of the image's entrypoint.
+    pub entrypoint: Option<Vec<String>>,
+    /// Restart the container if it dies (`unless-stopped`), for long-running ones.
+    pub restart: bool,
+}
+
+/// The result of a command run in a container.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ExecOutput {
+    /// Exit code (`-1` if unknown).
+    pub exit_code: i64,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+/// The container engine, as gemctl uses it. Every method is one or a few engine
+/// round trips; none retries on its own.
+#[allow(async_fn_in_trait)]
+pub trait Engine {
+    /// Every container, in every state, with labels and published ports.
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError>;
+    /// Names of all networks.
+    async fn list_networks(&self) -> Result<Vec<String>, EngineError>;
+    /// Creates a bridge network with labels (idempotent: an existing one is fine).
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError>;
+    /// Removes a network (missing is fine).
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
+    /// Whether an image is present locally.
+    async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
+    /// Pulls an image.
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
+    /// Creates (does not start) a container; returns its id.
+    async fn create_container(&self, spec: &CreateContainer) -> Result<String, EngineError>;
+    /// Starts a container (already running is fine).
+    async fn start_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Stops a container, killing it after `grace` (already stopped is fine).
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError>;
+    /// Removes a container, running or not (missing is fine).
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError>;
+    /// Waits for a container to exit; returns its exit code.
+    async fn wait_container(&self, name: &str) -> Result<i64, EngineError>;
+    /// Runs a command in a running container and collects its output.
+    async fn exec(&self, name: &str, cmd: &[String]) -> Result<ExecOutput, EngineError>;
+    /// The last `tail` lines of a container's logs (stdout and stderr).
+    async fn logs(&self, name: &str, tail: usize) -> Result<String, EngineError>;
+    /// Where a container port is published on the host, if it is.
+    async fn published_port(
+        &self,
+        name: &str,
+        container_port: u16,
+    ) -> Result<Option<(String, u16)>, EngineError>;
+}
+
+/// Parses `KEY=value` lines of an env file (blank lines and `#` comments skipped).
+pub fn parse_env_file(text: &str) -> Vec<String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && l.contains('='))
+        .map(|l| l.strip_prefix("export ").unwrap_or(l).to_string())
+        .collect()
+}
