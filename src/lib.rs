@@ -4,10 +4,15 @@
 //! The pure core — [`spec`], [`observed`], [`plan`] — decides; the shell around it
 //! observes the engine and shows or carries out the plan.
 
+pub mod cli;
 pub mod desired;
+pub mod docker;
 pub mod engine;
+pub mod error;
 pub mod labels;
+pub mod observe;
 pub mod observed;
 pub mod plan;
+pub mod render;
 pub mod spec;
 pub mod spec_error;

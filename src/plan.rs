@@ -449,6 +449,7 @@ pub fn plan(
         && !options.retry_failed
         && failed.spec_hash == desired::generation_hash(spec, desired)
         && live != Some(desired)
+        && newest_ready.is_none_or(|n| desired >= n)
     {
         let fallback = live.or_else(|| {
             host.gens
@@ -693,15 +694,18 @@ pub fn plan(
         );
     }
 
-    for (n, g) in &host.gens {
-        if *n != target
-            && let Some(db) = g.db.filter(Known::up)
-            && !b.removed.contains(&db.c.name)
-        {
+    let running_dbs: BTreeSet<(u64, String)> = host
+        .gens
+        .iter()
+        .filter_map(|(n, g)| g.db.filter(Known::up).map(|db| (*n, db.c.name.clone())))
+        .chain(b.started_dbs.iter().cloned())
+        .collect();
+    for (n, name) in running_dbs {
+        if n != target && !b.removed.contains(&name) {
             b.push(
                 Action::StopDb {
-                    generation: *n,
-                    container: db.c.name.clone(),
+                    generation: n,
+                    container: name,
                 },
                 "only the live generation's database runs",
             );
@@ -836,6 +840,7 @@ struct Builder<'s> {
     steps: Vec<Step>,
     stopped: BTreeSet<String>,
     removed: BTreeSet<String>,
+    started_dbs: BTreeSet<(u64, String)>,
 }
 
 impl<'s> Builder<'s> {
@@ -845,6 +850,7 @@ impl<'s> Builder<'s> {
             steps: Vec::new(),
             stopped: BTreeSet::new(),
             removed: BTreeSet::new(),
+            started_dbs: BTreeSet::new(),
         }
     }
 
@@ -868,6 +874,7 @@ impl<'s> Builder<'s> {
 
     fn create_db(&mut self, generation: u64, fresh: bool, reason: &str) {
         let container = desired::container_name(self.spec, Role::Db, generation);
+        self.started_dbs.insert((generation, container.clone()));
         self.push(
             Action::CreateDb {
                 generation,
@@ -889,6 +896,7 @@ impl<'s> Builder<'s> {
         match g.db {
             None => self.create_db(generation, false, reason),
             Some(db) if !db.up() => {
+                self.started_dbs.insert((generation, db.c.name.clone()));
                 self.push(
                     Action::StartDb {
                         generation,

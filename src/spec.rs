@@ -269,6 +269,59 @@ fn default_deadline() -> HumanDuration {
     HumanDuration(Duration::from_secs(60))
 }
 
+/// A YAML scalar as a newtype's check sees it.
+enum Scalar {
+    Int(i64),
+    Float(f64),
+    Str(String),
+    Other(String),
+}
+
+impl fmt::Display for Scalar {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        match self {
+            Scalar::Int(n) => write!(f, "{n}"),
+            Scalar::Float(n) => write!(f, "{n}"),
+            Scalar::Str(s) => write!(f, "{s:?}"),
+            Scalar::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Deserialises a scalar and checks it *inside* the deserializer's visit, so
+/// serde_yaml reports the error at the scalar's own line and field path.
+fn scalar<'de, D, T>(d: D, check: impl FnOnce(Scalar) -> Result<T, String>) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    struct V<F>(F);
+    impl<'de, T, F: FnOnce(Scalar) -> Result<T, String>> serde::de::Visitor<'de> for V<F> {
+        type Value = T;
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            f.write_str("a scalar")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<T, E> {
+            (self.0)(Scalar::Int(v)).map_err(E::custom)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<T, E> {
+            (self.0)(Scalar::Int(i64::try_from(v).unwrap_or(i64::MAX))).map_err(E::custom)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<T, E> {
+            (self.0)(Scalar::Float(v)).map_err(E::custom)
+        }
+        fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<T, E> {
+            (self.0)(Scalar::Str(v.to_string())).map_err(E::custom)
+        }
+        fn visit_bool<E: serde::de::Error>(self, v: bool) -> Result<T, E> {
+            (self.0)(Scalar::Other(v.to_string())).map_err(E::custom)
+        }
+        fn visit_unit<E: serde::de::Error>(self) -> Result<T, E> {
+            (self.0)(Scalar::Other("an empty value".into())).map_err(E::custom)
+        }
+    }
+    d.deserialize_any(V(check))
+}
+
 /// A generation number: a positive integer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, JsonSchema)]
 #[schemars(transparent)]
@@ -276,13 +329,12 @@ pub struct Generation(#[schemars(range(min = 1))] pub u64);
 
 impl<'de> Deserialize<'de> for Generation {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        if n < 1 {
-            return Err(serde::de::Error::custom(format!(
-                "{n} is not a generation: generations are positive integers (1, 2, 3…)"
-            )));
-        }
-        Ok(Generation(n as u64))
+        scalar(d, |v| match v {
+            Scalar::Int(n) if n >= 1 => Ok(Generation(n as u64)),
+            other => Err(format!(
+                "{other} is not a generation: generations are positive integers (1, 2, 3…)"
+            )),
+        })
     }
 }
 
@@ -305,14 +357,13 @@ impl Default for Retain {
 
 impl<'de> Deserialize<'de> for Retain {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let n = i64::deserialize(d)?;
-        if n < 1 || n > u32::MAX as i64 {
-            return Err(serde::de::Error::custom(format!(
-                "{n} generations cannot be retained: keep at least 1 so there is \
+        scalar(d, |v| match v {
+            Scalar::Int(n) if n >= 1 && n <= i64::from(u32::MAX) => Ok(Retain(n as u32)),
+            other => Err(format!(
+                "{other} generations cannot be retained: keep at least 1 so there is \
                  always a generation to roll back to (e.g. retain: 2)"
-            )));
-        }
-        Ok(Retain(n as u32))
+            )),
+        })
     }
 }
 
@@ -339,28 +390,20 @@ impl Serialize for HumanDuration {
 
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = serde_yaml::Value::deserialize(d)?;
-        let text = match &raw {
-            serde_yaml::Value::String(s) => s.clone(),
-            serde_yaml::Value::Number(n) => {
-                return Err(serde::de::Error::custom(format!(
-                    "{n} is not a duration: give a unit (try \"{n}s\")"
-                )));
-            }
-            other => {
-                return Err(serde::de::Error::custom(format!(
-                    "{other:?} is not a duration (try \"5s\", \"500ms\" or \"2m\")"
-                )));
-            }
-        };
-        humantime::parse_duration(&text)
-            .map(HumanDuration)
-            .map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "{text:?} is not a duration (try {:?})",
-                    suggest_duration(&text)
-                ))
-            })
+        scalar(d, |v| match v {
+            Scalar::Str(text) => humantime::parse_duration(&text)
+                .map(HumanDuration)
+                .map_err(|_| {
+                    format!(
+                        "{text:?} is not a duration (try {:?})",
+                        suggest_duration(&text)
+                    )
+                }),
+            Scalar::Int(n) => Err(format!("{n} is not a duration: give a unit (try \"{n}s\")")),
+            other => Err(format!(
+                "{other} is not a duration (try \"5s\", \"500ms\" or \"2m\")"
+            )),
+        })
     }
 }
 
@@ -421,9 +464,10 @@ impl ImageRef {
 
 impl<'de> Deserialize<'de> for ImageRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        ImageRef::check(&s).map_err(serde::de::Error::custom)?;
-        Ok(ImageRef(s))
+        scalar(d, |v| match v {
+            Scalar::Str(s) => ImageRef::check(&s).map(|_| ImageRef(s)),
+            other => Err(format!("{other} is not an image reference")),
+        })
     }
 }
 
@@ -500,12 +544,11 @@ impl Serialize for PortMapping {
 
 impl<'de> Deserialize<'de> for PortMapping {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let raw = match serde_yaml::Value::deserialize(d)? {
-            serde_yaml::Value::String(s) => s,
-            serde_yaml::Value::Number(n) => n.to_string(),
-            other => return Err(serde::de::Error::custom(format!("{other:?} is not a port"))),
-        };
-        PortMapping::parse(&raw).map_err(serde::de::Error::custom)
+        scalar(d, |v| match v {
+            Scalar::Str(s) => PortMapping::parse(&s),
+            Scalar::Int(n) => PortMapping::parse(&n.to_string()),
+            other => Err(format!("{other} is not a port mapping (try \"8080:80\")")),
+        })
     }
 }
 
@@ -524,9 +567,15 @@ impl Spec {
 
     /// Parses and validates spec text; `path` names it in errors and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecErrors> {
-        let mut spec: Spec = serde_yaml::from_str(text)
-            .map_err(|e| SpecErrors::one(SpecError::from_yaml(path, &e)))?;
         let index = position_index(text);
+        if text.trim().is_empty() {
+            return Err(SpecErrors::one(SpecError::file(
+                path,
+                "the spec is empty (see specs/prod.yaml for an annotated example)".into(),
+            )));
+        }
+        let mut spec: Spec = serde_yaml::from_str(text)
+            .map_err(|e| SpecErrors::one(SpecError::from_yaml(path, &e, &index)))?;
         let errors: Vec<SpecError> = spec
             .problems()
             .into_iter()

@@ -35,22 +35,45 @@ impl SpecError {
     }
 
     /// Converts a serde_yaml error, splitting off the field path and position it embeds.
-    pub fn from_yaml(path: &Path, err: &serde_yaml::Error) -> SpecError {
+    /// serde_yaml names the *parent* of a bad scalar; the index, which knows where
+    /// each field is written, names the field itself.
+    pub fn from_yaml(
+        path: &Path,
+        err: &serde_yaml::Error,
+        index: &HashMap<String, (usize, usize)>,
+    ) -> SpecError {
         let position = err.location().map(|l| (l.line(), l.column()));
         let mut text = err.to_string();
         if let Some((head, _)) = text.rsplit_once(" at line ") {
             text = head.to_string();
         }
         // serde_yaml writes "path: message" when it knows the path.
-        let (field, message) = match text.split_once(": ") {
+        let (mut field, message) = match text.split_once(": ") {
             Some((f, m)) if looks_like_path(f) => (Some(f.to_string()), m.to_string()),
             _ => (None, text),
+        };
+        if let Some(pos) = position
+            && !message.starts_with("unknown field")
+            && let Some(exact) = index
+                .iter()
+                .filter(|(_, p)| **p == pos)
+                .map(|(f, _)| f)
+                .max_by_key(|f| f.len())
+        {
+            field = Some(exact.clone());
+        }
+        let message = if message.starts_with("unknown field") {
+            with_suggestion(&message)
+        } else if field.is_none() && err.location().is_some() && !message.contains(" is not ") {
+            format!("not valid YAML: {message}")
+        } else {
+            tidy_serde_message(&message)
         };
         SpecError {
             file: path.to_path_buf(),
             position,
             field,
-            message: tidy_serde_message(&message),
+            message,
         }
     }
 
@@ -85,6 +108,38 @@ fn looks_like_path(s: &str) -> bool {
     !s.is_empty()
         && s.chars()
             .all(|c| c.is_ascii_alphanumeric() || "._[]-".contains(c))
+}
+
+/// Adds "did you mean" to serde's "unknown field `x`, expected one of `a`, `b`".
+fn with_suggestion(message: &str) -> String {
+    let ticks: Vec<&str> = message.split('`').skip(1).step_by(2).collect();
+    let Some((typo, known)) = ticks.split_first() else {
+        return message.to_string();
+    };
+    match known
+        .iter()
+        .map(|k| (edit_distance(typo, k), *k))
+        .filter(|(d, _)| *d <= 2)
+        .min()
+    {
+        Some((_, best)) => format!("unknown field `{typo}` (did you mean `{best}`?)"),
+        None => message.to_string(),
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != *cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 /// serde's messages name Rust types; say it in the spec's words.

@@ -1,0 +1,223 @@
+//! Command-line parsing and dispatch: turns arguments into calls of the library and
+//! outcomes into exit codes. The only place that prints.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, exit};
+use crate::observed::Observation;
+use crate::plan::{self, PlanOptions};
+use crate::render::{self, Style};
+use crate::spec::Spec;
+
+const EXIT_CODES_DIFF: &str = "\
+Exit codes:
+  0  in sync: the host already matches the spec
+  2  changes pending: `gemctl apply` would act
+  3  refused: unrecognised containers or an unsafe state (or the desired
+     generation failed before and is held back); a human must look
+  1  any other error (bad spec, engine unreachable)";
+
+/// gemctl deploys one app container and one PostgreSQL container onto a Docker host
+/// in numbered generations, from a YAML spec kept in git.
+///
+/// `gemctl diff -f prod.yaml` shows what would change; `gemctl validate` checks a
+/// spec alone; `gemctl schema` prints the JSON Schema editors use to check specs.
+#[derive(Debug, Parser)]
+#[command(name = "gemctl", version, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check a spec file: syntax, field names, values and cross-field rules.
+    ///
+    /// Prints every problem as FILE:LINE:COLUMN: FIELD: MESSAGE.
+    /// Exit codes: 0 valid, 1 invalid.
+    Validate {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+    },
+    /// Print the JSON Schema of the spec (committed as schema/gemctl.schema.json).
+    Schema,
+    /// Print what gemctl sees on the host as JSON: containers, networks, the
+    /// generations on storage and the failure history.
+    ///
+    /// The output can be saved and planned against later with
+    /// `gemctl diff --observed FILE`, with no engine at all.
+    /// Uses DOCKER_HOST when set. Exit codes: 0 ok, 1 error.
+    Observe {
+        /// The spec file (names the storage root to read).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+    },
+    /// Show the ordered plan that would move the host to the spec.
+    #[command(after_help = EXIT_CODES_DIFF)]
+    Diff {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Plan against a saved observation (from `gemctl observe`) instead of the engine.
+        #[arg(long, value_name = "FILE")]
+        observed: Option<PathBuf>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Plan as if a generation that failed its health checks may be tried again.
+        #[arg(long)]
+        retry: bool,
+    },
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For humans.
+    Text,
+    /// For scripts: one JSON document.
+    Json,
+}
+
+/// Parses the process arguments, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_tracing();
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEMCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(Path::new("tokio runtime"), "start", e))
+}
+
+fn print(text: &str) -> Result<(), Error> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`gemctl diff | head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io(Path::new("stdout"), "write", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("serialisable") + "\n"
+}
+
+/// Runs one command; `Ok` carries the exit code of a command that ran to its verdict.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Command::Validate { file } => {
+            let spec = Spec::load(&file)?;
+            print(&format!(
+                "{}: valid (project {}, generation {}, retain {})\n",
+                file.display(),
+                spec.project,
+                spec.generation,
+                spec.retain.0
+            ))?;
+            Ok(exit::OK)
+        }
+        Command::Schema => {
+            print(&schema_json())?;
+            Ok(exit::OK)
+        }
+        Command::Observe { file } => {
+            let spec = Spec::load(&file)?;
+            let observation = observe_engine(&spec)?;
+            print(&json(&observation))?;
+            Ok(exit::OK)
+        }
+        Command::Diff {
+            file,
+            observed,
+            output,
+            retry,
+        } => {
+            let spec = Spec::load(&file)?;
+            let observation = match observed {
+                Some(path) => crate::observe::read_saved(&path)?,
+                None => observe_engine(&spec)?,
+            };
+            diff(&spec, &observation, output, PlanOptions { retry_failed: retry })
+        }
+    }
+}
+
+/// The JSON Schema of the spec, pretty-printed.
+pub fn schema_json() -> String {
+    json(&schemars::schema_for!(Spec))
+}
+
+fn observe_engine(spec: &Spec) -> Result<Observation, Error> {
+    runtime()?.block_on(async {
+        let docker = crate::docker::Docker::connect().await?;
+        crate::observe::observe(&docker, spec).await
+    })
+}
+
+fn diff(
+    spec: &Spec,
+    observation: &Observation,
+    output: Output,
+    options: PlanOptions,
+) -> Result<u8, Error> {
+    let result = plan::plan(spec, &observation.observed, &observation.history, options);
+    let code = match &result {
+        Err(_) => exit::REFUSED,
+        Ok(p) if p.steps.is_empty() && p.hold.is_some() => exit::REFUSED,
+        Ok(p) if p.steps.is_empty() => exit::OK,
+        Ok(_) => exit::CHANGES,
+    };
+    match output {
+        Output::Json => {
+            let doc = match &result {
+                Ok(p) => serde_json::json!({
+                    "status": if p.steps.is_empty() { "in_sync" } else { "changes" },
+                    "exit_code": code,
+                    "plan": p,
+                    "summary": p.summary(),
+                }),
+                Err(r) => serde_json::json!({
+                    "status": "refused",
+                    "exit_code": code,
+                    "refusal": r,
+                }),
+            };
+            print(&json(&doc))?;
+        }
+        Output::Text => {
+            let style = Style::detect(std::io::stdout().is_terminal());
+            match &result {
+                Ok(p) => print(&render::plan_text(p, spec, &observation.observed, style))?,
+                Err(r) => print(&render::refusal_text(r, style))?,
+            }
+        }
+    }
+    Ok(code)
+}

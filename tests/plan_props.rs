@@ -1,0 +1,278 @@
+//! Properties of the planner over random hosts, checked with a fake engine that
+//! simulates Docker: plans apply without conflicts and converge, refusals come
+//! alone, nothing unrecognised or retained is ever removed, planning is repeatable.
+
+mod support;
+
+use std::collections::BTreeSet;
+
+use gemctl::desired::{self, Role};
+use gemctl::labels;
+use gemctl::observed::{
+    Container, ContainerState, FailedGeneration, GenerationData, History, Observed,
+};
+use gemctl::plan::{self, Action, Plan, PlanOptions};
+use gemctl::spec::Spec;
+use proptest::prelude::*;
+
+const STATES: [ContainerState; 4] = [
+    ContainerState::Running,
+    ContainerState::Exited,
+    ContainerState::Created,
+    ContainerState::Dead,
+];
+
+#[derive(Debug, Clone)]
+struct GenSetup {
+    data: Option<bool>,
+    app: Option<(usize, bool, bool)>,
+    db: Option<(usize, bool)>,
+}
+
+fn gen_setup() -> impl Strategy<Value = GenSetup> {
+    (
+        prop::option::weighted(0.7, any::<bool>()),
+        prop::option::weighted(0.6, (0..STATES.len(), any::<bool>(), prop::bool::weighted(0.9))),
+        prop::option::weighted(0.6, (0..STATES.len(), prop::bool::weighted(0.9))),
+    )
+        .prop_map(|(data, app, db)| GenSetup { data, app, db })
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    desired: u64,
+    retain: u32,
+    scope_project: bool,
+    gens: Vec<GenSetup>,
+    live: Option<u64>,
+    network: bool,
+    copy_leftover: Option<u64>,
+    stranger: Option<usize>,
+    failed: bool,
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        1u64..=7,
+        1u32..=3,
+        any::<bool>(),
+        prop::collection::vec(gen_setup(), 6),
+        prop::option::of(1u64..=6),
+        prop::bool::weighted(0.8),
+        prop::option::weighted(0.2, 1u64..=6),
+        prop::option::weighted(0.2, 0usize..3),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(
+            |(desired, retain, scope_project, gens, live, network, copy_leftover, stranger, failed)| Case {
+                desired,
+                retain,
+                scope_project,
+                gens,
+                live,
+                network,
+                copy_leftover,
+                stranger,
+                failed,
+            },
+        )
+}
+
+fn spec_of(c: &Case) -> Spec {
+    let scope = if c.scope_project { "project" } else { "host" };
+    support::spec_with(c.desired, c.retain, "v-now", scope)
+}
+
+fn container(spec: &Spec, role: Role, g: u64, state: usize, public: bool, fresh_hash: bool) -> Container {
+    let want = match role {
+        Role::App => desired::app(spec, g),
+        Role::Db => desired::db(spec, g),
+    };
+    let mut labels = want.labels(&spec.project);
+    if !fresh_hash {
+        labels.insert(labels::SPEC_HASH.into(), "0000000000000000".into());
+    }
+    if role == Role::App {
+        let e = if public { labels::EXPOSURE_PUBLIC } else { labels::EXPOSURE_PROBE };
+        labels.insert(labels::EXPOSURE.into(), e.into());
+    }
+    Container {
+        name: want.name,
+        id: String::new(),
+        image: want.image,
+        labels,
+        state: STATES[state],
+        health: None,
+        ports: Vec::new(),
+    }
+}
+
+fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
+    let mut obs = Observed::default();
+    for (i, g) in c.gens.iter().enumerate() {
+        let n = i as u64 + 1;
+        if let Some(ready) = g.data {
+            obs.storage.generations.push(GenerationData {
+                generation: n,
+                ready,
+                copied_from: None,
+            });
+        }
+        if let Some((state, public, fresh)) = g.app {
+            // Two public apps cannot both be running on the same ports.
+            let state = if public
+                && STATES[state].is_up()
+                && obs.containers.iter().any(|c| {
+                    c.state.is_up()
+                        && c.labels.get(labels::EXPOSURE).map(String::as_str)
+                            == Some(labels::EXPOSURE_PUBLIC)
+                }) {
+                1
+            } else {
+                state
+            };
+            obs.containers.push(container(spec, Role::App, n, state, public, fresh));
+        }
+        if let Some((state, fresh)) = g.db {
+            obs.containers.push(container(spec, Role::Db, n, state, false, fresh));
+        }
+    }
+    obs.storage.live = c.live;
+    if c.network {
+        obs.networks.push(spec.network_name());
+    }
+    if let Some(g) = c.copy_leftover {
+        obs.containers.push(Container {
+            name: desired::copy_container_name(spec, g),
+            id: String::new(),
+            image: spec.db.image.to_string(),
+            labels: [
+                (labels::PROJECT.to_string(), spec.project.clone()),
+                (labels::ROLE.to_string(), labels::ROLE_COPY.to_string()),
+                (labels::GENERATION.to_string(), g.to_string()),
+            ]
+            .into(),
+            state: ContainerState::Running,
+            health: None,
+            ports: Vec::new(),
+        });
+    }
+    if let Some(k) = c.stranger {
+        let name = ["redis", "monitoring-agent", "gem-99"][k];
+        obs.containers.push(Container {
+            name: name.into(),
+            id: String::new(),
+            image: "other:1".into(),
+            labels: Default::default(),
+            state: ContainerState::Running,
+            health: None,
+            ports: Vec::new(),
+        });
+    }
+    let mut history = History::default();
+    if c.failed {
+        history.failed.push(FailedGeneration {
+            generation: c.desired,
+            spec_hash: desired::generation_hash(spec, c.desired),
+            at: "2026-11-23T00:00:00Z".into(),
+            reason: "test".into(),
+            report: None,
+        });
+    }
+    (obs, history)
+}
+
+/// The generations whose data no plan may delete: the target, every ready
+/// generation newer than it, the `retain` newest ready ones below it, and the one
+/// it was copied from.
+fn protected(plan: &Plan, obs: &Observed, retain: u32) -> BTreeSet<u64> {
+    let ready: Vec<u64> = obs
+        .storage
+        .generations
+        .iter()
+        .filter(|d| d.ready)
+        .map(|d| d.generation)
+        .collect();
+    let mut keep: BTreeSet<u64> = ready
+        .iter()
+        .copied()
+        .filter(|g| *g >= plan.target && (plan.hold.is_none() || *g != plan.desired))
+        .collect();
+    keep.extend(
+        ready
+            .iter()
+            .rev()
+            .filter(|g| **g < plan.target)
+            .take(retain as usize),
+    );
+    if let Some(from) = plan.steps.iter().find_map(|s| match s.action {
+        Action::CopyData { from, .. } => Some(from),
+        _ => None,
+    }) {
+        keep.insert(from);
+    }
+    keep
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn plans_converge_and_respect_the_invariants(c in case()) {
+        let spec = spec_of(&c);
+        let (obs, history) = host_of(&c, &spec);
+        let first = plan::plan(&spec, &obs, &history, PlanOptions::default());
+        let again = plan::plan(&spec, &obs, &history, PlanOptions::default());
+        prop_assert_eq!(&first, &again, "planning twice gives the same answer");
+
+        let p = match first {
+            Err(refusal) => {
+                // A refusal carries problems and no steps (it has no field for any).
+                prop_assert!(!refusal.problems.is_empty());
+                return Ok(());
+            }
+            Ok(p) => p,
+        };
+
+        let known: BTreeSet<&str> = obs
+            .containers
+            .iter()
+            .filter(|c| c.labels.get(labels::PROJECT) == Some(&spec.project))
+            .map(|c| c.name.as_str())
+            .collect();
+        let keep = protected(&p, &obs, c.retain);
+        for step in &p.steps {
+            match &step.action {
+                Action::RemoveContainer { container, .. } => {
+                    prop_assert!(known.contains(container.as_str()), "removes unrecognised {}", container);
+                }
+                Action::RemoveData { generation } => {
+                    let ready = obs.storage.generations.iter().any(|d| d.generation == *generation && d.ready);
+                    prop_assert!(!ready || !keep.contains(generation),
+                        "deletes retained data of {}: {:#?}", generation, p);
+                }
+                _ => {}
+            }
+        }
+
+        let mut after = obs.clone();
+        if let Err(e) = support::apply(&spec, &mut after, &p) {
+            return Err(TestCaseError::fail(format!("{e}\nplan: {:#?}\nhost: {:#?}", support::described(&p), obs)));
+        }
+        let second = plan::plan(&spec, &after, &history, PlanOptions::default());
+        match second {
+            Ok(p2) => prop_assert!(p2.is_empty(), "second plan not empty: {:?}\nfirst: {:?}", support::described(&p2), support::described(&p)),
+            Err(r) => return Err(TestCaseError::fail(format!("refused after applying: {r}"))),
+        }
+
+        let public_up = after.containers.iter().filter(|c| {
+            c.state.is_up()
+                && c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+        }).count();
+        prop_assert!(public_up <= 1, "two public apps");
+        let app = desired::container_name(&spec, Role::App, p.target);
+        if p.hold.is_none() || !after.storage.generations.is_empty() {
+            prop_assert!(after.containers.iter().any(|c| c.name == app && c.state.is_up()) || p.hold.is_some());
+        }
+    }
+}

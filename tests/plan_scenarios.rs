@@ -1,0 +1,399 @@
+//! The planner, one situation per test: what an operator would find on the host,
+//! and the plan gemctl must make of it.
+
+mod support;
+
+use gemctl::desired;
+use gemctl::labels;
+use gemctl::observed::{ContainerState, FailedGeneration, History, Observed};
+use gemctl::plan::{self, Action, PlanKind, PlanOptions};
+use support::*;
+
+#[test]
+fn fresh_host_is_bootstrapped_in_order() {
+    let p = plan_for(&spec(1), &Observed::default()).unwrap();
+    assert_eq!(p.kind, PlanKind::Bootstrap);
+    assert_eq!(
+        described(&p),
+        [
+            "create network shop-net",
+            "start db-1 on a fresh data directory",
+            "wait until db-1 accepts queries",
+            "record generation 1's data as ready (fresh)",
+            "start gem-1 with its health ports on 127.0.0.1 only",
+            "check health of gem-1",
+            "expose gem-1 on its public ports",
+            "check health of gem-1",
+            "record generation 1 as live",
+        ]
+    );
+    assert!(p.steps.iter().all(|s| !s.reason.is_empty()));
+}
+
+#[test]
+fn converged_host_has_an_empty_plan() {
+    let obs = deployed(&[1]);
+    let p = plan_for(&spec(1), &obs).unwrap();
+    assert!(p.is_empty(), "{:?}", described(&p));
+    assert_eq!(p.kind, PlanKind::InSync);
+}
+
+#[test]
+fn upgrade_follows_the_design_order() {
+    let obs = deployed(&[1]);
+    let p = plan_for(&spec(2), &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Upgrade { from: 1 });
+    assert_eq!(
+        described(&p),
+        [
+            "start db-2 on a fresh data directory",
+            "wait until db-2 accepts queries",
+            "stop gem-1",
+            "copy data of generation 1 into generation 2",
+            "verify generation 2's data against generation 1",
+            "record generation 2's data as ready (copied from 1)",
+            "start gem-2 with its health ports on 127.0.0.1 only",
+            "check health of gem-2",
+            "expose gem-2 on its public ports",
+            "check health of gem-2",
+            "record generation 2 as live",
+            "stop db-1 (data kept)",
+        ]
+    );
+    assert_eq!(
+        p.summary().to_string(),
+        "Plan: 2 to start, 2 to stop, 0 to remove, 1 data copy"
+    );
+}
+
+#[test]
+fn upgrade_can_jump_several_generations() {
+    let obs = deployed(&[2]);
+    let p = plan_for(&spec(5), &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Upgrade { from: 2 });
+    assert!(p.steps.iter().any(|s| s.action == Action::CopyData { from: 2, to: 5 }));
+}
+
+#[test]
+fn retention_prunes_older_generations_as_visible_steps() {
+    let obs = deployed(&[1, 2, 3]);
+    let p = plan_for(&spec(4), &obs).unwrap();
+    let tail: Vec<String> = described(&p).into_iter().rev().take(3).collect();
+    assert_eq!(
+        tail,
+        [
+            "delete the data of generation 1",
+            "remove db-1",
+            "remove gem-1"
+        ]
+    );
+    assert!(!p.steps.iter().any(|s| matches!(
+        s.action,
+        Action::RemoveData { generation: 2 | 3 }
+    )));
+}
+
+#[test]
+fn lowering_retain_prunes_without_a_new_generation() {
+    let obs = deployed(&[1, 2, 3]);
+    let p = plan_for(&spec_with(3, 1, "v3", "host"), &obs).unwrap();
+    assert_eq!(
+        described(&p),
+        [
+            "remove gem-1",
+            "remove db-1",
+            "delete the data of generation 1"
+        ]
+    );
+}
+
+#[test]
+fn rollback_restarts_the_retained_generation_and_keeps_newer_data() {
+    let obs = deployed(&[1, 2]);
+    let p = plan_for(&spec_with(1, 2, "v1", "host"), &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Rollback { from: 2 });
+    assert_eq!(
+        described(&p),
+        [
+            "start db-1",
+            "wait until db-1 accepts queries",
+            "stop gem-2",
+            "start gem-1",
+            "check health of gem-1",
+            "record generation 1 as live",
+            "stop db-2 (data kept)",
+        ]
+    );
+    assert!(
+        p.notes
+            .iter()
+            .any(|n| n.contains("writes made in generation 2 are NOT in it")),
+        "{:?}",
+        p.notes
+    );
+    assert!(!p.steps.iter().any(|s| matches!(s.action, Action::RemoveData { .. })));
+}
+
+#[test]
+fn rollback_with_todays_image_still_runs_the_generation_as_made() {
+    let obs = deployed(&[1, 2]);
+    // The operator only changed `generation`, not the image.
+    let p = plan_for(&spec_with(1, 2, "v2", "host"), &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Rollback { from: 2 });
+    assert!(p.notes.iter().any(|n| n.contains("runs as it was made")));
+}
+
+#[test]
+fn stopped_app_is_started_and_checked() {
+    let obs = deployed(&[1]).set_state("gem-1", ContainerState::Exited);
+    let p = plan_for(&spec(1), &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Repair);
+    assert_eq!(described(&p), ["start gem-1", "check health of gem-1"]);
+}
+
+#[test]
+fn stopped_db_is_started_and_waited_for() {
+    let obs = deployed(&[1]).set_state("db-1", ContainerState::Exited);
+    let p = plan_for(&spec(1), &obs).unwrap();
+    assert_eq!(
+        described(&p),
+        ["start db-1", "wait until db-1 accepts queries"]
+    );
+}
+
+#[test]
+fn missing_app_is_recreated_through_the_health_gate() {
+    let obs = deployed(&[1]).without("gem-1");
+    let p = plan_for(&spec(1), &obs).unwrap();
+    assert_eq!(
+        described(&p),
+        [
+            "start gem-1 with its health ports on 127.0.0.1 only",
+            "check health of gem-1",
+            "expose gem-1 on its public ports",
+            "check health of gem-1",
+        ]
+    );
+}
+
+#[test]
+fn missing_db_is_recreated_on_its_existing_data() {
+    let obs = deployed(&[1]).without("db-1");
+    let p = plan_for(&spec(1), &obs).unwrap();
+    assert_eq!(
+        described(&p),
+        [
+            "start db-1 on its existing data",
+            "wait until db-1 accepts queries"
+        ]
+    );
+}
+
+#[test]
+fn image_changed_without_bumping_generation_is_refused() {
+    let obs = deployed(&[1]);
+    let r = plan_for(&spec_with(1, 2, "v9", "host"), &obs).unwrap_err();
+    assert_eq!(r.problems.len(), 1);
+    let p = &r.problems[0];
+    assert_eq!(p.container.as_deref(), Some("gem-1"));
+    assert!(p.seen.contains("example/shop:v1") && p.seen.contains("example/shop:v9"));
+    assert!(p.fix.contains("bump `generation` to 2"), "{}", p.fix);
+}
+
+#[test]
+fn half_made_db_of_an_interrupted_apply_is_redone() {
+    // Killed after db-2 was created, before the copy: gem-1 still serves.
+    let s = spec(2);
+    let mut obs = deployed(&[1]);
+    let first = plan_for(&s, &obs).unwrap();
+    support::apply_step(&s, &mut obs, &first.steps[0].action).unwrap();
+    let p = plan_for(&s, &obs).unwrap();
+    assert_eq!(
+        described(&p)[..4],
+        [
+            "remove db-2",
+            "delete the data of generation 2",
+            "start db-2 on a fresh data directory",
+            "wait until db-2 accepts queries",
+        ]
+    );
+    assert!(p.steps.iter().any(|s| s.action == Action::CopyData { from: 1, to: 2 }));
+}
+
+#[test]
+fn apply_killed_during_the_copy_resumes_from_a_clean_copy() {
+    let s = spec(2);
+    let mut obs = deployed(&[1]);
+    let first = plan_for(&s, &obs).unwrap();
+    // Steps up to and including "stop gem-1"; then the copy container was running.
+    for step in &first.steps[..3] {
+        support::apply_step(&s, &mut obs, &step.action).unwrap();
+    }
+    obs = obs.labelled(
+        "shop-copy-2",
+        &[
+            (labels::PROJECT, "shop"),
+            (labels::ROLE, labels::ROLE_COPY),
+            (labels::GENERATION, "2"),
+        ],
+        ContainerState::Running,
+    );
+    let p = plan_for(&s, &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Upgrade { from: 1 });
+    let d = described(&p);
+    assert_eq!(d[0], "remove shop-copy-2");
+    assert_eq!(d[1], "remove db-2");
+    assert_eq!(d[2], "delete the data of generation 2");
+    assert!(!d.contains(&"stop gem-1".to_string()), "already stopped");
+    // db-1 is still up, gem-1 is down: the copy can run again from generation 1.
+    support::apply(&s, &mut obs, &p).unwrap();
+    assert!(plan_for(&s, &obs).unwrap().is_empty());
+}
+
+#[test]
+fn apply_killed_after_the_verified_copy_continues_with_the_app() {
+    let s = spec(2);
+    let mut obs = deployed(&[1]);
+    let first = plan_for(&s, &obs).unwrap();
+    for step in &first.steps[..6] {
+        support::apply_step(&s, &mut obs, &step.action).unwrap();
+    }
+    let p = plan_for(&s, &obs).unwrap();
+    assert_eq!(
+        described(&p),
+        [
+            "start gem-2 with its health ports on 127.0.0.1 only",
+            "check health of gem-2",
+            "expose gem-2 on its public ports",
+            "check health of gem-2",
+            "record generation 2 as live",
+            "stop db-1 (data kept)",
+        ]
+    );
+}
+
+#[test]
+fn unrecognised_container_is_refused_under_host_scope() {
+    let obs = deployed(&[1]).stranger("redis", "redis:7");
+    let r = plan_for(&spec(1), &obs).unwrap_err();
+    assert_eq!(r.problems.len(), 1);
+    assert!(r.problems[0].seen.contains("redis"));
+    assert!(r.problems[0].fix.contains("ignore"));
+}
+
+#[test]
+fn ignore_patterns_and_project_scope_leave_strangers_alone() {
+    let obs = deployed(&[1]).stranger("monitoring-agent", "agent:1");
+    assert!(plan_for(&spec(1), &obs).unwrap().is_empty());
+    let obs = deployed(&[1]).stranger("redis", "redis:7");
+    assert!(
+        plan_for(&spec_with(1, 2, "v1", "project"), &obs)
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[test]
+fn name_collision_is_refused_even_in_project_scope() {
+    let obs = deployed(&[1]).stranger("gem-8", "someone/else:1");
+    let r = plan_for(&spec_with(8, 2, "v8", "project"), &obs).unwrap_err();
+    assert_eq!(r.problems[0].container.as_deref(), Some("gem-8"));
+    assert!(r.problems[0].seen.contains("not made by gemctl"));
+}
+
+#[test]
+fn mislabelled_container_is_refused() {
+    let obs = deployed(&[1]).labelled(
+        "gem-3",
+        &[
+            (labels::PROJECT, "shop"),
+            (labels::ROLE, "db"),
+            (labels::GENERATION, "3"),
+        ],
+        ContainerState::Exited,
+    );
+    let r = plan_for(&spec(1), &obs).unwrap_err();
+    assert!(r.problems[0].seen.contains("does not match"));
+}
+
+#[test]
+fn every_unrecognised_container_is_listed() {
+    let obs = deployed(&[1])
+        .stranger("redis", "redis:7")
+        .stranger("db-4", "postgres:16");
+    let r = plan_for(&spec(1), &obs).unwrap_err();
+    let names: Vec<_> = r
+        .problems
+        .iter()
+        .filter_map(|p| p.container.clone())
+        .collect();
+    assert_eq!(names, ["redis", "db-4"]);
+}
+
+#[test]
+fn generation_below_the_newest_without_data_is_refused() {
+    let obs = deployed(&[3, 4, 5]);
+    // Generation 1 was never here; 3 and 4 are retained.
+    let r = plan_for(&spec(1), &obs).unwrap_err();
+    assert!(r.problems[0].seen.contains("only move forward"));
+    assert!(r.problems[0].fix.contains("3, 4"));
+}
+
+fn failed(spec: &gemctl::spec::Spec, generation: u64) -> History {
+    History {
+        failed: vec![FailedGeneration {
+            generation,
+            spec_hash: desired::generation_hash(spec, generation),
+            at: "2026-11-23T10:00:00Z".into(),
+            reason: "tcp :7000 never answered OK".into(),
+            report: None,
+        }],
+    }
+}
+
+#[test]
+fn failed_generation_is_held_back_not_retried() {
+    let obs = deployed(&[1]);
+    let s = spec(2);
+    let p = plan::plan(&s, &obs, &failed(&s, 2), PlanOptions::default()).unwrap();
+    assert_eq!(p.target, 1);
+    assert!(p.is_empty());
+    assert!(p.hold.as_deref().unwrap().contains("--retry"));
+}
+
+#[test]
+fn failed_generation_with_drift_repairs_the_previous_one() {
+    let obs = deployed(&[1]).set_state("gem-1", ContainerState::Exited);
+    let s = spec(2);
+    let p = plan::plan(&s, &obs, &failed(&s, 2), PlanOptions::default()).unwrap();
+    assert_eq!(described(&p), ["start gem-1", "check health of gem-1"]);
+}
+
+#[test]
+fn failed_generation_is_tried_again_with_retry_or_a_changed_spec() {
+    let obs = deployed(&[1]);
+    let s = spec(2);
+    let retry = PlanOptions { retry_failed: true };
+    let p = plan::plan(&s, &obs, &failed(&s, 2), retry).unwrap();
+    assert_eq!(p.kind, PlanKind::Upgrade { from: 1 });
+    let fixed = spec_with(2, 2, "v2-fixed", "host");
+    let p = plan::plan(&fixed, &obs, &failed(&s, 2), PlanOptions::default()).unwrap();
+    assert_eq!(p.kind, PlanKind::Upgrade { from: 1 });
+}
+
+#[test]
+fn planning_is_deterministic() {
+    let obs = deployed(&[1, 2]).set_state("gem-2", ContainerState::Exited);
+    let a = plan_for(&spec(4), &obs).unwrap();
+    let b = plan_for(&spec(4), &obs).unwrap();
+    assert_eq!(a, b);
+}
+
+#[test]
+fn plan_json_round_trips() {
+    let p = plan_for(&spec(2), &deployed(&[1])).unwrap();
+    let text = serde_json::to_string(&p).unwrap();
+    assert!(text.contains(r#""action":"copy_data""#), "{text}");
+    let back: gemctl::plan::Plan = serde_json::from_str(&text).unwrap();
+    assert_eq!(back, p);
+}

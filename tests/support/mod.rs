@@ -1,0 +1,357 @@
+//! Test support for the pure planner: a fake engine that applies plan steps to an
+//! `Observed` with Docker's semantics (name conflicts, port conflicts, starting what
+//! does not exist all fail), and a builder for host states.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use gemctl::desired::{self, Role};
+use gemctl::labels;
+use gemctl::observed::{Container, ContainerState, GenerationData, History, Observed};
+use gemctl::plan::{self, Action, Plan, PlanOptions, Refusal};
+use gemctl::spec::Spec;
+
+/// A spec for project `shop` at `generation`, with `retain` and an app image tag.
+pub fn spec_with(generation: u64, retain: u32, app_tag: &str, scope: &str) -> Spec {
+    let text = format!(
+        r#"
+project: shop
+generation: {generation}
+retain: {retain}
+storage: /srv/shop
+scope: {scope}
+ignore: ["monitoring-*"]
+app:
+  image: "example/shop:{app_tag}"
+  ports: ["80:8080", "127.0.0.1:7000:7000"]
+  health:
+    - tcp: {{ port: 7000, send: "status\n", expect: "OK" }}
+db:
+  image: "postgres:15"
+  env: {{ POSTGRES_USER: shop }}
+"#
+    );
+    Spec::parse(Path::new("shop.yaml"), &text).expect("test spec is valid")
+}
+
+/// The usual spec: `generation`, retain 2, tag `v<generation>`, scope host.
+pub fn spec(generation: u64) -> Spec {
+    spec_with(generation, 2, &format!("v{generation}"), "host")
+}
+
+/// The fake engine's verdict on a step it cannot carry out.
+pub type SimError = String;
+
+/// Applies one action to the observed state the way Docker and gemctl's executor
+/// would, healthy apps assumed.
+pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<(), SimError> {
+    let find = |obs: &Observed, name: &str| obs.containers.iter().position(|c| c.name == name);
+    let data_ready = |obs: &Observed, g: u64| {
+        obs.storage
+            .generations
+            .iter()
+            .any(|d| d.generation == g && d.ready)
+    };
+    match action {
+        Action::CreateNetwork { network } => {
+            if obs.networks.contains(network) {
+                return Err(format!("network {network} already exists"));
+            }
+            obs.networks.push(network.clone());
+        }
+        Action::CreateDb {
+            generation,
+            container,
+            fresh,
+        } => {
+            need_network(spec, obs)?;
+            if find(obs, container).is_some() {
+                return Err(format!("conflict: {container} already exists"));
+            }
+            let has_dir = obs
+                .storage
+                .generations
+                .iter()
+                .any(|d| d.generation == *generation);
+            if *fresh {
+                if has_dir {
+                    return Err(format!("data dir of {generation} is not fresh"));
+                }
+                obs.storage.generations.push(GenerationData {
+                    generation: *generation,
+                    ready: false,
+                    copied_from: None,
+                });
+                obs.storage.generations.sort_by_key(|d| d.generation);
+            } else if !has_dir {
+                return Err(format!("no data dir for {generation}"));
+            }
+            let want = desired::db(spec, *generation);
+            obs.containers.push(made(spec, &want, None));
+        }
+        Action::StartDb { container, .. } | Action::StartApp { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if obs.containers[i].labels.get(labels::EXPOSURE).map(String::as_str)
+                == Some(labels::EXPOSURE_PUBLIC)
+            {
+                ports_free(obs, container)?;
+            }
+            obs.containers[i].state = ContainerState::Running;
+        }
+        Action::StopApp { container, .. } | Action::StopDb { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            obs.containers[i].state = ContainerState::Exited;
+        }
+        Action::WaitDb { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if !obs.containers[i].state.is_up() {
+                return Err(format!("{container} is not running"));
+            }
+        }
+        Action::CopyData { from, to } | Action::VerifyCopy { from, to } => {
+            for g in [from, to] {
+                let name = desired::container_name(spec, Role::Db, *g);
+                let up = find(obs, &name).is_some_and(|i| obs.containers[i].state.is_up());
+                if !up {
+                    return Err(format!("copy needs {name} running"));
+                }
+            }
+            if !data_ready(obs, *from) {
+                return Err(format!("copy source {from} is not ready"));
+            }
+            let app = desired::container_name(spec, Role::App, *from);
+            if find(obs, &app).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("{app} still writes during the copy"));
+            }
+        }
+        Action::MarkReady {
+            generation,
+            copied_from,
+        } => {
+            let d = obs
+                .storage
+                .generations
+                .iter_mut()
+                .find(|d| d.generation == *generation)
+                .ok_or(format!("no data dir for {generation}"))?;
+            d.ready = true;
+            d.copied_from = *copied_from;
+        }
+        Action::CreateAppProbe {
+            generation,
+            container,
+        } => {
+            need_network(spec, obs)?;
+            if find(obs, container).is_some() {
+                return Err(format!("conflict: {container} already exists"));
+            }
+            if !data_ready(obs, *generation) {
+                return Err(format!("app {generation} started before its data is ready"));
+            }
+            let want = desired::app(spec, *generation);
+            obs.containers
+                .push(made(spec, &want, Some(labels::EXPOSURE_PROBE)));
+        }
+        Action::CheckHealth { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if !obs.containers[i].state.is_up() {
+                return Err(format!("health check of stopped {container}"));
+            }
+            let db = desired::container_name(spec, Role::Db, generation_of(&obs.containers[i]));
+            if !find(obs, &db).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("{container} checked while {db} is down"));
+            }
+        }
+        Action::ExposeApp { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            ports_free(obs, container)?;
+            let c = &mut obs.containers[i];
+            c.labels
+                .insert(labels::EXPOSURE.into(), labels::EXPOSURE_PUBLIC.into());
+            c.state = ContainerState::Running;
+        }
+        Action::SetLive { generation } => {
+            if !data_ready(obs, *generation) {
+                return Err(format!("live generation {generation} has no ready data"));
+            }
+            obs.storage.live = Some(*generation);
+        }
+        Action::RemoveContainer { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if obs.containers[i].labels.get(labels::PROJECT) != Some(&spec.project) {
+                return Err(format!("removed {container}, which gemctl did not make"));
+            }
+            obs.containers.remove(i);
+        }
+        Action::RemoveData { generation } => {
+            let db = desired::container_name(spec, Role::Db, *generation);
+            if find(obs, &db).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("deleting data under running {db}"));
+            }
+            let before = obs.storage.generations.len();
+            obs.storage.generations.retain(|d| d.generation != *generation);
+            if before == obs.storage.generations.len() {
+                return Err(format!("no data dir for {generation}"));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn need_network(spec: &Spec, obs: &Observed) -> Result<(), SimError> {
+    if obs.networks.contains(&spec.network_name()) {
+        Ok(())
+    } else {
+        Err("network missing".into())
+    }
+}
+
+fn generation_of(c: &Container) -> u64 {
+    c.labels[labels::GENERATION].parse().unwrap()
+}
+
+/// Two public apps of the same spec would bind the same host ports.
+fn ports_free(obs: &Observed, except: &str) -> Result<(), SimError> {
+    match obs.containers.iter().find(|c| {
+        c.name != except
+            && c.state.is_up()
+            && c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+    }) {
+        Some(c) => Err(format!("port conflict: {} holds the public ports", c.name)),
+        None => Ok(()),
+    }
+}
+
+fn made(spec: &Spec, want: &desired::ContainerConfig, exposure: Option<&str>) -> Container {
+    let mut labels = want.labels(&spec.project);
+    if let Some(e) = exposure {
+        labels.insert(labels::EXPOSURE.into(), e.into());
+    }
+    Container {
+        name: want.name.clone(),
+        id: format!("id-{}", want.name),
+        image: want.image.clone(),
+        labels,
+        state: ContainerState::Running,
+        health: None,
+        ports: Vec::new(),
+    }
+}
+
+/// Applies a whole plan.
+pub fn apply(spec: &Spec, obs: &mut Observed, plan: &Plan) -> Result<(), SimError> {
+    for (i, step) in plan.steps.iter().enumerate() {
+        apply_step(spec, obs, &step.action)
+            .map_err(|e| format!("step {} ({}): {e}", i + 1, step.action.describe()))?;
+    }
+    Ok(())
+}
+
+/// Plans with default options and no history.
+pub fn plan_for(spec: &Spec, obs: &Observed) -> Result<Plan, Refusal> {
+    plan::plan(spec, obs, &History::default(), PlanOptions::default())
+}
+
+/// A host converged through the given generations, in order (each a spec applied).
+pub fn deployed(generations: &[u64]) -> Observed {
+    let mut obs = Observed::default();
+    for g in generations {
+        let s = spec(*g);
+        let p = plan_for(&s, &obs).expect("no refusal while deploying");
+        apply(&s, &mut obs, &p).expect("plan applies");
+    }
+    obs
+}
+
+/// Small edits of a host state, for scenarios.
+pub trait HostEdit {
+    /// Sets a container's state.
+    fn set_state(self, name: &str, state: ContainerState) -> Self;
+    /// Removes a container.
+    fn without(self, name: &str) -> Self;
+    /// Adds a container that gemctl did not make.
+    fn stranger(self, name: &str, image: &str) -> Self;
+    /// Adds a container with these labels.
+    fn labelled(self, name: &str, labels: &[(&str, &str)], state: ContainerState) -> Self;
+    /// Adds or replaces a data directory.
+    fn data(self, generation: u64, ready: bool) -> Self;
+}
+
+impl HostEdit for Observed {
+    fn set_state(mut self, name: &str, state: ContainerState) -> Self {
+        self.containers
+            .iter_mut()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no container {name}"))
+            .state = state;
+        self
+    }
+
+    fn without(mut self, name: &str) -> Self {
+        self.containers.retain(|c| c.name != name);
+        self
+    }
+
+    fn stranger(self, name: &str, image: &str) -> Self {
+        self.labelled(name, &[], ContainerState::Running)
+            .with_image(name, image)
+    }
+
+    fn labelled(mut self, name: &str, labels: &[(&str, &str)], state: ContainerState) -> Self {
+        self.containers.push(Container {
+            name: name.into(),
+            id: format!("id-{name}"),
+            image: "unknown:1".into(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<BTreeMap<_, _>>(),
+            state,
+            health: None,
+            ports: Vec::new(),
+        });
+        self
+    }
+
+    fn data(mut self, generation: u64, ready: bool) -> Self {
+        self.storage
+            .generations
+            .retain(|d| d.generation != generation);
+        self.storage.generations.push(GenerationData {
+            generation,
+            ready,
+            copied_from: None,
+        });
+        self.storage.generations.sort_by_key(|d| d.generation);
+        self
+    }
+}
+
+trait WithImage {
+    fn with_image(self, name: &str, image: &str) -> Self;
+}
+
+impl WithImage for Observed {
+    fn with_image(mut self, name: &str, image: &str) -> Self {
+        if let Some(c) = self.containers.iter_mut().find(|c| c.name == name) {
+            c.image = image.into();
+        }
+        self
+    }
+}
+
+/// The actions of a plan, described, for compact assertions.
+pub fn described(plan: &Plan) -> Vec<String> {
+    plan.steps.iter().map(|s| s.action.describe()).collect()
+}
+
+/// A host converged through `specs`, in order, by the fake engine.
+pub fn deployed_with(specs: &[Spec]) -> Observed {
+    let mut obs = Observed::default();
+    for s in specs {
+        let p = plan_for(s, &obs).expect("no refusal while deploying");
+        apply(s, &mut obs, &p).expect("plan applies");
+    }
+    obs
+}
