@@ -1,0 +1,467 @@
+//! `gemctl apply` on the real Docker engine with real PostgreSQL: bootstrap,
+//! upgrades that keep every row, a broken release that never stays live,
+//! retention, rollback, refusal, and a resume after a kill during the copy.
+//!
+//! Needs the images from `scripts/build-images`. Every test has its own project,
+//! container names, network, ports and storage directory, removed when the test
+//! ends, pass or fail.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+const PG_IMAGE: &str = "gemctl-test/postgres:15";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs")
+}
+
+fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+fn require_images() {
+    for image in [PG_IMAGE, "gemctl-test/app:1", "gemctl-test/app:2", "gemctl-test/app:broken"] {
+        assert!(
+            docker(&["image", "inspect", image]).status.success(),
+            "image {image} is missing: run scripts/build-images (scripts/test does)"
+        );
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One test's project: names, ports and storage of its own, cleaned up on drop.
+struct Project {
+    name: String,
+    dir: PathBuf,
+    spec: PathBuf,
+    http: u16,
+    tcp: u16,
+}
+
+impl Project {
+    fn new(test: &str) -> Project {
+        require_images();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!("gt{}{n}{}", std::process::id() % 100_000, &test[..test.len().min(6)]);
+        let dir = std::env::temp_dir().join(format!("gemctl-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("secrets.env"),
+            "POSTGRES_PASSWORD=s3cret\nPGPASSWORD=s3cret\n",
+        )
+        .unwrap();
+        let p = Project {
+            spec: dir.join("spec.yaml"),
+            name,
+            dir,
+            http: free_port(),
+            tcp: free_port(),
+        };
+        p.write_spec(1, "1", 2, "scope: project");
+        p
+    }
+
+    fn app(&self, g: u64) -> String {
+        format!("{}-gem-{g}", self.name)
+    }
+
+    fn db(&self, g: u64) -> String {
+        format!("{}-db-{g}", self.name)
+    }
+
+    fn storage(&self) -> PathBuf {
+        self.dir.join("storage")
+    }
+
+    fn write_spec(&self, generation: u64, tag: &str, retain: u32, scope: &str) {
+        let text = format!(
+            r#"project: {name}
+generation: {generation}
+retain: {retain}
+storage: storage
+pull: never
+{scope}
+app:
+  name: {name}-gem
+  image: gemctl-test/app:{tag}
+  env: {{ PGUSER: app, PGDATABASE: app }}
+  env_file: secrets.env
+  ports: ["127.0.0.1:{http}:8080", "127.0.0.1:{tcp}:7000"]
+  health:
+    - tcp: {{ port: 7000, send: "status\n", expect_regex: "^OK " }}
+      interval: 300ms
+      timeout: 2s
+      deadline: 20s
+    - http: {{ port: 8080, path: /health, status: 200 }}
+      interval: 300ms
+      timeout: 2s
+      deadline: 20s
+db:
+  name: {name}-db
+  image: {PG_IMAGE}
+  env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
+  env_file: secrets.env
+"#,
+            name = self.name,
+            http = self.http,
+            tcp = self.tcp,
+        );
+        std::fs::write(&self.spec, text).unwrap();
+    }
+
+    fn gemctl(&self, args: &[&str]) -> Output {
+        let spec = self.spec.to_str().unwrap();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-f", spec]);
+        let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(&all)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("gemctl runs");
+        eprintln!(
+            "$ gemctl {}\n{}{}-> exit {:?}",
+            all.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            o.status.code()
+        );
+        o
+    }
+
+    fn apply(&self, extra: &[&str]) -> (i32, String) {
+        let mut args = vec!["apply"];
+        args.extend(extra);
+        let o = self.gemctl(&args);
+        (
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    /// The app's TCP health report.
+    fn report(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.tcp)).expect("app tcp port answers");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"status\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.trim().to_string()
+    }
+
+    fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http)).expect("app http port answers");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+        (status, body)
+    }
+
+    fn insert_rows(&self, n: u64) {
+        let (status, body) = self.http("POST", &format!("/rows?n={n}"));
+        assert_eq!(status, 200, "insert rows: {body}");
+    }
+
+    /// `count:md5` of the items table, queried inside a db container.
+    fn table_digest(&self, db: &str) -> String {
+        docker_ok(&[
+            "exec", db, "psql", "-U", "app", "-d", "app", "-X", "-tA", "-c",
+            "select count(*) || ':' || md5(coalesce(string_agg(t::text, ',' order by id), '')) from items t",
+        ])
+    }
+
+    /// `name state` of every container of this project.
+    fn containers(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps", "-a", "--filter", &format!("label=io.gemctl.project={}", self.name),
+            "--format", "{{.Names}} {{.State}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// Containers of this project that publish ports.
+    fn with_public_ports(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps", "--filter", &format!("label=io.gemctl.project={}", self.name),
+            "--format", "{{.Names}}|{{.Ports}}",
+        ]);
+        out.lines()
+            .filter(|l| l.split('|').nth(1).is_some_and(|p| p.contains("->")))
+            .map(|l| l.split('|').next().unwrap().to_string())
+            .collect()
+    }
+
+    fn generations_on_disk(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(self.storage())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps", "-aq", "--filter", &format!("label=io.gemctl.project={}", self.name),
+        ]);
+        let by_name = docker(&["ps", "-aq", "--filter", &format!("name=^{}-", self.name)]);
+        let mut all: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&by_name.stdout).lines())
+            .map(str::to_string)
+            .collect();
+        all.sort();
+        all.dedup();
+        if !all.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(all.iter().map(String::as_str));
+            docker(&args);
+        }
+        docker(&["network", "rm", &format!("{}-net", self.name)]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn bootstrap_serves_and_a_second_apply_does_nothing() {
+    let p = Project::new("boot");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(p.report().starts_with("OK "), "tcp report: {}", p.report());
+    assert!(p.report().contains("gen=1"));
+    let (status, body) = p.http("GET", "/health");
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+
+    let diff = p.gemctl(&["diff"]);
+    assert_eq!(diff.status.code(), Some(0));
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to do"), "{out}");
+    // Secrets never reach the output.
+    assert!(!out.contains("s3cret"));
+}
+
+#[test]
+fn upgrade_carries_every_row_and_keeps_the_old_generation() {
+    let p = Project::new("upgr");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(2500);
+    let before = p.table_digest(&p.db(1));
+    assert!(before.starts_with("2500:"), "{before}");
+
+    p.write_spec(2, "2", 2, "scope: project");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copy data of generation 1 into generation 2"));
+
+    assert_eq!(p.table_digest(&p.db(2)), before, "db-2 holds every row of db-1");
+    assert!(p.report().contains("gen=2") && p.report().contains("rows=2500"), "{}", p.report());
+    assert_eq!(p.with_public_ports(), [p.app(2)], "only the new app is public");
+    assert_eq!(
+        p.containers(),
+        [
+            format!("{} exited", p.app(1)),
+            format!("{} running", p.app(2)),
+            format!("{} exited", p.db(1)),
+            format!("{} running", p.db(2)),
+        ]
+    );
+    assert_eq!(p.generations_on_disk(), [1, 2]);
+
+    // Generation 1's data was only read: start its db and look.
+    docker_ok(&["start", &p.db(1)]);
+    wait_until("db-1 to answer", Duration::from_secs(60), || {
+        docker(&["exec", &p.db(1), "pg_isready", "-q", "-h", "127.0.0.1"]).status.success()
+    });
+    assert_eq!(p.table_digest(&p.db(1)), before);
+}
+
+#[test]
+fn broken_release_is_rolled_back_and_not_retried() {
+    let p = Project::new("brok");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(300);
+    let before = p.table_digest(&p.db(1));
+
+    p.write_spec(2, "broken", 2, "scope: project");
+    let started = Instant::now();
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(120));
+    assert!(out.contains("generation 1 is live again"), "{out}");
+
+    assert!(p.report().contains("gen=1") && p.report().contains("rows=300"));
+    assert_eq!(p.table_digest(&p.db(1)), before);
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+    assert_eq!(p.generations_on_disk(), [1], "the failed generation's data is removed");
+    assert_eq!(
+        p.containers(),
+        [format!("{} running", p.app(1)), format!("{} running", p.db(1))]
+    );
+
+    let failures = p.storage().join(".gemctl/failures");
+    let report: Vec<_> = std::fs::read_dir(&failures).unwrap().collect();
+    assert_eq!(report.len(), 1);
+    let text = std::fs::read_to_string(report[0].as_ref().unwrap().path()).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["generation"], 2);
+    assert_eq!(v["health"]["healthy"], false);
+    assert!(text.contains("FAIL"), "health output kept: {text}");
+    assert!(!v["app_logs"].as_str().unwrap().is_empty(), "app logs kept");
+    assert!(!text.contains("s3cret"));
+
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("generation 2 failed its health checks"), "{out}");
+    assert!(out.contains("--retry"));
+    assert_eq!(p.generations_on_disk(), [1]);
+}
+
+#[test]
+fn retention_prunes_the_oldest_generation() {
+    let p = Project::new("retn");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(50);
+    for g in 2..=4 {
+        p.write_spec(g, if g % 2 == 0 { "2" } else { "1" }, 2, "scope: project");
+        let (code, out) = p.apply(&[]);
+        assert_eq!(code, 0, "{out}");
+    }
+    assert_eq!(p.generations_on_disk(), [2, 3, 4]);
+    let names: Vec<String> = p.containers().iter().map(|c| c.split(' ').next().unwrap().to_string()).collect();
+    assert!(!names.contains(&p.app(1)) && !names.contains(&p.db(1)), "{names:?}");
+    assert!(names.contains(&p.app(2)) && names.contains(&p.db(3)));
+    assert!(p.report().contains("rows=50"));
+}
+
+#[test]
+fn rollback_serves_the_retained_generation_on_its_own_data() {
+    let p = Project::new("roll");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(100);
+    p.write_spec(2, "2", 2, "scope: project");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(20);
+    assert!(p.report().contains("rows=120"));
+
+    p.write_spec(1, "1", 2, "scope: project");
+    let plan = p.gemctl(&["diff"]);
+    assert_eq!(plan.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&plan.stdout).contains("are NOT in it"));
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    let report = p.report();
+    assert!(report.contains("gen=1") && report.contains("rows=100"), "{report}");
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+    assert_eq!(p.generations_on_disk(), [1, 2], "the newer data is kept");
+}
+
+#[test]
+fn unrecognised_containers_stop_apply_before_it_touches_anything() {
+    let p = Project::new("refu");
+    assert_eq!(p.apply(&[]).0, 0);
+    // A container named like generation 9's app that gemctl did not make.
+    let squatter = p.app(9);
+    docker_ok(&["create", "--name", &squatter, "--entrypoint", "sleep", PG_IMAGE, "600"]);
+    let before = p.containers();
+    p.write_spec(2, "2", 2, "scope: project");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&squatter) && out.contains("not made by gemctl"), "{out}");
+    assert_eq!(p.containers(), before);
+    assert_eq!(p.generations_on_disk(), [1]);
+
+    // Under `scope: host`, any stranger stops it too.
+    docker_ok(&["rm", "-f", &squatter]);
+    let stranger = format!("{}-stranger", p.name);
+    docker_ok(&["create", "--name", &stranger, "--entrypoint", "sleep", PG_IMAGE, "600"]);
+    p.write_spec(2, "2", 2, "scope: host");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains(&stranger), "{out}");
+    assert_eq!(p.containers(), before);
+}
+
+#[test]
+fn apply_killed_during_the_copy_converges_on_the_next_run() {
+    let p = Project::new("kill");
+    assert_eq!(p.apply(&[]).0, 0);
+    for _ in 0..4 {
+        p.insert_rows(50_000);
+    }
+    let before = p.table_digest(&p.db(1));
+
+    p.write_spec(2, "2", 2, "scope: project");
+    let spec = p.spec.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(["apply", "-f", &spec])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let copy = format!("{}-copy-2", p.name);
+    wait_until("the copy container", Duration::from_secs(90), || {
+        docker_ok(&["ps", "-q", "--filter", &format!("name=^{copy}$")]) != ""
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("remove") || out.contains("copy"), "{out}");
+    assert_eq!(p.table_digest(&p.db(2)), before);
+    assert!(p.report().contains("rows=200000"), "{}", p.report());
+    assert_eq!(p.with_public_ports(), [p.app(2)]);
+}
