@@ -8,10 +8,20 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, exit};
+use crate::execute::{self, ApplyOptions, Event, Outcome};
 use crate::observed::Observation;
 use crate::plan::{self, PlanOptions};
 use crate::render::{self, Style};
 use crate::spec::Spec;
+
+const EXIT_CODES_APPLY: &str = "\
+Exit codes:
+  0  converged: the host matches the spec (it may have already)
+  3  refused: unrecognised containers or an unsafe state, nothing touched;
+     or the desired generation failed before and is held back (use --retry)
+  4  the new generation failed its health checks: it was removed and the
+     previous generation is live again; see the failure report
+  1  any other error (bad spec, engine unreachable, a step failed)";
 
 const EXIT_CODES_DIFF: &str = "\
 Exit codes:
@@ -56,6 +66,29 @@ enum Command {
         /// The spec file (names the storage root to read).
         #[arg(short = 'f', long = "file", value_name = "SPEC")]
         file: PathBuf,
+    },
+    /// Carry out the plan: bootstrap, upgrade with data copy and a health-gated
+    /// cut-over, rollback, repair, pruning.
+    ///
+    /// Prints each step with its duration. If the new generation fails its health
+    /// checks, gemctl writes a report under <storage>/.gemctl/failures/, removes the
+    /// new generation, brings the previous one back and records the generation as
+    /// failed: later applies of the same spec leave it alone unless --retry is given.
+    /// Uses DOCKER_HOST when set.
+    #[command(after_help = EXIT_CODES_APPLY)]
+    Apply {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Only show the plan (the same as `gemctl diff`, with its exit codes).
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format: text, or JSON events one per line.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+        /// Try again a generation that failed its health checks before.
+        #[arg(long)]
+        retry: bool,
     },
     /// Show the ordered plan that would move the host to the spec.
     #[command(after_help = EXIT_CODES_DIFF)]
@@ -153,6 +186,19 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             print(&json(&observation))?;
             Ok(exit::OK)
         }
+        Command::Apply {
+            file,
+            dry_run,
+            output,
+            retry,
+        } => {
+            let spec = Spec::load(&file)?;
+            if dry_run {
+                let observation = observe_engine(&spec)?;
+                return diff(&spec, &observation, output, PlanOptions { retry_failed: retry });
+            }
+            apply(&spec, output, ApplyOptions { retry })
+        }
         Command::Diff {
             file,
             observed,
@@ -220,4 +266,139 @@ fn diff(
         }
     }
     Ok(code)
+}
+
+fn apply(spec: &Spec, output: Output, options: ApplyOptions) -> Result<u8, Error> {
+    let tty = std::io::stderr().is_terminal();
+    let style = Style::detect(std::io::stdout().is_terminal());
+    let mut printer = ApplyPrinter {
+        output,
+        tty,
+        spec,
+        started: std::time::Instant::now(),
+        progress_shown: false,
+        current: String::new(),
+    };
+    let outcome = runtime()?.block_on(async {
+        let docker = crate::docker::Docker::connect().await?;
+        execute::apply(&docker, spec, options, &mut |e| printer.event(e)).await
+    })?;
+    printer.clear_progress();
+    let (code, status, message) = match &outcome {
+        Outcome::Converged { plan } if plan.steps.is_empty() => (
+            exit::OK,
+            "in_sync",
+            format!("project {}: generation {} already live, nothing to do", spec.project, plan.target),
+        ),
+        Outcome::Converged { plan } => (
+            exit::OK,
+            "converged",
+            format!("project {}: generation {} is live ({} steps)", spec.project, plan.target, plan.steps.len()),
+        ),
+        Outcome::Held { plan } => (
+            exit::REFUSED,
+            "held",
+            plan.hold.clone().unwrap_or_default(),
+        ),
+        Outcome::Refused(r) => (exit::REFUSED, "refused", render::refusal_text(r, style)),
+        Outcome::RolledBack { failed, restored, report, reason } => (
+            exit::ROLLED_BACK,
+            "rolled_back",
+            format!(
+                "generation {failed} failed its health checks ({reason}) and was removed; {}. \
+                 Failure report: {}. A later apply of this spec leaves generation {failed} alone \
+                 unless --retry is given.",
+                restored.map_or("no generation is live (this was the first)".to_string(), |g| format!("generation {g} is live again")),
+                report.display()
+            ),
+        ),
+    };
+    match output {
+        Output::Json => print(&(serde_json::json!({
+            "event": "finished",
+            "status": status,
+            "exit_code": code,
+            "message": message,
+            "refusal": match &outcome { Outcome::Refused(r) => serde_json::to_value(r).ok(), _ => None },
+        }).to_string() + "\n"))?,
+        Output::Text => print(&format!("{}\n", message.trim_end()))?,
+    }
+    Ok(code)
+}
+
+/// Prints apply events: a line per step with its duration, and a live progress
+/// line on long steps when stderr is a terminal.
+struct ApplyPrinter<'a> {
+    output: Output,
+    tty: bool,
+    spec: &'a Spec,
+    started: std::time::Instant,
+    progress_shown: bool,
+    current: String,
+}
+
+impl ApplyPrinter<'_> {
+    /// A transient line on stderr, rewritten in place; only on a terminal.
+    fn show_progress(&mut self, line: &str) {
+        if self.tty {
+            let width = 120;
+            let shown: String = line.chars().take(width).collect();
+            let _ = write!(std::io::stderr(), "\r\x1b[2K{shown}");
+            self.progress_shown = true;
+        }
+    }
+
+    fn clear_progress(&mut self) {
+        if self.progress_shown {
+            let _ = write!(std::io::stderr(), "\r\x1b[2K");
+            self.progress_shown = false;
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        if self.output == Output::Json {
+            let mut line = serde_json::to_value(&event).expect("serialisable");
+            line["elapsed_ms"] = (self.started.elapsed().as_millis() as u64).into();
+            let _ = print(&(line.to_string() + "\n"));
+            return;
+        }
+        match event {
+            Event::Plan { plan } if !plan.steps.is_empty() => {
+                let mut head = format!("project {}: {} step(s) to reach generation {}", self.spec.project, plan.steps.len(), plan.target);
+                if let Some(h) = &plan.hold {
+                    head.push_str(&format!("\nheld: {h}"));
+                }
+                for n in &plan.notes {
+                    head.push_str(&format!("\nnote: {n}"));
+                }
+                let _ = print(&(head + "\n"));
+            }
+            Event::Plan { .. } => {}
+            Event::StepStarted { index, total, step } => {
+                self.current = format!(
+                    "[{index:>2}/{total}] {} {}",
+                    step.action.mark().symbol(),
+                    step.action.describe()
+                );
+                let current = format!("{} ...", self.current);
+                self.show_progress(&current);
+            }
+            Event::StepFinished { duration_ms, .. } => {
+                self.clear_progress();
+                let _ = print(&format!(
+                    "{} ({:.1}s)\n",
+                    self.current,
+                    duration_ms as f64 / 1000.0
+                ));
+            }
+            Event::Progress { message } => {
+                let line = format!("{} ... {message}", self.current);
+                self.show_progress(&line);
+            }
+            Event::Failure { message } => {
+                self.clear_progress();
+                let _ = print(&format!("\nFAILED: {message}\n"));
+            }
+        }
+    }
 }

@@ -5,14 +5,18 @@
 //! observes the engine and shows or carries out the plan.
 
 pub mod cli;
+pub mod copy;
 pub mod desired;
 pub mod docker;
 pub mod engine;
 pub mod error;
+pub mod execute;
+pub mod health;
 pub mod labels;
 pub mod observe;
 pub mod observed;
 pub mod plan;
+pub mod records;
 pub mod render;
 pub mod spec;
 pub mod spec_error;

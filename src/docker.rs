@@ -1,0 +1,343 @@
+//! The [`Engine`] on the real Docker engine, through bollard. Honours DOCKER_HOST
+//! and negotiates the API version, so older engines (API 1.41) work.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bollard::errors::Error as BollardError;
+use bollard::models::{
+    ContainerCreateBody, ExecConfig, HostConfig, NetworkCreateRequest, PortBinding as DockerPort,
+    RestartPolicy, RestartPolicyNameEnum,
+};
+use bollard::query_parameters::{
+    CreateContainerOptionsBuilder, CreateImageOptionsBuilder, ListContainersOptionsBuilder,
+    ListNetworksOptions, LogsOptionsBuilder, RemoveContainerOptionsBuilder,
+    StopContainerOptionsBuilder,
+};
+use futures_util::StreamExt;
+
+use crate::engine::{CreateContainer, Engine, EngineError, ExecOutput};
+use crate::observed::{Container, ContainerState};
+
+/// A connection to the Docker engine.
+pub struct Docker {
+    client: bollard::Docker,
+}
+
+impl Docker {
+    /// Connects (DOCKER_HOST or the local socket), negotiates the API version and
+    /// pings, so an unreachable engine is reported here.
+    pub async fn connect() -> Result<Docker, EngineError> {
+        let endpoint =
+            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let unreachable = |e: BollardError| EngineError::Unreachable {
+            endpoint: endpoint.clone(),
+            message: e.to_string(),
+        };
+        let client = bollard::Docker::connect_with_defaults().map_err(unreachable)?;
+        let client = client.negotiate_version().await.map_err(unreachable)?;
+        client.ping().await.map_err(unreachable)?;
+        Ok(Docker { client })
+    }
+}
+
+fn failed(op: impl Into<String>) -> impl FnOnce(BollardError) -> EngineError {
+    let op = op.into();
+    move |e| match e {
+        BollardError::DockerResponseServerError {
+            status_code: 404,
+            message,
+        } => EngineError::NotFound {
+            what: format!("{op} ({message})"),
+        },
+        other => EngineError::Failed {
+            op,
+            message: other.to_string(),
+        },
+    }
+}
+
+fn status(e: &BollardError) -> Option<u16> {
+    match e {
+        BollardError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+impl Engine for Docker {
+    async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
+        let options = ListContainersOptionsBuilder::default().all(true).build();
+        let list = self
+            .client
+            .list_containers(Some(options))
+            .await
+            .map_err(failed("list containers"))?;
+        Ok(list
+            .into_iter()
+            .map(|c| {
+                let status = c.status.unwrap_or_default();
+                let health = ["(healthy)", "(unhealthy)", "(health: starting)"]
+                    .iter()
+                    .find(|h| status.contains(*h))
+                    .map(|h| h.trim_matches(['(', ')']).replace("health: ", ""));
+                let mut ports: Vec<String> = c
+                    .ports
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter_map(|p| {
+                        let public = p.public_port?;
+                        let proto = p.typ.map_or("tcp".to_string(), |t| t.to_string());
+                        Some(format!(
+                            "{}:{public}->{}/{proto}",
+                            p.ip.unwrap_or_default(),
+                            p.private_port
+                        ))
+                    })
+                    .collect();
+                ports.sort();
+                ports.dedup();
+                Container {
+                    name: c
+                        .names
+                        .and_then(|n| n.into_iter().next())
+                        .unwrap_or_default()
+                        .trim_start_matches('/')
+                        .to_string(),
+                    id: c.id.unwrap_or_default(),
+                    image: c.image.unwrap_or_default(),
+                    labels: c.labels.unwrap_or_default().into_iter().collect(),
+                    state: ContainerState::from_docker(
+                        &c.state.map(|s| s.to_string()).unwrap_or_default(),
+                    ),
+                    health,
+                    ports,
+                }
+            })
+            .collect())
+    }
+
+    async fn list_networks(&self) -> Result<Vec<String>, EngineError> {
+        let list = self
+            .client
+            .list_networks(None::<ListNetworksOptions>)
+            .await
+            .map_err(failed("list networks"))?;
+        Ok(list.into_iter().filter_map(|n| n.name).collect())
+    }
+
+    async fn create_network(
+        &self,
+        name: &str,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), EngineError> {
+        if self.list_networks().await?.iter().any(|n| n == name) {
+            return Ok(());
+        }
+        let request = NetworkCreateRequest {
+            name: name.to_string(),
+            driver: Some("bridge".into()),
+            labels: Some(labels.clone().into_iter().collect()),
+            ..Default::default()
+        };
+        match self.client.create_network(request).await {
+            Err(e) if status(&e) == Some(409) => Ok(()),
+            other => other
+                .map(|_| ())
+                .map_err(failed(format!("create network {name}"))),
+        }
+    }
+
+    async fn remove_network(&self, name: &str) -> Result<(), EngineError> {
+        match self.client.remove_network(name).await {
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            other => other.map_err(failed(format!("remove network {name}"))),
+        }
+    }
+
+    async fn image_present(&self, image: &str) -> Result<bool, EngineError> {
+        match self.client.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(e) if status(&e) == Some(404) => Ok(false),
+            Err(e) => Err(failed(format!("inspect image {image}"))(e)),
+        }
+    }
+
+    async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
+        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let mut stream = self.client.create_image(Some(options), None, None);
+        while let Some(item) = stream.next().await {
+            item.map_err(failed(format!("pull {image}")))?;
+        }
+        Ok(())
+    }
+
+    async fn create_container(&self, spec: &CreateContainer) -> Result<String, EngineError> {
+        let mut port_bindings: HashMap<String, Option<Vec<DockerPort>>> = HashMap::new();
+        for p in &spec.ports {
+            port_bindings
+                .entry(format!("{}/{}", p.container_port, p.proto))
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(DockerPort {
+                    host_ip: Some(p.host_ip.clone().unwrap_or_default()),
+                    host_port: Some(p.host_port.map(|h| h.to_string()).unwrap_or_default()),
+                });
+        }
+        let host_config = HostConfig {
+            binds: Some(
+                spec.binds
+                    .iter()
+                    .map(|(host, inside)| format!("{}:{inside}", host.display()))
+                    .collect(),
+            ),
+            port_bindings: Some(port_bindings.clone()),
+            network_mode: spec.network.clone(),
+            restart_policy: spec.restart.then(|| RestartPolicy {
+                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                maximum_retry_count: None,
+            }),
+            ..Default::default()
+        };
+        let body = ContainerCreateBody {
+            image: Some(spec.image.clone()),
+            env: Some(spec.env.clone()),
+            labels: Some(spec.labels.clone().into_iter().collect()),
+            cmd: spec.cmd.clone(),
+            entrypoint: spec.entrypoint.clone(),
+            exposed_ports: Some(port_bindings.keys().cloned().collect()),
+            host_config: Some(host_config),
+            ..Default::default()
+        };
+        let options = CreateContainerOptionsBuilder::default()
+            .name(&spec.name)
+            .build();
+        let created = self
+            .client
+            .create_container(Some(options), body)
+            .await
+            .map_err(failed(format!("create {}", spec.name)))?;
+        Ok(created.id)
+    }
+
+    async fn start_container(&self, name: &str) -> Result<(), EngineError> {
+        match self.client.start_container(name, None).await {
+            Err(e) if status(&e) == Some(304) => Ok(()),
+            other => other.map_err(failed(format!("start {name}"))),
+        }
+    }
+
+    async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError> {
+        let secs = grace.as_secs_f64().ceil() as i32;
+        let options = StopContainerOptionsBuilder::default().t(secs).build();
+        match self.client.stop_container(name, Some(options)).await {
+            Err(e) if status(&e) == Some(304) => Ok(()),
+            other => other.map_err(failed(format!("stop {name}"))),
+        }
+    }
+
+    async fn remove_container(&self, name: &str) -> Result<(), EngineError> {
+        let options = RemoveContainerOptionsBuilder::default()
+            .force(true)
+            .v(false)
+            .build();
+        match self.client.remove_container(name, Some(options)).await {
+            Err(e) if status(&e) == Some(404) => Ok(()),
+            other => other.map_err(failed(format!("remove {name}"))),
+        }
+    }
+
+    async fn wait_container(&self, name: &str) -> Result<i64, EngineError> {
+        let mut stream = self.client.wait_container(name, None);
+        match stream.next().await {
+            Some(Ok(r)) => Ok(r.status_code),
+            Some(Err(BollardError::DockerContainerWaitError { code, .. })) => Ok(code),
+            Some(Err(e)) => Err(failed(format!("wait for {name}"))(e)),
+            None => Err(EngineError::Failed {
+                op: format!("wait for {name}"),
+                message: "the engine closed the stream".into(),
+            }),
+        }
+    }
+
+    async fn exec(&self, name: &str, cmd: &[String]) -> Result<ExecOutput, EngineError> {
+        let op = || format!("exec in {name}");
+        let created = self
+            .client
+            .create_exec(
+                name,
+                ExecConfig {
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    cmd: Some(cmd.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(failed(op()))?;
+        let mut out = ExecOutput {
+            exit_code: -1,
+            ..ExecOutput::default()
+        };
+        if let bollard::exec::StartExecResults::Attached { mut output, .. } = self
+            .client
+            .start_exec(&created.id, None)
+            .await
+            .map_err(failed(op()))?
+        {
+            while let Some(chunk) = output.next().await {
+                match chunk.map_err(failed(op()))? {
+                    bollard::container::LogOutput::StdErr { message } => {
+                        out.stderr.push_str(&String::from_utf8_lossy(&message))
+                    }
+                    other => out
+                        .stdout
+                        .push_str(&String::from_utf8_lossy(&other.into_bytes())),
+                }
+            }
+        }
+        let inspect = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(failed(op()))?;
+        out.exit_code = inspect.exit_code.unwrap_or(-1);
+        Ok(out)
+    }
+
+    async fn logs(&self, name: &str, tail: usize) -> Result<String, EngineError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.client.logs(name, Some(options));
+        let mut text = String::new();
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(failed(format!("logs of {name}")))?;
+            text.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        }
+        Ok(text)
+    }
+
+    async fn published_port(
+        &self,
+        name: &str,
+        container_port: u16,
+    ) -> Result<Option<(String, u16)>, EngineError> {
+        let info = self
+            .client
+            .inspect_container(name, None)
+            .await
+            .map_err(failed(format!("inspect {name}")))?;
+        let binding = info
+            .network_settings
+            .and_then(|n| n.ports)
+            .and_then(|mut p| p.remove(&format!("{container_port}/tcp")))
+            .flatten()
+            .and_then(|b| b.into_iter().find(|b| b.host_port.is_some()));
+        Ok(binding.and_then(|b| {
+            let port = b.host_port?.parse().ok()?;
+            Some((b.host_ip.unwrap_or_default(), port))
+        }))
+    }
+}
