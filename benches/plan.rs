@@ -57,7 +57,11 @@ fn host(spec: &Spec) -> Observed {
                 id: format!("{g:064x}"),
                 image: want.image,
                 labels,
-                state: if live { ContainerState::Running } else { ContainerState::Exited },
+                state: if live {
+                    ContainerState::Running
+                } else {
+                    ContainerState::Exited
+                },
                 health: None,
                 ports: Vec::new(),
             });
@@ -101,7 +105,11 @@ fn main() {
     let in_sync = spec(GENERATIONS);
     let upgrade = spec(GENERATIONS + 1);
     let obs = host(&in_sync);
-    assert!(plan::plan(&in_sync, &obs, &history, PlanOptions::default()).unwrap().is_empty());
+    assert!(
+        plan::plan(&in_sync, &obs, &history, PlanOptions::default())
+            .unwrap()
+            .is_empty()
+    );
     let up = plan::plan(&upgrade, &obs, &history, PlanOptions::default()).unwrap();
     assert!(!up.is_empty());
 
@@ -119,7 +127,10 @@ fn main() {
         up.steps.len()
     );
 
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let round_trip = rt.block_on(async {
         let docker = gemctl::docker::Docker::connect().await.ok()?;
         let mut best = Duration::MAX;
@@ -141,6 +152,10 @@ fn main() {
     }
     println!(
         "target: under 1 ms per plan -> {}",
-        if upgrading < Duration::from_millis(1) && converged < Duration::from_millis(1) { "met" } else { "NOT met" }
+        if upgrading < Duration::from_millis(1) && converged < Duration::from_millis(1) {
+            "met"
+        } else {
+            "NOT met"
+        }
     );
 }

@@ -195,7 +195,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let spec = Spec::load(&file)?;
             if dry_run {
                 let observation = observe_engine(&spec)?;
-                return diff(&spec, &observation, output, PlanOptions { retry_failed: retry });
+                return diff(
+                    &spec,
+                    &observation,
+                    output,
+                    PlanOptions {
+                        retry_failed: retry,
+                    },
+                );
             }
             apply(&spec, output, ApplyOptions { retry })
         }
@@ -210,7 +217,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 Some(path) => crate::observe::read_saved(&path)?,
                 None => observe_engine(&spec)?,
             };
-            diff(&spec, &observation, output, PlanOptions { retry_failed: retry })
+            diff(
+                &spec,
+                &observation,
+                output,
+                PlanOptions {
+                    retry_failed: retry,
+                },
+            )
         }
     }
 }
@@ -288,27 +302,39 @@ fn apply(spec: &Spec, output: Output, options: ApplyOptions) -> Result<u8, Error
         Outcome::Converged { plan } if plan.steps.is_empty() => (
             exit::OK,
             "in_sync",
-            format!("project {}: generation {} already live, nothing to do", spec.project, plan.target),
+            format!(
+                "project {}: generation {} already live, nothing to do",
+                spec.project, plan.target
+            ),
         ),
         Outcome::Converged { plan } => (
             exit::OK,
             "converged",
-            format!("project {}: generation {} is live ({} steps)", spec.project, plan.target, plan.steps.len()),
+            format!(
+                "project {}: generation {} is live ({} steps)",
+                spec.project,
+                plan.target,
+                plan.steps.len()
+            ),
         ),
-        Outcome::Held { plan } => (
-            exit::REFUSED,
-            "held",
-            plan.hold.clone().unwrap_or_default(),
-        ),
+        Outcome::Held { plan } => (exit::REFUSED, "held", plan.hold.clone().unwrap_or_default()),
         Outcome::Refused(r) => (exit::REFUSED, "refused", render::refusal_text(r, style)),
-        Outcome::RolledBack { failed, restored, report, reason } => (
+        Outcome::RolledBack {
+            failed,
+            restored,
+            report,
+            reason,
+        } => (
             exit::ROLLED_BACK,
             "rolled_back",
             format!(
                 "generation {failed} failed its health checks ({reason}) and was removed; {}. \
                  Failure report: {}. A later apply of this spec leaves generation {failed} alone \
                  unless --retry is given.",
-                restored.map_or("no generation is live (this was the first)".to_string(), |g| format!("generation {g} is live again")),
+                restored.map_or(
+                    "no generation is live (this was the first)".to_string(),
+                    |g| format!("generation {g} is live again")
+                ),
                 report.display()
             ),
         ),
@@ -364,7 +390,12 @@ impl ApplyPrinter<'_> {
         }
         match event {
             Event::Plan { plan } if !plan.steps.is_empty() => {
-                let mut head = format!("project {}: {} step(s) to reach generation {}", self.spec.project, plan.steps.len(), plan.target);
+                let mut head = format!(
+                    "project {}: {} step(s) to reach generation {}",
+                    self.spec.project,
+                    plan.steps.len(),
+                    plan.target
+                );
                 if let Some(h) = &plan.hold {
                     head.push_str(&format!("\nheld: {h}"));
                 }

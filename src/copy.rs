@@ -141,8 +141,7 @@ from information_schema.tables \
 where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema') \
 order by 1";
 
-const DATABASES_SQL: &str =
-    "select datname from pg_database where not datistemplate order by 1";
+const DATABASES_SQL: &str = "select datname from pg_database where not datistemplate order by 1";
 
 async fn psql<E: Engine>(
     engine: &E,
@@ -152,7 +151,17 @@ async fn psql<E: Engine>(
     sql: &str,
 ) -> Result<Vec<String>, Error> {
     let cmd: Vec<String> = [
-        "psql", "-U", &creds.user, "-d", database, "-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", sql,
+        "psql",
+        "-U",
+        &creds.user,
+        "-d",
+        database,
+        "-X",
+        "-tA",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        sql,
     ]
     .iter()
     .map(|s| s.to_string())
@@ -168,7 +177,11 @@ async fn psql<E: Engine>(
             stderr.trim()
         )));
     }
-    Ok(stdout.lines().map(str::to_string).filter(|l| !l.is_empty()).collect())
+    Ok(stdout
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty())
+        .collect())
 }
 
 /// `database → table → "rows:md5"` of every non-template database in a db container.

@@ -163,7 +163,9 @@ impl Engine for Docker {
     }
 
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
-        let options = CreateImageOptionsBuilder::default().from_image(image).build();
+        let options = CreateImageOptionsBuilder::default()
+            .from_image(image)
+            .build();
         let mut stream = self.client.create_image(Some(options), None, None);
         while let Some(item) = stream.next().await {
             item.map_err(failed(format!("pull {image}")))?;
@@ -192,7 +194,7 @@ impl Engine for Docker {
             ),
             port_bindings: Some(port_bindings.clone()),
             network_mode: spec.network.clone(),
-            restart_policy: spec.restart.then(|| RestartPolicy {
+            restart_policy: spec.restart.then_some(RestartPolicy {
                 name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
                 maximum_retry_count: None,
             }),

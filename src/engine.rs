@@ -12,7 +12,9 @@ use crate::observed::Container;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum EngineError {
     /// The engine cannot be reached at all.
-    #[error("cannot reach the Docker engine ({endpoint}): {message}. Is the daemon running, and is DOCKER_HOST right?")]
+    #[error(
+        "cannot reach the Docker engine ({endpoint}): {message}. Is the daemon running, and is DOCKER_HOST right?"
+    )]
     Unreachable {
         /// Where gemctl looked (DOCKER_HOST or the default socket).
         endpoint: String,

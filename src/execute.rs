@@ -441,13 +441,17 @@ impl<'a, E: Engine> Run<'a, E> {
             }
             Action::WaitDb { container, .. } => self.wait_db(container).await?,
             Action::StopApp { container, .. } => {
-                self.engine.stop_container(container, APP_STOP_GRACE).await?;
+                self.engine
+                    .stop_container(container, APP_STOP_GRACE)
+                    .await?;
             }
             Action::StopDb { container, .. } => {
                 self.engine.stop_container(container, DB_STOP_GRACE).await?;
             }
             Action::CopyData { from, to } => {
-                self.progress(format!("copying generation {from} into {to} (pg_dumpall | psql)"));
+                self.progress(format!(
+                    "copying generation {from} into {to} (pg_dumpall | psql)"
+                ));
                 let env = self.db_env()?;
                 copy::copy(self.engine, spec, &env, *from, *to).await?;
             }
@@ -619,8 +623,16 @@ impl<'a, E: Engine> Run<'a, E> {
         let reason = outcome.summary();
         let app = desired::container_name(spec, Role::App, generation);
         let db = desired::container_name(spec, Role::Db, generation);
-        let app_logs = self.engine.logs(&app, LOG_LINES).await.unwrap_or_else(|e| e.to_string());
-        let db_logs = self.engine.logs(&db, LOG_LINES).await.unwrap_or_else(|e| e.to_string());
+        let app_logs = self
+            .engine
+            .logs(&app, LOG_LINES)
+            .await
+            .unwrap_or_else(|e| e.to_string());
+        let db_logs = self
+            .engine
+            .logs(&db, LOG_LINES)
+            .await
+            .unwrap_or_else(|e| e.to_string());
         let report = records::write_failure_report(
             &spec.storage,
             generation,
@@ -652,7 +664,9 @@ impl<'a, E: Engine> Run<'a, E> {
                  Returning to {}",
                 report.display(),
                 plan.live
-                    .map_or("no generation (bootstrap)".into(), |l| format!("generation {l}"))
+                    .map_or("no generation (bootstrap)".into(), |l| format!(
+                        "generation {l}"
+                    ))
             ),
         });
 

@@ -39,9 +39,11 @@ pub fn read_history(root: &Path) -> Result<History, Error> {
 /// Reads a saved observation (`gemctl observe` output).
 pub fn read_saved(path: &Path) -> Result<Observation, Error> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Usage(format!(
-        "{}: not a saved observation ({e}); make one with `gemctl observe -f SPEC > {}`",
-        path.display(),
-        path.display()
-    )))
+    serde_json::from_str(&text).map_err(|e| {
+        Error::Usage(format!(
+            "{}: not a saved observation ({e}); make one with `gemctl observe -f SPEC > {}`",
+            path.display(),
+            path.display()
+        ))
+    })
 }

@@ -263,9 +263,9 @@ impl Action {
                 generation,
                 copied_from,
             } => match copied_from {
-                Some(from) => format!(
-                    "record generation {generation}'s data as ready (copied from {from})"
-                ),
+                Some(from) => {
+                    format!("record generation {generation}'s data as ready (copied from {from})")
+                }
                 None => format!("record generation {generation}'s data as ready (fresh)"),
             },
             Action::CreateAppProbe { container, .. } => {
@@ -478,7 +478,11 @@ pub fn plan(
                     desired,
                     target: desired,
                     live,
-                    kind: if b.steps.is_empty() { PlanKind::InSync } else { PlanKind::Repair },
+                    kind: if b.steps.is_empty() {
+                        PlanKind::InSync
+                    } else {
+                        PlanKind::Repair
+                    },
                     hold,
                     notes: Vec::new(),
                     steps: b.steps,
@@ -598,11 +602,17 @@ pub fn plan(
                 b.ensure_db_up(s, sgen, "the copy reads from it");
                 b.stop_other_apps(&host, target, "its writes must stop before the copy");
                 b.push(
-                    Action::CopyData { from: s, to: target },
+                    Action::CopyData {
+                        from: s,
+                        to: target,
+                    },
                     format!("generation {target} starts from generation {s}'s data"),
                 );
                 b.push(
-                    Action::VerifyCopy { from: s, to: target },
+                    Action::VerifyCopy {
+                        from: s,
+                        to: target,
+                    },
                     "every table must have the same rows as the source",
                 );
                 b.push(
@@ -636,7 +646,10 @@ pub fn plan(
             },
             "health-check the new app before it takes traffic",
         );
-        b.check(target, "the app must pass every health check before it is exposed");
+        b.check(
+            target,
+            "the app must pass every health check before it is exposed",
+        );
         b.push(
             Action::ExposeApp {
                 generation: target,

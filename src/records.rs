@@ -18,7 +18,9 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, "create", e))?;
     let tmp = parent.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("record"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("record"),
         std::process::id()
     ));
     std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, "write", e))?;
@@ -51,7 +53,9 @@ pub fn set_live(storage: &Path, generation: u64) -> Result<(), Error> {
 pub fn record_failure(storage: &Path, failure: FailedGeneration) -> Result<(), Error> {
     let mut history =
         History::read(storage).map_err(|e| Error::io(storage, "read the history", e))?;
-    history.failed.retain(|f| f.generation != failure.generation);
+    history
+        .failed
+        .retain(|f| f.generation != failure.generation);
     history.failed.push(failure);
     history.failed.sort_by_key(|f| f.generation);
     write_atomic(&storage.join(STATE_DIR).join(HISTORY_FILE), &json(&history))

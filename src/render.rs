@@ -164,9 +164,10 @@ fn current_container<'a>(
     live: Option<u64>,
 ) -> Option<&'a Container> {
     let name = desired::container_name(spec, role, live?);
-    observed.containers.iter().find(|c| {
-        c.name == name && c.labels.get(labels::PROJECT) == Some(&spec.project)
-    })
+    observed
+        .containers
+        .iter()
+        .find(|c| c.name == name && c.labels.get(labels::PROJECT) == Some(&spec.project))
 }
 
 fn observed_text(c: &Container) -> String {
@@ -176,7 +177,11 @@ fn observed_text(c: &Container) -> String {
         let _ = writeln!(t, "exposure: {exposure}");
     }
     // Docker lists IPv6 bindings too; the spec's syntax has no such twin.
-    for p in c.ports.iter().filter(|p| !p.starts_with("::") && !p.starts_with('[')) {
+    for p in c
+        .ports
+        .iter()
+        .filter(|p| !p.starts_with("::") && !p.starts_with('['))
+    {
         let _ = writeln!(t, "port: {p}");
     }
     let hash = c.labels.get(labels::SPEC_HASH).map_or("?", String::as_str);

@@ -371,7 +371,10 @@ impl<'de> Deserialize<'de> for Retain {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(transparent)]
 pub struct HumanDuration(
-    #[schemars(with = "String", regex(pattern = r"^\s*\d+\s*[a-zA-Zµ]+(\s*\d+\s*[a-zA-Zµ]+)*\s*$"))]
+    #[schemars(
+        with = "String",
+        regex(pattern = r"^\s*\d+\s*[a-zA-Zµ]+(\s*\d+\s*[a-zA-Zµ]+)*\s*$")
+    )]
     pub Duration,
 );
 
@@ -391,14 +394,16 @@ impl Serialize for HumanDuration {
 impl<'de> Deserialize<'de> for HumanDuration {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         scalar(d, |v| match v {
-            Scalar::Str(text) => humantime::parse_duration(&text)
-                .map(HumanDuration)
-                .map_err(|_| {
-                    format!(
-                        "{text:?} is not a duration (try {:?})",
-                        suggest_duration(&text)
-                    )
-                }),
+            Scalar::Str(text) => {
+                humantime::parse_duration(&text)
+                    .map(HumanDuration)
+                    .map_err(|_| {
+                        format!(
+                            "{text:?} is not a duration (try {:?})",
+                            suggest_duration(&text)
+                        )
+                    })
+            }
             Scalar::Int(n) => Err(format!("{n} is not a duration: give a unit (try \"{n}s\")")),
             other => Err(format!(
                 "{other} is not a duration (try \"5s\", \"500ms\" or \"2m\")"
@@ -557,10 +562,7 @@ impl Spec {
     /// resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            SpecErrors::one(SpecError::file(
-                path,
-                format!("cannot read the spec: {e}"),
-            ))
+            SpecErrors::one(SpecError::file(path, format!("cannot read the spec: {e}")))
         })?;
         Spec::parse(path, &text)
     }
@@ -655,25 +657,37 @@ impl Spec {
         }
         for (field, var) in [("app.db_host_var", &self.app.db_host_var)] {
             if var.is_empty() || var.contains('=') {
-                bad(field.into(), format!("{var:?} is not an environment variable name"));
+                bad(
+                    field.into(),
+                    format!("{var:?} is not an environment variable name"),
+                );
             }
         }
         for (field, env) in [("app.env", &self.app.env), ("db.env", &self.db.env)] {
             for key in env.keys() {
                 if key.is_empty() || key.contains('=') {
-                    bad(format!("{field}.{key}"), format!("{key:?} is not an environment variable name"));
+                    bad(
+                        format!("{field}.{key}"),
+                        format!("{key:?} is not an environment variable name"),
+                    );
                 }
             }
         }
         if !self.db.data_dir.starts_with('/') {
             bad(
                 "db.data_dir".into(),
-                format!("{:?} must be an absolute path inside the container", self.db.data_dir),
+                format!(
+                    "{:?} must be an absolute path inside the container",
+                    self.db.data_dir
+                ),
             );
         }
         for (i, pattern) in self.ignore.iter().enumerate() {
             if pattern.is_empty() {
-                bad(format!("ignore[{i}]"), "an empty pattern matches nothing".into());
+                bad(
+                    format!("ignore[{i}]"),
+                    "an empty pattern matches nothing".into(),
+                );
             }
         }
 
@@ -706,16 +720,18 @@ impl Spec {
             .collect();
         for (i, check) in self.app.health.iter().enumerate() {
             let at = format!("app.health[{i}]");
-            let kinds = [check.tcp.is_some(), check.http.is_some(), check.exec.is_some()]
-                .iter()
-                .filter(|k| **k)
-                .count();
+            let kinds = [
+                check.tcp.is_some(),
+                check.http.is_some(),
+                check.exec.is_some(),
+            ]
+            .iter()
+            .filter(|k| **k)
+            .count();
             if kinds != 1 {
                 bad(
                     at.clone(),
-                    format!(
-                        "a check needs exactly one of `tcp`, `http` or `exec` (found {kinds})"
-                    ),
+                    format!("a check needs exactly one of `tcp`, `http` or `exec` (found {kinds})"),
                 );
             }
             if let Some(port) = check.port()
@@ -736,7 +752,10 @@ impl Spec {
                 ("deadline", check.deadline),
             ] {
                 if d.get().is_zero() {
-                    bad(format!("{at}.{name}"), format!("{name} must be longer than 0s"));
+                    bad(
+                        format!("{at}.{name}"),
+                        format!("{name} must be longer than 0s"),
+                    );
                 }
             }
             if check.timeout.get() > check.deadline.get() {
@@ -753,19 +772,31 @@ impl Spec {
                 && let Some(re) = &tcp.expect_regex
                 && let Err(e) = regex::Regex::new(re)
             {
-                bad(format!("{at}.tcp.expect_regex"), format!("not a regular expression: {e}"));
+                bad(
+                    format!("{at}.tcp.expect_regex"),
+                    format!("not a regular expression: {e}"),
+                );
             }
             if let Some(http) = &check.http {
                 if let Some(re) = &http.body
                     && let Err(e) = regex::Regex::new(re)
                 {
-                    bad(format!("{at}.http.body"), format!("not a regular expression: {e}"));
+                    bad(
+                        format!("{at}.http.body"),
+                        format!("not a regular expression: {e}"),
+                    );
                 }
                 if !http.path.starts_with('/') {
-                    bad(format!("{at}.http.path"), format!("{:?} must start with '/'", http.path));
+                    bad(
+                        format!("{at}.http.path"),
+                        format!("{:?} must start with '/'", http.path),
+                    );
                 }
                 if !(100..=599).contains(&http.status) {
-                    bad(format!("{at}.http.status"), format!("{} is not an HTTP status", http.status));
+                    bad(
+                        format!("{at}.http.status"),
+                        format!("{} is not an HTTP status", http.status),
+                    );
                 }
             }
             if let Some(exec) = &check.exec

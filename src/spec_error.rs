@@ -218,7 +218,11 @@ impl Walker {
         let path = match self.stack.last_mut()? {
             Frame::Map { path, key } => {
                 let k = key.take()?;
-                if path.is_empty() { k } else { format!("{path}.{k}") }
+                if path.is_empty() {
+                    k
+                } else {
+                    format!("{path}.{k}")
+                }
             }
             Frame::Seq { path, next } => {
                 let p = format!("{path}[{next}]");

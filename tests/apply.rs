@@ -35,7 +35,12 @@ fn docker_ok(args: &[&str]) -> String {
 }
 
 fn require_images() {
-    for image in [PG_IMAGE, "gemctl-test/app:1", "gemctl-test/app:2", "gemctl-test/app:broken"] {
+    for image in [
+        PG_IMAGE,
+        "gemctl-test/app:1",
+        "gemctl-test/app:2",
+        "gemctl-test/app:broken",
+    ] {
         assert!(
             docker(&["image", "inspect", image]).status.success(),
             "image {image} is missing: run scripts/build-images (scripts/test does)"
@@ -64,7 +69,11 @@ impl Project {
     fn new(test: &str) -> Project {
         require_images();
         let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-        let name = format!("gt{}{n}{}", std::process::id() % 100_000, &test[..test.len().min(6)]);
+        let name = format!(
+            "gt{}{n}{}",
+            std::process::id() % 100_000,
+            &test[..test.len().min(6)]
+        );
         let dir = std::env::temp_dir().join(format!("gemctl-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
@@ -190,7 +199,12 @@ db:
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = out.split("\r\n\r\n").nth(1).unwrap_or("").trim().to_string();
+        let body = out
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
         (status, body)
     }
 
@@ -202,7 +216,16 @@ db:
     /// `count:md5` of the items table, queried inside a db container.
     fn table_digest(&self, db: &str) -> String {
         docker_ok(&[
-            "exec", db, "psql", "-U", "app", "-d", "app", "-X", "-tA", "-c",
+            "exec",
+            db,
+            "psql",
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-X",
+            "-tA",
+            "-c",
             "select count(*) || ':' || md5(coalesce(string_agg(t::text, ',' order by id), '')) from items t",
         ])
     }
@@ -210,8 +233,12 @@ db:
     /// `name state` of every container of this project.
     fn containers(&self) -> Vec<String> {
         let out = docker_ok(&[
-            "ps", "-a", "--filter", &format!("label=io.gemctl.project={}", self.name),
-            "--format", "{{.Names}} {{.State}}",
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+            "--format",
+            "{{.Names}} {{.State}}",
         ]);
         let mut v: Vec<String> = out.lines().map(str::to_string).collect();
         v.sort();
@@ -221,8 +248,11 @@ db:
     /// Containers of this project that publish ports.
     fn with_public_ports(&self) -> Vec<String> {
         let out = docker_ok(&[
-            "ps", "--filter", &format!("label=io.gemctl.project={}", self.name),
-            "--format", "{{.Names}}|{{.Ports}}",
+            "ps",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+            "--format",
+            "{{.Names}}|{{.Ports}}",
         ]);
         out.lines()
             .filter(|l| l.split('|').nth(1).is_some_and(|p| p.contains("->")))
@@ -245,7 +275,10 @@ db:
 impl Drop for Project {
     fn drop(&mut self) {
         let ids = docker(&[
-            "ps", "-aq", "--filter", &format!("label=io.gemctl.project={}", self.name),
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
         ]);
         let by_name = docker(&["ps", "-aq", "--filter", &format!("name=^{}-", self.name)]);
         let mut all: Vec<String> = String::from_utf8_lossy(&ids.stdout)
@@ -306,16 +339,28 @@ fn upgrade_carries_every_row_and_keeps_the_old_generation() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("copy data of generation 1 into generation 2"));
 
-    assert_eq!(p.table_digest(&p.db(2)), before, "db-2 holds every row of db-1");
-    assert!(p.report().contains("gen=2") && p.report().contains("rows=2500"), "{}", p.report());
-    assert_eq!(p.with_public_ports(), [p.app(2)], "only the new app is public");
+    assert_eq!(
+        p.table_digest(&p.db(2)),
+        before,
+        "db-2 holds every row of db-1"
+    );
+    assert!(
+        p.report().contains("gen=2") && p.report().contains("rows=2500"),
+        "{}",
+        p.report()
+    );
+    assert_eq!(
+        p.with_public_ports(),
+        [p.app(2)],
+        "only the new app is public"
+    );
     assert_eq!(
         p.containers(),
         [
-            format!("{} exited", p.app(1)),
-            format!("{} running", p.app(2)),
             format!("{} exited", p.db(1)),
             format!("{} running", p.db(2)),
+            format!("{} exited", p.app(1)),
+            format!("{} running", p.app(2)),
         ]
     );
     assert_eq!(p.generations_on_disk(), [1, 2]);
@@ -323,7 +368,9 @@ fn upgrade_carries_every_row_and_keeps_the_old_generation() {
     // Generation 1's data was only read: start its db and look.
     docker_ok(&["start", &p.db(1)]);
     wait_until("db-1 to answer", Duration::from_secs(60), || {
-        docker(&["exec", &p.db(1), "pg_isready", "-q", "-h", "127.0.0.1"]).status.success()
+        docker(&["exec", &p.db(1), "pg_isready", "-q", "-h", "127.0.0.1"])
+            .status
+            .success()
     });
     assert_eq!(p.table_digest(&p.db(1)), before);
 }
@@ -345,10 +392,17 @@ fn broken_release_is_rolled_back_and_not_retried() {
     assert!(p.report().contains("gen=1") && p.report().contains("rows=300"));
     assert_eq!(p.table_digest(&p.db(1)), before);
     assert_eq!(p.with_public_ports(), [p.app(1)]);
-    assert_eq!(p.generations_on_disk(), [1], "the failed generation's data is removed");
+    assert_eq!(
+        p.generations_on_disk(),
+        [1],
+        "the failed generation's data is removed"
+    );
     assert_eq!(
         p.containers(),
-        [format!("{} running", p.app(1)), format!("{} running", p.db(1))]
+        [
+            format!("{} running", p.db(1)),
+            format!("{} running", p.app(1))
+        ]
     );
 
     let failures = p.storage().join(".gemctl/failures");
@@ -364,7 +418,10 @@ fn broken_release_is_rolled_back_and_not_retried() {
 
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains("generation 2 failed its health checks"), "{out}");
+    assert!(
+        out.contains("generation 2 failed its health checks"),
+        "{out}"
+    );
     assert!(out.contains("--retry"));
     assert_eq!(p.generations_on_disk(), [1]);
 }
@@ -380,8 +437,15 @@ fn retention_prunes_the_oldest_generation() {
         assert_eq!(code, 0, "{out}");
     }
     assert_eq!(p.generations_on_disk(), [2, 3, 4]);
-    let names: Vec<String> = p.containers().iter().map(|c| c.split(' ').next().unwrap().to_string()).collect();
-    assert!(!names.contains(&p.app(1)) && !names.contains(&p.db(1)), "{names:?}");
+    let names: Vec<String> = p
+        .containers()
+        .iter()
+        .map(|c| c.split(' ').next().unwrap().to_string())
+        .collect();
+    assert!(
+        !names.contains(&p.app(1)) && !names.contains(&p.db(1)),
+        "{names:?}"
+    );
     assert!(names.contains(&p.app(2)) && names.contains(&p.db(3)));
     assert!(p.report().contains("rows=50"));
 }
@@ -403,7 +467,10 @@ fn rollback_serves_the_retained_generation_on_its_own_data() {
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0, "{out}");
     let report = p.report();
-    assert!(report.contains("gen=1") && report.contains("rows=100"), "{report}");
+    assert!(
+        report.contains("gen=1") && report.contains("rows=100"),
+        "{report}"
+    );
     assert_eq!(p.with_public_ports(), [p.app(1)]);
     assert_eq!(p.generations_on_disk(), [1, 2], "the newer data is kept");
 }
@@ -414,19 +481,38 @@ fn unrecognised_containers_stop_apply_before_it_touches_anything() {
     assert_eq!(p.apply(&[]).0, 0);
     // A container named like generation 9's app that gemctl did not make.
     let squatter = p.app(9);
-    docker_ok(&["create", "--name", &squatter, "--entrypoint", "sleep", PG_IMAGE, "600"]);
+    docker_ok(&[
+        "create",
+        "--name",
+        &squatter,
+        "--entrypoint",
+        "sleep",
+        PG_IMAGE,
+        "600",
+    ]);
     let before = p.containers();
     p.write_spec(2, "2", 2, "scope: project");
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
-    assert!(out.contains(&squatter) && out.contains("not made by gemctl"), "{out}");
+    assert!(
+        out.contains(&squatter) && out.contains("not made by gemctl"),
+        "{out}"
+    );
     assert_eq!(p.containers(), before);
     assert_eq!(p.generations_on_disk(), [1]);
 
     // Under `scope: host`, any stranger stops it too.
     docker_ok(&["rm", "-f", &squatter]);
     let stranger = format!("{}-stranger", p.name);
-    docker_ok(&["create", "--name", &stranger, "--entrypoint", "sleep", PG_IMAGE, "600"]);
+    docker_ok(&[
+        "create",
+        "--name",
+        &stranger,
+        "--entrypoint",
+        "sleep",
+        PG_IMAGE,
+        "600",
+    ]);
     p.write_spec(2, "2", 2, "scope: host");
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
@@ -453,7 +539,7 @@ fn apply_killed_during_the_copy_converges_on_the_next_run() {
         .unwrap();
     let copy = format!("{}-copy-2", p.name);
     wait_until("the copy container", Duration::from_secs(90), || {
-        docker_ok(&["ps", "-q", "--filter", &format!("name=^{copy}$")]) != ""
+        !docker_ok(&["ps", "-q", "--filter", &format!("name=^{copy}$")]).is_empty()
     });
     child.kill().unwrap();
     child.wait().unwrap();

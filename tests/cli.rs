@@ -34,32 +34,73 @@ fn stdout(o: &Output) -> String {
 fn bad_specs_are_reported_with_file_line_column_and_field() {
     let cases = [
         ("malformed", "malformed.yaml:8:8: not valid YAML"),
-        ("unknown-field", "unknown-field.yaml:3:1: unknown field `retian` (did you mean `retain`?)"),
-        ("unknown-nested-field", "unknown-nested-field.yaml:13:9: app.health[0].tcp: unknown field `expcet`"),
-        ("bad-duration", "bad-duration.yaml:14:16: app.health[0].timeout: \"5 sekunden\" is not a duration (try \"5s\")"),
-        ("missing-tag", "missing-tag.yaml:6:10: app.image: \"gemctl-test/app\" has no tag"),
-        ("negative-generation", "negative-generation.yaml:2:13: generation: -3 is not a generation"),
-        ("zero-generation", "zero-generation.yaml:2:13: generation: 0 is not a generation"),
-        ("retain-zero", "retain-zero.yaml:3:9: retain: 0 generations cannot be retained"),
-        ("port-clash", "port-clash.yaml:9:7: app.ports[1]: host port 18080/tcp on 127.0.0.1 is already taken"),
-        ("health-port-not-exposed", "health-port-not-exposed.yaml:12:9: app.health[0].tcp.port: port 7001 is not among app.ports"),
-        ("zero-timeout", "zero-timeout.yaml:14:7: app.health[0].timeout: timeout must be longer than 0s"),
+        (
+            "unknown-field",
+            "unknown-field.yaml:3:1: unknown field `retian` (did you mean `retain`?)",
+        ),
+        (
+            "unknown-nested-field",
+            "unknown-nested-field.yaml:13:9: app.health[0].tcp: unknown field `expcet`",
+        ),
+        (
+            "bad-duration",
+            "bad-duration.yaml:14:16: app.health[0].timeout: \"5 sekunden\" is not a duration (try \"5s\")",
+        ),
+        (
+            "missing-tag",
+            "missing-tag.yaml:6:10: app.image: \"gemctl-test/app\" has no tag",
+        ),
+        (
+            "negative-generation",
+            "negative-generation.yaml:2:13: generation: -3 is not a generation",
+        ),
+        (
+            "zero-generation",
+            "zero-generation.yaml:2:13: generation: 0 is not a generation",
+        ),
+        (
+            "retain-zero",
+            "retain-zero.yaml:3:9: retain: 0 generations cannot be retained",
+        ),
+        (
+            "port-clash",
+            "port-clash.yaml:9:7: app.ports[1]: host port 18080/tcp on 127.0.0.1 is already taken",
+        ),
+        (
+            "health-port-not-exposed",
+            "health-port-not-exposed.yaml:12:9: app.health[0].tcp.port: port 7001 is not among app.ports",
+        ),
+        (
+            "zero-timeout",
+            "zero-timeout.yaml:14:7: app.health[0].timeout: timeout must be longer than 0s",
+        ),
         ("empty", "empty.yaml: the spec is empty"),
     ];
     for (name, expected) in cases {
         let file = format!("tests/specs/bad/{name}.yaml");
         let o = gemctl(&["validate", "-f", &file]);
         assert_eq!(code(&o), 1, "{name}: {}", stderr(&o));
-        assert!(stderr(&o).contains(expected), "{name}: got {:?}", stderr(&o));
+        assert!(
+            stderr(&o).contains(expected),
+            "{name}: got {:?}",
+            stderr(&o)
+        );
     }
 }
 
 #[test]
 fn example_specs_start_with_the_schema_line_and_validate() {
-    for file in ["specs/prod.yaml", "specs/demo.yaml", "tests/specs/shop-gen1.yaml"] {
+    for file in [
+        "specs/prod.yaml",
+        "specs/demo.yaml",
+        "tests/specs/shop-gen1.yaml",
+    ] {
         let text = std::fs::read_to_string(file).unwrap();
         assert!(
-            text.lines().next().unwrap().starts_with("# yaml-language-server: $schema="),
+            text.lines()
+                .next()
+                .unwrap()
+                .starts_with("# yaml-language-server: $schema="),
             "{file}"
         );
         let o = gemctl(&["validate", "-f", file]);
@@ -94,7 +135,10 @@ fn fixtures() -> Vec<(&'static str, Observed)> {
         health: None,
         ports: vec!["0.0.0.0:6379->6379/tcp".into()],
     });
-    vec![("shop-gen1.json", converged), ("shop-stranger.json", stranger)]
+    vec![
+        ("shop-gen1.json", converged),
+        ("shop-stranger.json", stranger),
+    ]
 }
 
 #[test]
@@ -110,36 +154,81 @@ fn saved_observations_are_current() {
         if std::env::var_os("GEMCTL_UPDATE_FIXTURES").is_some() {
             std::fs::write(&path, &text).unwrap();
         }
-        assert_eq!(std::fs::read_to_string(&path).unwrap(), text, "{file} is stale");
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "{file} is stale"
+        );
     }
 }
 
 #[test]
 fn diff_exit_codes_follow_the_contract() {
-    let in_sync = gemctl(&["diff", "-f", "tests/specs/shop-gen1.yaml", "--observed", "tests/observed/shop-gen1.json"]);
+    let in_sync = gemctl(&[
+        "diff",
+        "-f",
+        "tests/specs/shop-gen1.yaml",
+        "--observed",
+        "tests/observed/shop-gen1.json",
+    ]);
     assert_eq!(code(&in_sync), 0, "{}", stderr(&in_sync));
     assert!(stdout(&in_sync).contains("Nothing to do."));
 
-    let pending = gemctl(&["diff", "-f", "tests/specs/shop-gen2.yaml", "--observed", "tests/observed/shop-gen1.json"]);
+    let pending = gemctl(&[
+        "diff",
+        "-f",
+        "tests/specs/shop-gen2.yaml",
+        "--observed",
+        "tests/observed/shop-gen1.json",
+    ]);
     assert_eq!(code(&pending), 2, "{}", stderr(&pending));
     let text = stdout(&pending);
-    assert!(text.contains("project shop: live generation 1, spec wants generation 2"), "{text}");
+    assert!(
+        text.contains("project shop: live generation 1, spec wants generation 2"),
+        "{text}"
+    );
     assert!(text.contains("upgrade 1 → 2"));
-    assert!(text.contains(" 4. ~ copy data of generation 1 into generation 2"), "{text}");
-    assert!(text.contains("--- gem-1 (observed)") && text.contains("+++ gem-2 (desired)"), "{text}");
+    assert!(
+        text.contains(" 4. ~ copy data of generation 1 into generation 2"),
+        "{text}"
+    );
+    assert!(
+        text.contains("--- gem-1 (observed)") && text.contains("+++ gem-2 (desired)"),
+        "{text}"
+    );
     assert!(text.contains("-image: example/shop:v1") && text.contains("+image: example/shop:v2"));
     assert!(text.contains("Plan: 2 to start, 2 to stop, 0 to remove, 1 data copy"));
-    assert!(!text.contains('\x1b'), "no colours when NO_COLOR is set / not a terminal");
+    assert!(
+        !text.contains('\x1b'),
+        "no colours when NO_COLOR is set / not a terminal"
+    );
 
-    let refused = gemctl(&["diff", "-f", "tests/specs/shop-gen1.yaml", "--observed", "tests/observed/shop-stranger.json"]);
+    let refused = gemctl(&[
+        "diff",
+        "-f",
+        "tests/specs/shop-gen1.yaml",
+        "--observed",
+        "tests/observed/shop-stranger.json",
+    ]);
     assert_eq!(code(&refused), 3, "{}", stderr(&refused));
-    assert!(stdout(&refused).contains("redis (redis:7, running) is on this host but not part of project shop"));
+    assert!(
+        stdout(&refused)
+            .contains("redis (redis:7, running) is on this host but not part of project shop")
+    );
     assert!(stdout(&refused).contains("Nothing was touched."));
 }
 
 #[test]
 fn diff_json_is_the_same_plan_for_scripts() {
-    let o = gemctl(&["diff", "-f", "tests/specs/shop-gen2.yaml", "--observed", "tests/observed/shop-gen1.json", "--output", "json"]);
+    let o = gemctl(&[
+        "diff",
+        "-f",
+        "tests/specs/shop-gen2.yaml",
+        "--observed",
+        "tests/observed/shop-gen1.json",
+        "--output",
+        "json",
+    ]);
     assert_eq!(code(&o), 2);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "changes");
@@ -148,7 +237,15 @@ fn diff_json_is_the_same_plan_for_scripts() {
     assert_eq!(v["plan"]["steps"][3]["action"], "copy_data");
     assert_eq!(v["summary"]["copy"], 1);
 
-    let o = gemctl(&["diff", "-f", "tests/specs/shop-gen1.yaml", "--observed", "tests/observed/shop-stranger.json", "-o", "json"]);
+    let o = gemctl(&[
+        "diff",
+        "-f",
+        "tests/specs/shop-gen1.yaml",
+        "--observed",
+        "tests/observed/shop-stranger.json",
+        "-o",
+        "json",
+    ]);
     assert_eq!(code(&o), 3);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["status"], "refused");
@@ -163,14 +260,23 @@ fn unreachable_engine_is_an_error_with_exit_1() {
         .output()
         .unwrap();
     assert_eq!(code(&o), 1);
-    assert!(stderr(&o).contains("cannot reach the Docker engine"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("cannot reach the Docker engine"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
 fn help_documents_the_exit_codes() {
     let o = gemctl(&["diff", "--help"]);
     let text = stdout(&o);
-    for line in ["0  in sync", "2  changes pending", "3  refused", "1  any other error"] {
+    for line in [
+        "0  in sync",
+        "2  changes pending",
+        "3  refused",
+        "1  any other error",
+    ] {
         assert!(text.contains(line), "{text}");
     }
 }

@@ -32,7 +32,10 @@ struct GenSetup {
 fn gen_setup() -> impl Strategy<Value = GenSetup> {
     (
         prop::option::weighted(0.7, any::<bool>()),
-        prop::option::weighted(0.6, (0..STATES.len(), any::<bool>(), prop::bool::weighted(0.9))),
+        prop::option::weighted(
+            0.6,
+            (0..STATES.len(), any::<bool>(), prop::bool::weighted(0.9)),
+        ),
         prop::option::weighted(0.6, (0..STATES.len(), prop::bool::weighted(0.9))),
     )
         .prop_map(|(data, app, db)| GenSetup { data, app, db })
@@ -64,7 +67,17 @@ fn case() -> impl Strategy<Value = Case> {
         prop::bool::weighted(0.2),
     )
         .prop_map(
-            |(desired, retain, scope_project, gens, live, network, copy_leftover, stranger, failed)| Case {
+            |(
+                desired,
+                retain,
+                scope_project,
+                gens,
+                live,
+                network,
+                copy_leftover,
+                stranger,
+                failed,
+            )| Case {
                 desired,
                 retain,
                 scope_project,
@@ -83,7 +96,14 @@ fn spec_of(c: &Case) -> Spec {
     support::spec_with(c.desired, c.retain, "v-now", scope)
 }
 
-fn container(spec: &Spec, role: Role, g: u64, state: usize, public: bool, fresh_hash: bool) -> Container {
+fn container(
+    spec: &Spec,
+    role: Role,
+    g: u64,
+    state: usize,
+    public: bool,
+    fresh_hash: bool,
+) -> Container {
     let want = match role {
         Role::App => desired::app(spec, g),
         Role::Db => desired::db(spec, g),
@@ -93,7 +113,11 @@ fn container(spec: &Spec, role: Role, g: u64, state: usize, public: bool, fresh_
         labels.insert(labels::SPEC_HASH.into(), "0000000000000000".into());
     }
     if role == Role::App {
-        let e = if public { labels::EXPOSURE_PUBLIC } else { labels::EXPOSURE_PROBE };
+        let e = if public {
+            labels::EXPOSURE_PUBLIC
+        } else {
+            labels::EXPOSURE_PROBE
+        };
         labels.insert(labels::EXPOSURE.into(), e.into());
     }
     Container {
@@ -131,10 +155,12 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
             } else {
                 state
             };
-            obs.containers.push(container(spec, Role::App, n, state, public, fresh));
+            obs.containers
+                .push(container(spec, Role::App, n, state, public, fresh));
         }
         if let Some((state, fresh)) = g.db {
-            obs.containers.push(container(spec, Role::Db, n, state, false, fresh));
+            obs.containers
+                .push(container(spec, Role::Db, n, state, false, fresh));
         }
     }
     obs.storage.live = c.live;

@@ -71,7 +71,11 @@ fn upgrade_can_jump_several_generations() {
     let obs = deployed(&[2]);
     let p = plan_for(&spec(5), &obs).unwrap();
     assert_eq!(p.kind, PlanKind::Upgrade { from: 2 });
-    assert!(p.steps.iter().any(|s| s.action == Action::CopyData { from: 2, to: 5 }));
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| s.action == Action::CopyData { from: 2, to: 5 })
+    );
 }
 
 #[test]
@@ -87,10 +91,11 @@ fn retention_prunes_older_generations_as_visible_steps() {
             "remove gem-1"
         ]
     );
-    assert!(!p.steps.iter().any(|s| matches!(
-        s.action,
-        Action::RemoveData { generation: 2 | 3 }
-    )));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::RemoveData { generation: 2 | 3 }))
+    );
 }
 
 #[test]
@@ -131,7 +136,11 @@ fn rollback_restarts_the_retained_generation_and_keeps_newer_data() {
         "{:?}",
         p.notes
     );
-    assert!(!p.steps.iter().any(|s| matches!(s.action, Action::RemoveData { .. })));
+    assert!(
+        !p.steps
+            .iter()
+            .any(|s| matches!(s.action, Action::RemoveData { .. }))
+    );
 }
 
 #[test]
@@ -217,7 +226,11 @@ fn half_made_db_of_an_interrupted_apply_is_redone() {
             "wait until db-2 accepts queries",
         ]
     );
-    assert!(p.steps.iter().any(|s| s.action == Action::CopyData { from: 1, to: 2 }));
+    assert!(
+        p.steps
+            .iter()
+            .any(|s| s.action == Action::CopyData { from: 1, to: 2 })
+    );
 }
 
 #[test]

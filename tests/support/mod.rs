@@ -92,7 +92,10 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
         }
         Action::StartDb { container, .. } | Action::StartApp { container, .. } => {
             let i = find(obs, container).ok_or(format!("no such container {container}"))?;
-            if obs.containers[i].labels.get(labels::EXPOSURE).map(String::as_str)
+            if obs.containers[i]
+                .labels
+                .get(labels::EXPOSURE)
+                .map(String::as_str)
                 == Some(labels::EXPOSURE_PUBLIC)
             {
                 ports_free(obs, container)?;
@@ -190,7 +193,9 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 return Err(format!("deleting data under running {db}"));
             }
             let before = obs.storage.generations.len();
-            obs.storage.generations.retain(|d| d.generation != *generation);
+            obs.storage
+                .generations
+                .retain(|d| d.generation != *generation);
             if before == obs.storage.generations.len() {
                 return Err(format!("no data dir for {generation}"));
             }
