@@ -1087,15 +1087,16 @@ fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<'a>, Refusa
     }
 }
 
-/// Shell-style `*` and `?` matching, enough for container-name patterns.
+/// Shell-style `*` and `?` matching, enough for container-name patterns (Docker
+/// names are ASCII, so bytes will do; no allocation: it runs for every container).
 pub fn glob_match(pattern: &str, name: &str) -> bool {
-    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    let (p, n) = (pattern.as_bytes(), name.as_bytes());
     let (mut pi, mut ni, mut star, mut mark) = (0, 0, None, 0);
     while ni < n.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == n[ni]) {
+        if pi < p.len() && (p[pi] == b'?' || p[pi] == n[ni]) {
             pi += 1;
             ni += 1;
-        } else if pi < p.len() && p[pi] == '*' {
+        } else if pi < p.len() && p[pi] == b'*' {
             star = Some(pi);
             mark = ni;
             pi += 1;
@@ -1107,5 +1108,21 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
             return false;
         }
     }
-    p[pi..].iter().all(|c| *c == '*')
+    p[pi..].iter().all(|c| *c == b'*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::glob_match;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match("monitoring-*", "monitoring-agent"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("backup-?", "backup-1"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("backup-?", "backup-12"));
+        assert!(!glob_match("monitoring-*", "redis"));
+        assert!(!glob_match("", "redis"));
+    }
 }
