@@ -1,0 +1,236 @@
+//! The upgrade of a database of a given size on the real engine: total apply time,
+//! how long the app was unreachable (a client polling its port every 20 ms), and
+//! the copy's throughput next to `cp -a` of the same data directory on the same
+//! disk, as ratios.
+//!
+//! `cargo bench --bench upgrade` (needs `scripts/build-images`);
+//! `GEMCTL_BENCH_ROWS=2000000` sets the size (default 1,000,000 rows).
+//! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use gemctl::execute::{self, ApplyOptions, Event};
+use gemctl::plan::Action;
+use gemctl::spec::Spec;
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn spec_text(name: &str, generation: u64, tag: &str, http: u16, tcp: u16) -> String {
+    format!(
+        r#"project: {name}
+generation: {generation}
+storage: storage
+pull: never
+scope: project
+app:
+  name: {name}-gem
+  image: gemctl-test/app:{tag}
+  env: {{ PGUSER: app, PGDATABASE: app }}
+  env_file: secrets.env
+  ports: ["127.0.0.1:{http}:8080", "127.0.0.1:{tcp}:7000"]
+  health:
+    - tcp: {{ port: 7000, send: "status\n", expect_regex: "^OK " }}
+      interval: 100ms
+      deadline: 60s
+db:
+  name: {name}-db
+  image: gemctl-test/postgres:15
+  env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
+  env_file: secrets.env
+"#
+    )
+}
+
+fn du_bytes(path: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(path).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+fn post_rows(port: u16, n: u64) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(600))).unwrap();
+    write!(
+        s,
+        "POST /rows?n={n} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    assert!(out.starts_with("HTTP/1.1 200"), "insert failed: {out}");
+}
+
+/// Polls the app's TCP report; returns the longest stretch without an OK answer.
+fn poll_downtime(port: u16, stop: Arc<AtomicBool>) -> Duration {
+    let mut longest = Duration::ZERO;
+    let mut down_since: Option<Instant> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let ok = TcpStream::connect_timeout(
+            &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
+            Duration::from_millis(200),
+        )
+        .ok()
+        .and_then(|mut s| {
+            s.set_read_timeout(Some(Duration::from_millis(500))).ok()?;
+            s.write_all(b"status\n").ok()?;
+            let mut reply = String::new();
+            s.read_to_string(&mut reply).ok()?;
+            Some(reply.starts_with("OK"))
+        })
+        .unwrap_or(false);
+        match (ok, down_since) {
+            (false, None) => down_since = Some(Instant::now()),
+            (true, Some(t)) => {
+                longest = longest.max(t.elapsed());
+                down_since = None;
+            }
+            _ => {}
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if let Some(t) = down_since {
+        longest = longest.max(t.elapsed());
+    }
+    longest
+}
+
+async fn apply(spec: &Spec) -> (Duration, Vec<(Action, Duration)>) {
+    let docker = gemctl::docker::Docker::connect().await.unwrap();
+    let mut steps: Vec<(Action, Duration)> = Vec::new();
+    let mut current = None;
+    let started = Instant::now();
+    let outcome = execute::apply(&docker, spec, ApplyOptions::default(), &mut |e| match e {
+        Event::StepStarted { step, .. } => current = Some(step.action),
+        Event::StepFinished { duration_ms, .. } => {
+            if let Some(a) = current.take() {
+                steps.push((a, Duration::from_millis(duration_ms)));
+            }
+        }
+        _ => {}
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(outcome, execute::Outcome::Converged { .. }),
+        "{outcome:?}"
+    );
+    (started.elapsed(), steps)
+}
+
+fn main() {
+    if !std::env::args().any(|a| a == "--bench") {
+        println!("upgrade benchmark: run `cargo bench --bench upgrade`");
+        return;
+    }
+    let rows: u64 = std::env::var("GEMCTL_BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(1_000_000);
+    let name = format!("gb{}", std::process::id());
+    let dir = std::env::temp_dir().join(format!("gemctl-bench-{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("secrets.env"),
+        "POSTGRES_PASSWORD=bench\nPGPASSWORD=bench\n",
+    )
+    .unwrap();
+    let (http, tcp) = (free_port(), free_port());
+    let spec_path = dir.join("spec.yaml");
+    let load = |g: u64, tag: &str| {
+        std::fs::write(&spec_path, spec_text(&name, g, tag, http, tcp)).unwrap();
+        Spec::load(&spec_path).unwrap()
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        rt.block_on(apply(&load(1, "1")));
+        let mut left = rows;
+        while left > 0 {
+            let n = left.min(1_000_000);
+            post_rows(http, n);
+            left -= n;
+        }
+        let data = dir.join("storage/1/pgdata");
+        let bytes = du_bytes(&data);
+
+        let stop = Arc::new(AtomicBool::new(false));
+        let poller = {
+            let stop = stop.clone();
+            std::thread::spawn(move || poll_downtime(tcp, stop))
+        };
+        std::thread::sleep(Duration::from_millis(300));
+        let (total, steps) = rt.block_on(apply(&load(2, "2")));
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        let downtime = poller.join().unwrap();
+        let step_time = |f: fn(&Action) -> bool| -> Duration {
+            steps.iter().filter(|(a, _)| f(a)).map(|(_, d)| *d).sum()
+        };
+        let copy = step_time(|a| matches!(a, Action::CopyData { .. }));
+        let verify = step_time(|a| matches!(a, Action::VerifyCopy { .. }));
+
+        // db-1 is stopped now: copy its directory the plain way, same disk.
+        let target = dir.join("cp-baseline");
+        let t = Instant::now();
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(&data)
+            .arg(&target)
+            .status()
+            .unwrap();
+        let cp = t.elapsed();
+        assert!(ok.success());
+
+        let mb = bytes as f64 / 1e6;
+        println!("database: {rows} rows, data directory {mb:.1} MB");
+        println!("apply (upgrade 1 -> 2): {:.2} s total", total.as_secs_f64());
+        println!(
+            "app unreachable (client polling every 20 ms): {:.2} s = {:.2} of the apply",
+            downtime.as_secs_f64(),
+            downtime.as_secs_f64() / total.as_secs_f64()
+        );
+        println!(
+            "copy (pg_dumpall | psql): {:.2} s, {:.1} MB/s; verify (count + md5 per table): {:.2} s",
+            copy.as_secs_f64(),
+            mb / copy.as_secs_f64(),
+            verify.as_secs_f64()
+        );
+        println!(
+            "cp -a of the same directory: {:.2} s, {:.1} MB/s; copy/cp time ratio = {:.1}",
+            cp.as_secs_f64(),
+            mb / cp.as_secs_f64(),
+            copy.as_secs_f64() / cp.as_secs_f64()
+        );
+    }));
+
+    let filter = format!("label=io.gemctl.project={name}");
+    let out = Command::new("docker")
+        .args(["ps", "-aq", "--filter", &filter])
+        .output()
+        .unwrap();
+    for id in String::from_utf8_lossy(&out.stdout).lines() {
+        let _ = Command::new("docker").args(["rm", "-f", id]).output();
+    }
+    let _ = Command::new("docker")
+        .args(["network", "rm", &format!("{name}-net")])
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    if let Err(e) = result {
+        std::panic::resume_unwind(e);
+    }
+}
