@@ -128,6 +128,10 @@ app:
       interval: 300ms
       timeout: 2s
       deadline: 20s
+    - exec: {{ command: ["sh", "-c", "test \"$GEM_GENERATION\" -ge 1"] }}
+      interval: 300ms
+      timeout: 5s
+      deadline: 20s
 db:
   name: {name}-db
   image: {PG_IMAGE}
@@ -322,6 +326,32 @@ fn bootstrap_serves_and_a_second_apply_does_nothing() {
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0);
     assert!(out.contains("nothing to do"), "{out}");
+
+    // What `observe` saw can be planned against later, with no engine.
+    let observed = p.gemctl(&["observe"]);
+    assert_eq!(observed.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_slice(&observed.stdout).unwrap();
+    let app = v["containers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == p.app(1))
+        .expect("observe lists the app");
+    assert_eq!(app["state"], "running");
+    assert_eq!(app["labels"]["io.gemctl.exposure"], "public");
+    assert_eq!(v["storage"]["live"], 1);
+    let saved = p.dir.join("observed.json");
+    std::fs::write(&saved, &observed.stdout).unwrap();
+    let offline = p.gemctl(&["diff", "--observed", saved.to_str().unwrap()]);
+    assert_eq!(offline.status.code(), Some(0));
+
+    // Scripts read one JSON event per line.
+    let o = p.gemctl(&["apply", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let last: serde_json::Value =
+        serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "finished");
+    assert_eq!(last["status"], "in_sync");
     // Secrets never reach the output.
     assert!(!out.contains("s3cret"));
 }
@@ -335,9 +365,22 @@ fn upgrade_carries_every_row_and_keeps_the_old_generation() {
     assert!(before.starts_with("2500:"), "{before}");
 
     p.write_spec(2, "2", 2, "scope: project");
-    let (code, out) = p.apply(&[]);
-    assert_eq!(code, 0, "{out}");
-    assert!(out.contains("copy data of generation 1 into generation 2"));
+    let o = p.gemctl(&["apply", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let finished: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["event"] == "step_finished")
+        .collect();
+    assert_eq!(finished.len(), 12, "one event per step");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "step_started" && e["step"]["action"] == "copy_data")
+    );
 
     assert_eq!(
         p.table_digest(&p.db(2)),
