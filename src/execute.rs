@@ -168,7 +168,7 @@ pub async fn apply<E: Engine>(
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
     };
     let mut run = Run::new(engine, spec, &observation, on_event);
-    on_event_plan(&mut run, &plan);
+    (run.on_event)(Event::Plan { plan: plan.clone() });
     match run.steps(&plan).await {
         Ok(()) => Ok(if plan.hold.is_some() {
             Outcome::Held { plan }
@@ -196,10 +196,6 @@ pub async fn apply<E: Engine>(
             run.fail_and_fall_back(&plan, generation, outcome).await
         }
     }
-}
-
-fn on_event_plan<E: Engine>(run: &mut Run<'_, E>, plan: &Plan) {
-    (run.on_event)(Event::Plan { plan: plan.clone() });
 }
 
 struct Run<'a, E: Engine> {

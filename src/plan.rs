@@ -979,7 +979,6 @@ fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<'a>, Refusa
     let mut gens: BTreeMap<u64, Gen<'a>> = BTreeMap::new();
     let mut copies = Vec::new();
     let mut problems = Vec::new();
-    let spec_file_hint = "the spec";
 
     let numbered = |name: &str, prefix: &str| -> Option<u64> {
         name.strip_prefix(prefix)?
@@ -1066,7 +1065,7 @@ fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<'a>, Refusa
                 c.name, c.image, c.state, spec.project
             ),
             fix: format!(
-                "remove it if it should not be here, or add `ignore: [\"{}\"]` to {spec_file_hint} \
+                "remove it if it should not be here, or add `ignore: [\"{}\"]` to the spec \
                  (or `scope: project` to only look at this project's containers)",
                 c.name
             ),
