@@ -21,7 +21,8 @@ Exit codes:
      or the desired generation failed before and is held back (use --retry)
   4  the new generation failed its health checks: it was removed and the
      previous generation is live again; see the failure report
-  1  any other error (bad spec, engine unreachable, a step failed)";
+  1  any other error (bad spec, engine unreachable, a step failed, another
+     gemctl holds the project's lock)";
 
 const EXIT_CODES_DIFF: &str = "\
 Exit codes:
@@ -74,6 +75,8 @@ enum Command {
     /// checks, gemctl writes a report under <storage>/.gemctl/failures/, removes the
     /// new generation, brings the previous one back and records the generation as
     /// failed: later applies of the same spec leave it alone unless --retry is given.
+    /// One apply at a time per project: a second one fails at once naming the first
+    /// (<storage>/.gemctl/lock; a lock left by a dead process is taken over).
     /// Uses DOCKER_HOST when set.
     #[command(after_help = EXIT_CODES_APPLY)]
     Apply {
@@ -202,6 +205,14 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     PlanOptions {
                         retry_failed: retry,
                     },
+                );
+            }
+            let command = std::env::args().collect::<Vec<_>>().join(" ");
+            let lock = crate::lock::acquire(&spec.storage, &command)?;
+            if let Some(stale) = &lock.took_over {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: took over a stale lock left by {stale} (that process is gone)"
                 );
             }
             apply(&spec, output, ApplyOptions { retry })

@@ -13,6 +13,7 @@ pub mod error;
 pub mod execute;
 pub mod health;
 pub mod labels;
+pub mod lock;
 pub mod observe;
 pub mod observed;
 pub mod plan;

@@ -594,3 +594,47 @@ fn apply_killed_during_the_copy_converges_on_the_next_run() {
     assert!(p.report().contains("rows=200000"), "{}", p.report());
     assert_eq!(p.with_public_ports(), [p.app(2)]);
 }
+
+#[test]
+fn a_second_apply_fails_fast_while_the_first_holds_the_lock() {
+    let p = Project::new("lock");
+    let spec = p.spec.to_str().unwrap().to_string();
+    let mut first = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(["apply", "-f", &spec])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = p.storage().join(".gemctl/lock");
+    wait_until("the first apply's lock", Duration::from_secs(30), || {
+        lock.exists()
+    });
+    let started = Instant::now();
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(started.elapsed() < Duration::from_secs(5), "fails fast");
+    assert!(
+        out.contains(&format!("pid {}", first.id())) && out.contains("`"),
+        "names the holder: {out}"
+    );
+    assert_eq!(first.wait().unwrap().code(), Some(0));
+    assert!(!lock.exists(), "released");
+
+    // A lock left by a killed gemctl is taken over.
+    let mut victim = Command::new("sleep").arg("60").spawn().unwrap();
+    let dead_pid = victim.id();
+    victim.kill().unwrap();
+    victim.wait().unwrap();
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    std::fs::write(
+        &lock,
+        format!(
+            r#"{{"pid":{dead_pid},"user":"root","host":"{}","command":"gemctl apply","since":"2026-11-23T00:00:00Z"}}"#,
+            host.trim()
+        ),
+    )
+    .unwrap();
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("took over a stale lock"), "{out}");
+}

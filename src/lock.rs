@@ -1,0 +1,159 @@
+//! One writer at a time per project and host (I7): `<storage>/.gemctl/lock`, made
+//! with create-new so two gemctls cannot both take it, holding who took it. A lock
+//! whose process is gone from this host is stale and taken over.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::observed::STATE_DIR;
+
+/// Who holds the lock.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// Process id.
+    pub pid: u32,
+    /// User name.
+    pub user: String,
+    /// Host name.
+    pub host: String,
+    /// The command line.
+    pub command: String,
+    /// When it was taken (RFC 3339 UTC).
+    pub since: String,
+}
+
+impl std::fmt::Display for Holder {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        write!(
+            f,
+            "pid {} ({}@{}), `{}`, since {}",
+            self.pid, self.user, self.host, self.command, self.since
+        )
+    }
+}
+
+/// A held lock; released when dropped.
+#[derive(Debug)]
+pub struct Lock {
+    path: PathBuf,
+    /// A stale holder that was taken over, if any.
+    pub took_over: Option<Holder>,
+}
+
+impl Drop for Lock {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+fn me(command: &str) -> Holder {
+    Holder {
+        pid: std::process::id(),
+        user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+        host: hostname(),
+        command: command.to_string(),
+        since: crate::records::now_rfc3339(),
+    }
+}
+
+fn alive(pid: u32) -> bool {
+    Path::new("/proc").join(pid.to_string()).exists()
+}
+
+/// Takes the lock of the project whose storage root is `storage`, or fails at once
+/// naming the holder.
+pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
+    let dir = storage.join(STATE_DIR);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
+    let path = dir.join("lock");
+    let mut took_over = None;
+    for _ in 0..2 {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(mut file) => {
+                let text = serde_json::to_string(&me(command)).expect("serialisable");
+                file.write_all(text.as_bytes())
+                    .map_err(|e| Error::io(&path, "write", e))?;
+                return Ok(Lock { path, took_over });
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                let holder = std::fs::read_to_string(&path)
+                    .ok()
+                    .and_then(|t| serde_json::from_str::<Holder>(&t).ok());
+                match holder {
+                    Some(h) if h.host == hostname() && !alive(h.pid) => {
+                        // Its process is gone: a crash or a kill left it.
+                        let _ = std::fs::remove_file(&path);
+                        took_over = Some(h);
+                    }
+                    Some(h) => {
+                        return Err(Error::Usage(format!(
+                            "another gemctl is working on this project: {h}. Wait for it to \
+                             finish; if that process is really gone, remove {}",
+                            path.display()
+                        )));
+                    }
+                    None => {
+                        return Err(Error::Usage(format!(
+                            "{} exists but cannot be read (a gemctl may be writing it right \
+                             now); try again, or remove it if no gemctl is running",
+                            path.display()
+                        )));
+                    }
+                }
+            }
+            Err(e) => return Err(Error::io(&path, "create", e)),
+        }
+    }
+    Err(Error::Usage(format!(
+        "another gemctl took the lock {} at the same moment; try again",
+        path.display()
+    )))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn second_taker_fails_naming_the_first_and_a_dead_holder_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = acquire(dir.path(), "gemctl apply").unwrap();
+        let err = acquire(dir.path(), "gemctl apply").unwrap_err().to_string();
+        assert!(
+            err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
+        assert!(err.contains("`gemctl apply`"), "{err}");
+        drop(first);
+        let again = acquire(dir.path(), "gemctl apply").unwrap();
+        assert!(again.took_over.is_none());
+        drop(again);
+
+        let dead = Holder {
+            pid: u32::MAX - 1,
+            user: "root".into(),
+            host: hostname(),
+            command: "gemctl apply".into(),
+            since: "2026-01-01T00:00:00Z".into(),
+        };
+        let path = dir.path().join(STATE_DIR).join("lock");
+        std::fs::write(&path, serde_json::to_string(&dead).unwrap()).unwrap();
+        let lock = acquire(dir.path(), "gemctl apply").unwrap();
+        assert_eq!(lock.took_over, Some(dead));
+        drop(lock);
+        assert!(!path.exists(), "released on drop");
+    }
+}
