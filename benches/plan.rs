@@ -64,6 +64,7 @@ fn host(spec: &Spec) -> Observed {
                 },
                 health: None,
                 ports: Vec::new(),
+                created: None,
             });
         }
         obs.storage.generations.push(GenerationData {
@@ -82,6 +83,7 @@ fn host(spec: &Spec) -> Observed {
             state: ContainerState::Running,
             health: None,
             ports: Vec::new(),
+            created: None,
         });
         i += 1;
     }

@@ -24,6 +24,14 @@ Exit codes:
   1  any other error (bad spec, engine unreachable, a step failed, another
      gemctl holds the project's lock)";
 
+const EXIT_CODES_STATUS: &str = "\
+Exit codes:
+  0  in sync with the spec
+  2  not in sync: `gemctl apply` would act (or the desired generation is
+     held back after a failure)
+  3  unrecognised containers or an unsafe state: gemctl would refuse to act
+  1  any other error (bad spec, engine unreachable)";
+
 const EXIT_CODES_DIFF: &str = "\
 Exit codes:
   0  in sync: the host already matches the spec
@@ -92,6 +100,20 @@ enum Command {
         /// Try again a generation that failed its health checks before.
         #[arg(long)]
         retry: bool,
+    },
+    /// Show the generations on the host and whether it is in sync with the spec.
+    ///
+    /// One row per generation: its status (live, retained, rolled back from,
+    /// failed, incomplete), app and db state and health, image, creation time,
+    /// data directory and size. Uses DOCKER_HOST when set.
+    #[command(after_help = EXIT_CODES_STATUS)]
+    Status {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Show the ordered plan that would move the host to the spec.
     #[command(after_help = EXIT_CODES_DIFF)]
@@ -216,6 +238,26 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
             apply(&spec, output, ApplyOptions { retry })
+        }
+        Command::Status { file, output } => {
+            let spec = Spec::load(&file)?;
+            let observation = observe_engine(&spec)?;
+            let planned = plan::plan(
+                &spec,
+                &observation.observed,
+                &observation.history,
+                PlanOptions::default(),
+            );
+            let status = crate::status::status(&spec, &observation, &planned);
+            match output {
+                Output::Json => print(&json(&status))?,
+                Output::Text => print(&crate::status::render(&status))?,
+            }
+            Ok(match status.sync {
+                "in_sync" => exit::OK,
+                "refused" => exit::REFUSED,
+                _ => exit::CHANGES,
+            })
         }
         Command::Diff {
             file,

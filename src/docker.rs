@@ -111,6 +111,12 @@ impl Engine for Docker {
                     ),
                     health,
                     ports,
+                    created: c.created.and_then(|t| u64::try_from(t).ok()).map(|t| {
+                        humantime::format_rfc3339_seconds(
+                            std::time::UNIX_EPOCH + Duration::from_secs(t),
+                        )
+                        .to_string()
+                    }),
                 }
             })
             .collect())

@@ -21,3 +21,4 @@ pub mod records;
 pub mod render;
 pub mod spec;
 pub mod spec_error;
+pub mod status;

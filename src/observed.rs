@@ -44,6 +44,9 @@ pub struct Container {
     /// Published ports as `ip:host->container/proto`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<String>,
+    /// When it was created (RFC 3339 UTC).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub created: Option<String>,
 }
 
 /// Docker's container states.

@@ -638,3 +638,70 @@ fn a_second_apply_fails_fast_while_the_first_holds_the_lock() {
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("took over a stale lock"), "{out}");
 }
+
+fn status_json(p: &Project) -> (i32, serde_json::Value) {
+    let o = p.gemctl(&["status", "--output", "json"]);
+    (
+        o.status.code().unwrap_or(-1),
+        serde_json::from_slice(&o.stdout).expect("status prints JSON"),
+    )
+}
+
+#[test]
+fn status_tells_fresh_converged_drifted_and_refusing_hosts_apart() {
+    let p = Project::new("stat");
+    let (code, v) = status_json(&p);
+    assert_eq!(code, 2, "fresh host: not in sync");
+    assert_eq!(v["sync"], "changes_pending");
+    assert_eq!(v["generations"].as_array().unwrap().len(), 0);
+
+    assert_eq!(p.apply(&[]).0, 0);
+    p.write_spec(2, "2", 2, "scope: project");
+    assert_eq!(p.apply(&[]).0, 0);
+    let (code, v) = status_json(&p);
+    assert_eq!(code, 0);
+    assert_eq!(v["sync"], "in_sync");
+    assert_eq!(v["live"], 2);
+    let gens = v["generations"].as_array().unwrap();
+    assert_eq!(gens[0]["generation"], 2);
+    assert_eq!(gens[0]["status"], "live");
+    assert_eq!(gens[0]["app"]["state"], "running");
+    assert_eq!(gens[0]["app"]["exposure"], "public");
+    assert_eq!(gens[0]["app"]["image"], "gemctl-test/app:2");
+    assert!(
+        gens[0]["app"]["created"]
+            .as_str()
+            .unwrap()
+            .starts_with("20")
+    );
+    assert!(
+        gens[0]["data_bytes"].as_u64().unwrap() > 1_000_000,
+        "{}",
+        gens[0]
+    );
+    assert_eq!(gens[1]["status"], "retained");
+    assert_eq!(gens[1]["db"]["state"], "exited");
+    let text = p.gemctl(&["status"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("in sync: generation 2 live"), "{text}");
+    assert!(text.contains("retained"), "{text}");
+
+    docker_ok(&["stop", &p.app(2)]);
+    let (code, v) = status_json(&p);
+    assert_eq!(code, 2, "drifted");
+    assert_eq!(v["pending_steps"], 2);
+
+    let squatter = p.app(7);
+    docker_ok(&[
+        "create",
+        "--name",
+        &squatter,
+        "--entrypoint",
+        "sleep",
+        PG_IMAGE,
+        "600",
+    ]);
+    let (code, v) = status_json(&p);
+    assert_eq!(code, 3, "refusing");
+    assert_eq!(v["refusal"]["problems"][0]["container"], squatter.as_str());
+}

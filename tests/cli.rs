@@ -134,6 +134,7 @@ fn fixtures() -> Vec<(&'static str, Observed)> {
         state: gemctl::observed::ContainerState::Running,
         health: None,
         ports: vec!["0.0.0.0:6379->6379/tcp".into()],
+        created: None,
     });
     vec![
         ("shop-gen1.json", converged),

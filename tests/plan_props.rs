@@ -128,6 +128,7 @@ fn container(
         state: STATES[state],
         health: None,
         ports: Vec::new(),
+        created: None,
     }
 }
 
@@ -181,6 +182,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
             state: ContainerState::Running,
             health: None,
             ports: Vec::new(),
+            created: None,
         });
     }
     if let Some(k) = c.stranger {
@@ -193,6 +195,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
             state: ContainerState::Running,
             health: None,
             ports: Vec::new(),
+            created: None,
         });
     }
     let mut history = History::default();

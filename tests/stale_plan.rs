@@ -69,6 +69,7 @@ impl Engine for Scripted {
             state: ContainerState::Created,
             health: None,
             ports: Vec::new(),
+            created: None,
         });
         Ok(format!("new-{}", spec.name))
     }

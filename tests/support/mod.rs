@@ -241,6 +241,7 @@ fn made(spec: &Spec, want: &desired::ContainerConfig, exposure: Option<&str>) ->
         state: ContainerState::Running,
         health: None,
         ports: Vec::new(),
+        created: None,
     }
 }
 
@@ -315,6 +316,7 @@ impl HostEdit for Observed {
             state,
             health: None,
             ports: Vec::new(),
+            created: None,
         });
         self
     }

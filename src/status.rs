@@ -1,0 +1,243 @@
+//! `gemctl status`: the generations on the host, what each one is (live, retained,
+//! rolled back from, failed, incomplete), and whether the host is in sync.
+
+use std::fmt::Write;
+use std::path::Path;
+
+use serde::Serialize;
+
+use crate::desired::{self, Role};
+use crate::labels;
+use crate::observed::{Container, Observation};
+use crate::plan::{Plan, Refusal};
+use crate::spec::Spec;
+
+/// The whole status, as `--output json` prints it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    /// Project.
+    pub project: String,
+    /// The generation the spec asks for.
+    pub desired: u64,
+    /// The generation recorded live.
+    pub live: Option<u64>,
+    /// `in_sync`, `changes_pending` or `refused`.
+    pub sync: &'static str,
+    /// Steps `gemctl apply` would take.
+    pub pending_steps: usize,
+    /// Why the desired generation is held back, if it is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hold: Option<String>,
+    /// Why gemctl would refuse to act, if it would.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<Refusal>,
+    /// One entry per generation on the host, newest first.
+    pub generations: Vec<GenerationStatus>,
+}
+
+/// One generation.
+#[derive(Debug, Clone, Serialize)]
+pub struct GenerationStatus {
+    /// Number.
+    pub generation: u64,
+    /// `live`, `retained`, `rolled back from`, `failed`, `incomplete`, `pending`.
+    pub status: String,
+    /// The app container.
+    pub app: Option<ContainerStatus>,
+    /// The db container.
+    pub db: Option<ContainerStatus>,
+    /// `<storage>/<n>/pgdata`, if present.
+    pub data_dir: Option<String>,
+    /// Its size in bytes.
+    pub data_bytes: Option<u64>,
+}
+
+/// One container.
+#[derive(Debug, Clone, Serialize)]
+pub struct ContainerStatus {
+    /// Name.
+    pub name: String,
+    /// Docker state.
+    pub state: String,
+    /// Docker health, if the image defines a check.
+    pub health: Option<String>,
+    /// `public` or `probe` (apps).
+    pub exposure: Option<String>,
+    /// Image.
+    pub image: String,
+    /// Creation time.
+    pub created: Option<String>,
+}
+
+fn container_status(c: &Container) -> ContainerStatus {
+    ContainerStatus {
+        name: c.name.clone(),
+        state: c.state.to_string(),
+        health: c.health.clone(),
+        exposure: c.labels.get(labels::EXPOSURE).cloned(),
+        image: c.image.clone(),
+        created: c.created.clone(),
+    }
+}
+
+/// Bytes under a directory (files only; unreadable entries count as 0).
+pub fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+/// Builds the status from an observation and what the planner made of it.
+pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusal>) -> Status {
+    let observed = &observation.observed;
+    let live = observed.storage.live;
+    let find = |role: Role, g: u64| {
+        let name = desired::container_name(spec, role, g);
+        observed
+            .containers
+            .iter()
+            .find(|c| c.name == name && c.labels.get(labels::PROJECT) == Some(&spec.project))
+    };
+    let mut numbers: Vec<u64> = observed
+        .storage
+        .generations
+        .iter()
+        .map(|d| d.generation)
+        .chain(observed.containers.iter().filter_map(|c| {
+            (c.labels.get(labels::PROJECT) == Some(&spec.project))
+                .then(|| c.labels.get(labels::GENERATION)?.parse().ok())
+                .flatten()
+        }))
+        .collect();
+    numbers.sort_unstable_by(|a, b| b.cmp(a));
+    numbers.dedup();
+    let generations = numbers
+        .into_iter()
+        .map(|g| {
+            let data = observed
+                .storage
+                .generations
+                .iter()
+                .find(|d| d.generation == g);
+            let dir = desired::data_dir(spec, g);
+            let status = if observation.history.failure(g).is_some() && live != Some(g) {
+                "failed"
+            } else if live == Some(g) {
+                "live"
+            } else if !data.is_some_and(|d| d.ready) {
+                "incomplete"
+            } else if live.is_some_and(|l| g > l) {
+                "rolled back from"
+            } else if live.is_some_and(|l| g < l) {
+                "retained"
+            } else {
+                "pending"
+            };
+            GenerationStatus {
+                generation: g,
+                status: status.to_string(),
+                app: find(Role::App, g).map(container_status),
+                db: find(Role::Db, g).map(container_status),
+                data_bytes: data.map(|_| dir_size(&dir)),
+                data_dir: data.map(|_| dir.display().to_string()),
+            }
+        })
+        .collect();
+    let (sync, pending_steps, hold, refusal) = match plan {
+        Ok(p) if p.steps.is_empty() && p.hold.is_none() => ("in_sync", 0, None, None),
+        Ok(p) => ("changes_pending", p.steps.len(), p.hold.clone(), None),
+        Err(r) => ("refused", 0, None, Some(r.clone())),
+    };
+    Status {
+        project: spec.project.clone(),
+        desired: spec.generation.0,
+        live,
+        sync,
+        pending_steps,
+        hold,
+        refusal,
+        generations,
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1000.0 && u < units.len() - 1 {
+        v /= 1000.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", units[u])
+    }
+}
+
+/// The status as a table for humans.
+pub fn render(s: &Status) -> String {
+    let mut out = String::new();
+    let live = s.live.map_or("none".to_string(), |l| l.to_string());
+    let head = match s.sync {
+        "in_sync" => format!("in sync: generation {live} live"),
+        "refused" => "NOT in sync: gemctl would refuse to act (see below)".to_string(),
+        _ => format!(
+            "NOT in sync: live generation {live}, spec wants {}; `gemctl apply` has {} step(s) to do",
+            s.desired, s.pending_steps
+        ),
+    };
+    let _ = writeln!(out, "project {}: {head}", s.project);
+    if let Some(h) = &s.hold {
+        let _ = writeln!(out, "held: {h}");
+    }
+    if s.generations.is_empty() {
+        let _ = writeln!(out, "no generations on this host");
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{:>4}  {:<16}  {:<22}  {:<12}  {:<28}  {:<20}  DATA",
+            "GEN", "STATUS", "APP", "DB", "IMAGE", "CREATED"
+        );
+        for g in &s.generations {
+            let app = g.app.as_ref().map_or("-".to_string(), |a| {
+                let mut t = a.state.clone();
+                if let Some(e) = &a.exposure {
+                    t.push_str(&format!(" ({e})"));
+                }
+                if let Some(h) = &a.health {
+                    t.push_str(&format!(" {h}"));
+                }
+                t
+            });
+            let db = g.db.as_ref().map_or("-".to_string(), |d| d.state.clone());
+            let image = g.app.as_ref().map_or("-", |a| a.image.as_str());
+            let created = g
+                .app
+                .as_ref()
+                .and_then(|a| a.created.as_deref())
+                .unwrap_or("-");
+            let data = match (&g.data_dir, g.data_bytes) {
+                (Some(d), Some(b)) => format!("{d} ({})", human_bytes(b)),
+                _ => "-".to_string(),
+            };
+            let _ = writeln!(
+                out,
+                "{:>4}  {:<16}  {:<22}  {:<12}  {:<28}  {:<20}  {data}",
+                g.generation, g.status, app, db, image, created
+            );
+        }
+    }
+    if let Some(r) = &s.refusal {
+        let _ = write!(out, "\n{r}");
+    }
+    out
+}
