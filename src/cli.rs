@@ -115,6 +115,28 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Show a generation's container logs, through the engine.
+    ///
+    /// By default the live generation's app; `--role db` for its database,
+    /// `--generation N` for another generation, `--follow` to keep streaming.
+    /// Exit codes: 0 ok, 1 error (no such container, engine unreachable).
+    Logs {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Generation (default: the live one, else the spec's).
+        #[arg(long, short = 'g')]
+        generation: Option<u64>,
+        /// Which container.
+        #[arg(long, value_enum, default_value_t = LogRole::App)]
+        role: LogRole,
+        /// Keep streaming new lines until interrupted.
+        #[arg(long)]
+        follow: bool,
+        /// How many past lines to show.
+        #[arg(long, default_value_t = 200)]
+        tail: usize,
+    },
     /// Show the ordered plan that would move the host to the spec.
     #[command(after_help = EXIT_CODES_DIFF)]
     Diff {
@@ -131,6 +153,15 @@ enum Command {
         #[arg(long)]
         retry: bool,
     },
+}
+
+/// Which container of a generation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogRole {
+    /// The app.
+    App,
+    /// The database.
+    Db,
 }
 
 /// How results are printed.
@@ -238,6 +269,36 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
             apply(&spec, output, ApplyOptions { retry })
+        }
+        Command::Logs {
+            file,
+            generation,
+            role,
+            follow,
+            tail,
+        } => {
+            let spec = Spec::load(&file)?;
+            let storage = crate::observe::read_storage(&spec.storage)?;
+            let generation = generation.or(storage.live).unwrap_or(spec.generation.0);
+            let role = match role {
+                LogRole::App => crate::desired::Role::App,
+                LogRole::Db => crate::desired::Role::Db,
+            };
+            let name = crate::desired::container_name(&spec, role, generation);
+            runtime()?.block_on(async {
+                let docker = crate::docker::Docker::connect().await?;
+                docker
+                    .stream_logs(&name, tail, follow, &mut std::io::stdout())
+                    .await
+                    .map_err(|e| match e {
+                        crate::engine::EngineError::NotFound { .. } => Error::Usage(format!(
+                            "{name} does not exist on this host; `gemctl status -f {}` lists the generations",
+                            file.display()
+                        )),
+                        other => other.into(),
+                    })
+            })?;
+            Ok(exit::OK)
         }
         Command::Status { file, output } => {
             let spec = Spec::load(&file)?;

@@ -64,6 +64,37 @@ fn status(e: &BollardError) -> Option<u16> {
     }
 }
 
+impl Docker {
+    /// Streams a container's logs (stdout and stderr, the last `tail` lines, then
+    /// new ones while `follow`) to `out`, until the container stops or `out` fails.
+    pub async fn stream_logs(
+        &self,
+        name: &str,
+        tail: usize,
+        follow: bool,
+        out: &mut dyn std::io::Write,
+    ) -> Result<(), EngineError> {
+        let options = LogsOptionsBuilder::default()
+            .stdout(true)
+            .stderr(true)
+            .follow(follow)
+            .tail(&tail.to_string())
+            .build();
+        let mut stream = self.client.logs(name, Some(options));
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(failed(format!("logs of {name}")))?;
+            if out
+                .write_all(&chunk.into_bytes())
+                .and_then(|_| out.flush())
+                .is_err()
+            {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Engine for Docker {
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();

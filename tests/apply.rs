@@ -327,6 +327,19 @@ fn bootstrap_serves_and_a_second_apply_does_nothing() {
     assert_eq!(code, 0);
     assert!(out.contains("nothing to do"), "{out}");
 
+    // Logs through gemctl, no raw docker commands.
+    let logs = p.gemctl(&["logs"]);
+    assert_eq!(logs.status.code(), Some(0));
+    assert!(!logs.stdout.is_empty(), "the app logged something");
+    let logs = p.gemctl(&["logs", "--role", "db"]);
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("ready to accept connections"),
+        "db logs"
+    );
+    let missing = p.gemctl(&["logs", "--generation", "9"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist on this host"));
+
     // What `observe` saw can be planned against later, with no engine.
     let observed = p.gemctl(&["observe"]);
     assert_eq!(observed.status.code(), Some(0));
