@@ -100,6 +100,27 @@ enum Command {
         /// Try again a generation that failed its health checks before.
         #[arg(long)]
         retry: bool,
+        /// Also write the deployment report into DIR (e.g. next to the spec, to
+        /// commit it with the spec change).
+        #[arg(long, value_name = "DIR")]
+        report_dir: Option<PathBuf>,
+    },
+    /// List the deployment reports of this host, newest first, or show one.
+    ///
+    /// Every apply that changes anything writes a report under
+    /// <storage>/.gemctl/reports/: when, who, the spec and its git commit, the
+    /// generation before and after, each step with its duration and outcome, the
+    /// health results. Exit codes: 0 ok, 1 error (no such report).
+    History {
+        /// The spec file (names the storage root).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Print one report whole (an ID as the list shows it).
+        #[arg(long, value_name = "ID")]
+        show: Option<String>,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
     },
     /// Show the generations on the host and whether it is in sync with the spec.
     ///
@@ -247,6 +268,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             dry_run,
             output,
             retry,
+            report_dir,
         } => {
             let spec = Spec::load(&file)?;
             if dry_run {
@@ -268,7 +290,33 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     "note: took over a stale lock left by {stale} (that process is gone)"
                 );
             }
-            apply(&spec, output, ApplyOptions { retry })
+            apply(
+                &spec,
+                &file,
+                output,
+                ApplyOptions { retry },
+                report_dir.as_deref(),
+            )
+        }
+        Command::History { file, show, output } => {
+            let spec = Spec::load(&file)?;
+            let reports = crate::report::list(&spec.storage)?;
+            if let Some(id) = show {
+                let report = reports.iter().find(|r| r.id == id).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "no report {id} under {}; `gemctl history -f {}` lists them",
+                        crate::report::reports_dir(&spec.storage).display(),
+                        file.display()
+                    ))
+                })?;
+                print(&json(report))?;
+                return Ok(exit::OK);
+            }
+            match output {
+                Output::Json => print(&json(&reports))?,
+                Output::Text => print(&history_text(&reports))?,
+            }
+            Ok(exit::OK)
         }
         Command::Logs {
             file,
@@ -396,7 +444,44 @@ fn diff(
     Ok(code)
 }
 
-fn apply(spec: &Spec, output: Output, options: ApplyOptions) -> Result<u8, Error> {
+fn history_text(reports: &[crate::report::Report]) -> String {
+    if reports.is_empty() {
+        return "no deployments recorded on this host yet\n".into();
+    }
+    let mut out = format!(
+        "{:<32}  {:<20}  {:<9}  {:<12}  {:<10}  BY\n",
+        "ID", "FINISHED", "GEN", "OUTCOME", "COMMIT"
+    );
+    for r in reports {
+        let generation = |g: Option<u64>| g.map_or("-".to_string(), |g| g.to_string());
+        let commit = r.git.as_ref().map_or("-".to_string(), |g| {
+            format!(
+                "{}{}",
+                &g.commit[..g.commit.len().min(8)],
+                if g.dirty { "+" } else { "" }
+            )
+        });
+        out.push_str(&format!(
+            "{:<32}  {:<20}  {:<9}  {:<12}  {:<10}  {}@{}\n",
+            r.id,
+            r.finished,
+            format!("{}→{}", generation(r.before), generation(r.after)),
+            r.outcome,
+            commit,
+            r.user,
+            r.host
+        ));
+    }
+    out
+}
+
+fn apply(
+    spec: &Spec,
+    spec_file: &Path,
+    output: Output,
+    options: ApplyOptions,
+    report_dir: Option<&Path>,
+) -> Result<u8, Error> {
     let tty = std::io::stderr().is_terminal();
     let style = Style::detect(std::io::stdout().is_terminal());
     let mut printer = ApplyPrinter {
@@ -407,11 +492,49 @@ fn apply(spec: &Spec, output: Output, options: ApplyOptions) -> Result<u8, Error
         progress_shown: false,
         current: String::new(),
     };
-    let outcome = runtime()?.block_on(async {
+    let mut recorder = crate::report::Recorder::new();
+    let result = runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;
-        execute::apply(&docker, spec, options, &mut |e| printer.event(e)).await
-    })?;
+        execute::apply(&docker, spec, options, &mut |e| {
+            recorder.event(&e);
+            printer.event(e)
+        })
+        .await
+    });
     printer.clear_progress();
+    let write_report = |recorder: crate::report::Recorder,
+                        outcome: &str,
+                        code: u8,
+                        message: &str,
+                        failure: Option<PathBuf>|
+     -> Result<(), Error> {
+        if !recorder.changed() {
+            return Ok(());
+        }
+        let after = crate::observe::read_storage(&spec.storage)?.live;
+        let report = recorder.finish(
+            &spec.project,
+            spec_file,
+            crate::report::git_info(spec_file),
+            after,
+            outcome,
+            code,
+            message,
+            failure,
+        );
+        crate::report::write(&crate::report::reports_dir(&spec.storage), &report)?;
+        if let Some(dir) = report_dir {
+            crate::report::write(dir, &report)?;
+        }
+        Ok(())
+    };
+    let outcome = match result {
+        Ok(o) => o,
+        Err(e) => {
+            write_report(recorder, "failed", e.code(), &e.to_string(), None)?;
+            return Err(e);
+        }
+    };
     let (code, status, message) = match &outcome {
         Outcome::Converged { plan } if plan.steps.is_empty() => (
             exit::OK,
@@ -453,6 +576,11 @@ fn apply(spec: &Spec, output: Output, options: ApplyOptions) -> Result<u8, Error
             ),
         ),
     };
+    let failure = match &outcome {
+        Outcome::RolledBack { report, .. } => Some(report.clone()),
+        _ => None,
+    };
+    write_report(recorder, status, code, &message, failure)?;
     match output {
         Output::Json => print(&(serde_json::json!({
             "event": "finished",
@@ -540,6 +668,7 @@ impl ApplyPrinter<'_> {
                 let line = format!("{} ... {message}", self.current);
                 self.show_progress(&line);
             }
+            Event::Health { .. } => {}
             Event::Failure { message } => {
                 self.clear_progress();
                 let _ = print(&format!("\nFAILED: {message}\n"));

@@ -64,6 +64,13 @@ pub enum Event {
         /// What it is doing.
         message: String,
     },
+    /// The outcome of a health check step.
+    Health {
+        /// The generation checked.
+        generation: u64,
+        /// Every check's outcome.
+        outcome: HealthOutcome,
+    },
     /// The new generation failed; what gemctl does about it.
     Failure {
         /// What failed and what happens next.
@@ -487,6 +494,10 @@ impl<'a, E: Engine> Run<'a, E> {
                 container,
             } => {
                 let outcome = self.check_health(container).await?;
+                (self.on_event)(Event::Health {
+                    generation: *generation,
+                    outcome: outcome.clone(),
+                });
                 if !outcome.healthy {
                     return Err(StepError::Unhealthy {
                         generation: *generation,

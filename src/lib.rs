@@ -19,6 +19,7 @@ pub mod observed;
 pub mod plan;
 pub mod records;
 pub mod render;
+pub mod report;
 pub mod spec;
 pub mod spec_error;
 pub mod status;

@@ -55,13 +55,16 @@ fn hostname() -> String {
         .unwrap_or_else(|_| "unknown".into())
 }
 
-fn me(command: &str) -> Holder {
-    Holder {
-        pid: std::process::id(),
-        user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
-        host: hostname(),
-        command: command.to_string(),
-        since: crate::records::now_rfc3339(),
+impl Holder {
+    /// This process.
+    pub fn me(command: &str) -> Holder {
+        Holder {
+            pid: std::process::id(),
+            user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            host: hostname(),
+            command: command.to_string(),
+            since: crate::records::now_rfc3339(),
+        }
     }
 }
 
@@ -83,7 +86,7 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
             .open(&path)
         {
             Ok(mut file) => {
-                let text = serde_json::to_string(&me(command)).expect("serialisable");
+                let text = serde_json::to_string(&Holder::me(command)).expect("serialisable");
                 file.write_all(text.as_bytes())
                     .map_err(|e| Error::io(&path, "write", e))?;
                 return Ok(Lock { path, took_over });

@@ -718,3 +718,104 @@ fn status_tells_fresh_converged_drifted_and_refusing_hosts_apart() {
     assert_eq!(code, 3, "refusing");
     assert_eq!(v["refusal"]["problems"][0]["container"], squatter.as_str());
 }
+
+fn git(dir: &std::path::Path, args: &[&str]) -> String {
+    let o = Command::new("git")
+        .arg("-C")
+        .arg(dir)
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.com"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
+    let p = Project::new("hist");
+    git(&p.dir, &["init", "-q"]);
+    std::fs::write(p.dir.join(".gitignore"), "storage/\nreports/\n").unwrap();
+    git(&p.dir, &["add", "."]);
+    git(&p.dir, &["commit", "-qm", "generation 1"]);
+    let head = git(&p.dir, &["rev-parse", "HEAD"]);
+
+    assert_eq!(p.apply(&[]).0, 0);
+    assert_eq!(p.apply(&[]).0, 0, "a no-op apply writes no report");
+    p.write_spec(2, "broken", 2, "scope: project");
+    let reports = p.dir.join("reports");
+    let (code, _) = p.apply(&["--report-dir", reports.to_str().unwrap()]);
+    assert_eq!(code, 4);
+
+    let o = p.gemctl(&["history", "-o", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list.len(), 2, "bootstrap and the failed upgrade");
+    let (failed, boot) = (&list[0], &list[1]);
+    assert_eq!(boot["outcome"], "converged");
+    assert_eq!(boot["git"]["commit"], head.as_str());
+    assert_eq!(boot["git"]["dirty"], false);
+    assert_eq!(boot["before"], serde_json::Value::Null);
+    assert_eq!(boot["after"], 1);
+    assert!(
+        boot["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["outcome"] == "ok")
+    );
+    assert!(boot["steps"][0]["duration_ms"].is_u64());
+    assert_eq!(boot["health"][0]["outcome"]["healthy"], true);
+    assert!(
+        !boot["user"].as_str().unwrap().is_empty() && !boot["host"].as_str().unwrap().is_empty()
+    );
+
+    assert_eq!(failed["outcome"], "rolled_back");
+    assert_eq!(failed["exit_code"], 4);
+    assert_eq!(
+        failed["git"]["dirty"], true,
+        "the spec change was not committed"
+    );
+    assert_eq!(failed["before"], 1);
+    assert_eq!(failed["after"], 1);
+    assert!(
+        failed["failure_report"]
+            .as_str()
+            .unwrap()
+            .contains("failures")
+    );
+    assert!(
+        failed["steps"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["outcome"] == "unhealthy"),
+        "{failed}"
+    );
+    assert!(
+        failed["health"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["outcome"]["healthy"] == false)
+    );
+
+    let id = failed["id"].as_str().unwrap();
+    let shown = p.gemctl(&["history", "--show", id]);
+    let shown: serde_json::Value = serde_json::from_slice(&shown.stdout).unwrap();
+    assert_eq!(shown["id"], id);
+    assert!(
+        reports.join(format!("{id}.json")).exists(),
+        "--report-dir copy"
+    );
+    let text = p.gemctl(&["history"]);
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(
+        text.contains("rolled_back") && text.contains(&head[..8]),
+        "{text}"
+    );
+}
