@@ -18,7 +18,8 @@ const EXIT_CODES_APPLY: &str = "\
 Exit codes:
   0  converged: the host matches the spec (it may have already)
   3  refused: unrecognised containers or an unsafe state, nothing touched;
-     or the desired generation failed before and is held back (use --retry)
+     or the desired generation failed before and is held back (use --retry);
+     or --require-clean and the spec has uncommitted changes
   4  the new generation failed its health checks: it was removed and the
      previous generation is live again; see the failure report
   1  any other error (bad spec, engine unreachable, a step failed, another
@@ -100,6 +101,14 @@ enum Command {
         /// Try again a generation that failed its health checks before.
         #[arg(long)]
         retry: bool,
+        /// Refuse (exit 3) while the spec file has uncommitted changes; the spec's
+        /// `require_clean: true` makes this the default.
+        #[arg(long)]
+        require_clean: bool,
+        /// Deploy the spec as committed at REV (a commit, tag or branch) instead of
+        /// the file on disk.
+        #[arg(long, value_name = "REV")]
+        from_git: Option<String>,
         /// Also write the deployment report into DIR (e.g. next to the spec, to
         /// commit it with the spec change).
         #[arg(long, value_name = "DIR")]
@@ -269,8 +278,38 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             output,
             retry,
             report_dir,
+            require_clean,
+            from_git,
         } => {
-            let spec = Spec::load(&file)?;
+            let (spec, git) = match &from_git {
+                Some(rev) => {
+                    let (text, commit) = crate::git::show(&file, rev)?;
+                    let spec = Spec::parse(&file, &text)?;
+                    (
+                        spec,
+                        Some(crate::git::GitInfo {
+                            commit,
+                            dirty: false,
+                        }),
+                    )
+                }
+                None => (Spec::load(&file)?, crate::git::info(&file)),
+            };
+            if (require_clean || spec.require_clean) && from_git.is_none() {
+                let dirty = match &git {
+                    None => vec![format!("{} (not in a git work tree)", file.display())],
+                    Some(_) => crate::git::dirty_files(&[file.as_path()]).map_err(Error::Usage)?,
+                };
+                if !dirty.is_empty() {
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "refused: the spec has uncommitted changes and a clean spec is required:\n  {}\n\
+                         Commit them (or deploy a commit with --from-git REV). Nothing was touched.",
+                        dirty.join("\n  ")
+                    );
+                    return Ok(exit::REFUSED);
+                }
+            }
             if dry_run {
                 let observation = observe_engine(&spec)?;
                 return diff(
@@ -293,6 +332,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             apply(
                 &spec,
                 &file,
+                git,
                 output,
                 ApplyOptions { retry },
                 report_dir.as_deref(),
@@ -478,6 +518,7 @@ fn history_text(reports: &[crate::report::Report]) -> String {
 fn apply(
     spec: &Spec,
     spec_file: &Path,
+    git: Option<crate::git::GitInfo>,
     output: Output,
     options: ApplyOptions,
     report_dir: Option<&Path>,
@@ -515,7 +556,7 @@ fn apply(
         let report = recorder.finish(
             &spec.project,
             spec_file,
-            crate::report::git_info(spec_file),
+            git.clone(),
             after,
             outcome,
             code,

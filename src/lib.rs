@@ -11,6 +11,7 @@ pub mod docker;
 pub mod engine;
 pub mod error;
 pub mod execute;
+pub mod git;
 pub mod health;
 pub mod labels;
 pub mod lock;

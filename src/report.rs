@@ -5,47 +5,15 @@
 //! them.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::execute::Event;
+use crate::git::GitInfo;
 use crate::health::HealthOutcome;
 use crate::observed::STATE_DIR;
 use crate::plan::Plan;
-
-/// Where the spec came from in git.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GitInfo {
-    /// The commit the spec was read at (HEAD, or the `--from-git` revision).
-    pub commit: String,
-    /// Whether the spec file had uncommitted changes.
-    pub dirty: bool,
-}
-
-/// Git facts about a spec file, if it lives in a git work tree.
-pub fn git_info(spec_file: &Path) -> Option<GitInfo> {
-    let dir = spec_file.parent().filter(|d| !d.as_os_str().is_empty())?;
-    let name = spec_file.file_name()?;
-    let run = |args: &[&str]| -> Option<String> {
-        let out = Command::new("git")
-            .arg("-C")
-            .arg(dir)
-            .args(args)
-            .output()
-            .ok()?;
-        out.status
-            .success()
-            .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
-    };
-    let commit = run(&["rev-parse", "HEAD"])?;
-    let status = run(&["status", "--porcelain", "--", name.to_str()?])?;
-    Some(GitInfo {
-        commit,
-        dirty: !status.is_empty(),
-    })
-}
 
 /// One step as it ran.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -48,6 +48,10 @@ pub struct Spec {
     /// alone under `scope: host`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
+    /// Refuse to apply while the spec file has uncommitted changes (as if
+    /// `gemctl apply --require-clean` were always given).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub require_clean: bool,
     /// The stateless application container.
     pub app: AppSpec,
     /// The PostgreSQL container.

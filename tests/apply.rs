@@ -818,4 +818,27 @@ fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
         text.contains("rolled_back") && text.contains(&head[..8]),
         "{text}"
     );
+
+    // The spec on disk is dirty: --require-clean refuses and names it.
+    let (code, out) = p.apply(&["--require-clean"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(
+        out.contains("uncommitted") && out.contains("spec.yaml"),
+        "{out}"
+    );
+
+    // Deploy a committed spec while the file on disk says something else.
+    let broken_on_disk = std::fs::read_to_string(&p.spec).unwrap();
+    p.write_spec(2, "2", 2, "scope: project");
+    git(&p.dir, &["commit", "-qam", "generation 2"]);
+    let good = git(&p.dir, &["rev-parse", "HEAD"]);
+    std::fs::write(&p.spec, broken_on_disk).unwrap();
+    let (code, out) = p.apply(&["--from-git", "HEAD"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(p.report().contains("version=2 gen=2"), "{}", p.report());
+    let o = p.gemctl(&["history", "-o", "json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["git"]["commit"], good.as_str());
+    assert_eq!(list[0]["git"]["dirty"], false);
+    assert_eq!(list[0]["after"], 2);
 }
