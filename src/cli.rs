@@ -131,6 +131,21 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Remove the project's lock by force, after a human has made sure the gemctl
+    /// holding it is gone.
+    ///
+    /// A lock left by a process that died on this host is taken over by the next
+    /// apply on its own; this is for the other cases (a holder on another host
+    /// sharing the storage, an unreadable lock). Asks to type the project name,
+    /// unless --yes. Exit codes: 0 removed or no lock, 1 not confirmed or error.
+    Unlock {
+        /// The spec file (names the storage root).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Do not ask.
+        #[arg(long)]
+        yes: bool,
+    },
     /// Show the generations on the host and whether it is in sync with the spec.
     ///
     /// One row per generation: its status (live, retained, rolled back from,
@@ -337,6 +352,34 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 ApplyOptions { retry },
                 report_dir.as_deref(),
             )
+        }
+        Command::Unlock { file, yes } => {
+            let spec = Spec::load(&file)?;
+            let path = crate::lock::path(&spec.storage);
+            let who = match crate::lock::holder(&spec.storage) {
+                None => {
+                    print(&format!("project {}: not locked\n", spec.project))?;
+                    return Ok(exit::OK);
+                }
+                Some(Ok(h)) => h.to_string(),
+                Some(Err(text)) => format!("an unreadable lock ({})", text.trim()),
+            };
+            print(&format!("project {} is locked by {who}\n", spec.project))?;
+            if !yes {
+                print(&format!(
+                    "If that gemctl is still running, removing its lock lets two writers collide.\n\
+                     Type the project name ({}) to remove the lock: ",
+                    spec.project
+                ))?;
+                let mut answer = String::new();
+                let _ = std::io::stdin().read_line(&mut answer);
+                if answer.trim() != spec.project {
+                    return Err(Error::Usage("not confirmed: the lock is kept".into()));
+                }
+            }
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
+            print("lock removed\n")?;
+            Ok(exit::OK)
         }
         Command::History { file, show, output } => {
             let spec = Spec::load(&file)?;

@@ -126,6 +126,18 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
     )))
 }
 
+/// The lock file of a storage root.
+pub fn path(storage: &Path) -> PathBuf {
+    storage.join(STATE_DIR).join("lock")
+}
+
+/// Who holds the lock now, if anyone (an unreadable lock file counts as held by
+/// an unknown holder).
+pub fn holder(storage: &Path) -> Option<Result<Holder, String>> {
+    let text = std::fs::read_to_string(path(storage)).ok()?;
+    Some(serde_json::from_str(&text).map_err(|_| text))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -281,3 +281,52 @@ fn help_documents_the_exit_codes() {
         assert!(text.contains(line), "{text}");
     }
 }
+
+#[test]
+fn unlock_asks_for_the_project_name_before_removing_the_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "project: locky\ngeneration: 1\nstorage: storage\n\
+         app: { image: \"example/app:1\" }\ndb: { image: \"postgres:15\" }\n",
+    )
+    .unwrap();
+    let lock = dir.path().join("storage/.gemctl/lock");
+    std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
+    std::fs::write(
+        &lock,
+        r#"{"pid":4242,"user":"ops","host":"elsewhere","command":"gemctl apply","since":"2026-11-23T00:00:00Z"}"#,
+    )
+    .unwrap();
+    let unlock = |answer: &str| {
+        use std::io::Write;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(["unlock", "-f", spec.to_str().unwrap()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(answer.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let o = unlock("yes\n");
+    assert_eq!(code(&o), 1);
+    assert!(
+        stdout(&o).contains("pid 4242 (ops@elsewhere)"),
+        "{}",
+        stdout(&o)
+    );
+    assert!(lock.exists(), "kept without the project name");
+    let o = unlock("locky\n");
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(!lock.exists());
+    let o = unlock("");
+    assert!(stdout(&o).contains("not locked"));
+}
