@@ -131,6 +131,33 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Go back to the previous retained generation (or --to N) in one command.
+    ///
+    /// For emergencies: no spec edit needed. The host is pinned to that generation
+    /// (<storage>/.gemctl/pin) so apply and reconcile do not move forward again
+    /// while the spec still names the newer generation; `gemctl unpin` or a new
+    /// `generation` in the spec ends the pin. The newer generation's data is kept;
+    /// writes made since the target generation was live are not in it.
+    #[command(after_help = EXIT_CODES_APPLY)]
+    Rollback {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// The generation to return to (default: the newest retained one below the live one).
+        #[arg(long, value_name = "N")]
+        to: Option<u64>,
+        /// Output format: text, or JSON events one per line.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Remove the pin `gemctl rollback` set, so the host follows the spec again.
+    ///
+    /// Exit codes: 0 removed or no pin, 1 error.
+    Unpin {
+        /// The spec file (names the storage root).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+    },
     /// Remove the project's lock by force, after a human has made sure the gemctl
     /// holding it is gone.
     ///
@@ -336,12 +363,17 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     },
                 );
             }
-            let command = std::env::args().collect::<Vec<_>>().join(" ");
-            let lock = crate::lock::acquire(&spec.storage, &command)?;
-            if let Some(stale) = &lock.took_over {
+            let _lock = take_lock(&spec)?;
+            if let Some(pin) = crate::observe::read_storage(&spec.storage)?.pin
+                && pin.spec_generation != spec.generation.0
+                && crate::records::clear_pin(&spec.storage)?
+            {
                 let _ = writeln!(
                     std::io::stderr(),
-                    "note: took over a stale lock left by {stale} (that process is gone)"
+                    "note: the pin to generation {} lapsed: the spec's generation moved from {} to {}",
+                    pin.generation,
+                    pin.spec_generation,
+                    spec.generation
                 );
             }
             apply(
@@ -352,6 +384,65 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 ApplyOptions { retry },
                 report_dir.as_deref(),
             )
+        }
+        Command::Rollback { file, to, output } => {
+            let spec = Spec::load(&file)?;
+            let _lock = take_lock(&spec)?;
+            let storage = crate::observe::read_storage(&spec.storage)?;
+            let ready: Vec<u64> = storage
+                .generations
+                .iter()
+                .filter(|d| d.ready)
+                .map(|d| d.generation)
+                .collect();
+            let live = storage.live;
+            let target = match to {
+                Some(n) => n,
+                None => live
+                    .and_then(|l| ready.iter().rev().find(|g| **g < l).copied())
+                    .ok_or_else(|| {
+                        Error::Usage(format!(
+                            "no retained generation below the live one ({}) to roll back to",
+                            live.map_or("none".to_string(), |l| l.to_string())
+                        ))
+                    })?,
+            };
+            if !ready.contains(&target) {
+                return Err(Error::Usage(format!(
+                    "generation {target} has no data on this host; retained generations: {}",
+                    ready
+                        .iter()
+                        .map(u64::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
+            }
+            let user = crate::lock::Holder::me("").user;
+            crate::records::set_pin(
+                &spec.storage,
+                &crate::observed::Pin {
+                    generation: target,
+                    spec_generation: spec.generation.0,
+                    at: crate::records::now_rfc3339(),
+                    reason: format!("`gemctl rollback` ({user})"),
+                },
+            )?;
+            let git = crate::git::info(&file);
+            apply(&spec, &file, git, output, ApplyOptions::default(), None)
+        }
+        Command::Unpin { file } => {
+            let spec = Spec::load(&file)?;
+            let _lock = take_lock(&spec)?;
+            if crate::records::clear_pin(&spec.storage)? {
+                print(&format!(
+                    "project {}: pin removed; the host follows the spec (generation {}) again: \
+                     `gemctl diff` shows what apply would do\n",
+                    spec.project, spec.generation
+                ))?;
+            } else {
+                print(&format!("project {}: not pinned\n", spec.project))?;
+            }
+            Ok(exit::OK)
         }
         Command::Unlock { file, yes } => {
             let spec = Spec::load(&file)?;
@@ -525,6 +616,18 @@ fn diff(
         }
     }
     Ok(code)
+}
+
+fn take_lock(spec: &Spec) -> Result<crate::lock::Lock, Error> {
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    let lock = crate::lock::acquire(&spec.storage, &command)?;
+    if let Some(stale) = &lock.took_over {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: took over a stale lock left by {stale} (that process is gone)"
+        );
+    }
+    Ok(lock)
 }
 
 fn history_text(reports: &[crate::report::Report]) -> String {

@@ -109,7 +109,28 @@ pub struct Storage {
     /// One entry per `<storage>/<n>/` directory.
     #[serde(default)]
     pub generations: Vec<GenerationData>,
+    /// Set by `gemctl rollback`: hold the host on a generation while the spec
+    /// still names the one rolled back from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin: Option<Pin>,
 }
+
+/// A pin (`<storage>/.gemctl/pin`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pin {
+    /// The generation the host is held on.
+    pub generation: u64,
+    /// The spec's generation when the pin was made; the pin lapses when it changes.
+    pub spec_generation: u64,
+    /// When (RFC 3339 UTC).
+    pub at: String,
+    /// Who and why, one line.
+    pub reason: String,
+}
+
+/// The file under `<storage>/.gemctl/` holding the pin.
+pub const PIN_FILE: &str = "pin";
 
 /// A generation's directory under the storage root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -170,6 +191,9 @@ impl Storage {
             });
         }
         storage.generations.sort_by_key(|g| g.generation);
+        storage.pin = std::fs::read_to_string(root.join(STATE_DIR).join(PIN_FILE))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok());
         storage.live = std::fs::read_to_string(root.join(STATE_DIR).join(LIVE_FILE))
             .ok()
             .and_then(|t| t.trim().parse().ok());

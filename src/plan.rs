@@ -40,6 +40,9 @@ pub struct Plan {
     /// `target` instead.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hold: Option<String>,
+    /// Set when `gemctl rollback` pinned the host to `target`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
     /// Things the operator must know (writes left behind by a rollback…).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
@@ -445,7 +448,31 @@ pub fn plan(
     let mut hold = None;
     let mut target = desired;
     let mut failed_leftovers = None;
-    if let Some(failed) = history.failure(desired)
+    let mut pinned = None;
+    if let Some(pin) = observed
+        .storage
+        .pin
+        .as_ref()
+        .filter(|p| p.spec_generation == desired)
+    {
+        if !host.gens.get(&pin.generation).is_some_and(Gen::ready) {
+            return Err(refuse(vec![Problem {
+                container: None,
+                seen: format!(
+                    "the host is pinned to generation {} ({}), but that generation's data is gone",
+                    pin.generation, pin.reason
+                ),
+                fix: "run `gemctl unpin` to follow the spec again, or roll back to a retained generation".into(),
+            }]));
+        }
+        target = pin.generation;
+        pinned = Some(format!(
+            "pinned to generation {} by {} at {}; apply and reconcile stay on it until the spec's \
+             generation changes from {desired} or `gemctl unpin` is run",
+            pin.generation, pin.reason, pin.at
+        ));
+    }
+    if let Some(failed) = history.failure(desired).filter(|_| pinned.is_none())
         && !options.retry_failed
         && failed.spec_hash == desired::generation_hash(spec, desired)
         && live != Some(desired)
@@ -484,6 +511,7 @@ pub fn plan(
                         PlanKind::Repair
                     },
                     hold,
+                    pinned: None,
                     notes: Vec::new(),
                     steps: b.steps,
                 });
@@ -791,6 +819,7 @@ pub fn plan(
         live,
         kind,
         hold,
+        pinned,
         notes,
         steps,
     })

@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::observed::{
-    FailedGeneration, HISTORY_FILE, History, LIVE_FILE, READY_MARKER, ReadyMarker, STATE_DIR,
+    FailedGeneration, HISTORY_FILE, History, LIVE_FILE, PIN_FILE, Pin, READY_MARKER, ReadyMarker,
+    STATE_DIR,
 };
 
 /// Writes `bytes` to `path` atomically (temporary file + rename), creating parents.
@@ -47,6 +48,21 @@ pub fn set_live(storage: &Path, generation: u64) -> Result<(), Error> {
         &storage.join(STATE_DIR).join(LIVE_FILE),
         format!("{generation}\n").as_bytes(),
     )
+}
+
+/// Pins the host to a generation (see [`Pin`]).
+pub fn set_pin(storage: &Path, pin: &Pin) -> Result<(), Error> {
+    write_atomic(&storage.join(STATE_DIR).join(PIN_FILE), &json(pin))
+}
+
+/// Removes the pin; true if there was one.
+pub fn clear_pin(storage: &Path) -> Result<bool, Error> {
+    let path = storage.join(STATE_DIR).join(PIN_FILE);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(true),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(Error::io(&path, "remove", e)),
+    }
 }
 
 /// Adds (or replaces) a failed generation in the history.

@@ -77,6 +77,9 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) ->
         PlanKind::Repair => format!("repair generation {}", plan.target),
     };
     let _ = writeln!(out, "{kind}");
+    if let Some(pin) = &plan.pinned {
+        let _ = writeln!(out, "{} {pin}", style.paint("33", "pinned:"));
+    }
     if let Some(hold) = &plan.hold {
         let _ = writeln!(out, "{} {hold}", style.paint("33", "held:"));
     }

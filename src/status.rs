@@ -25,6 +25,9 @@ pub struct Status {
     pub sync: &'static str,
     /// Steps `gemctl apply` would take.
     pub pending_steps: usize,
+    /// Set when `gemctl rollback` pinned the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<String>,
     /// Why the desired generation is held back, if it is.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hold: Option<String>,
@@ -151,6 +154,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
             }
         })
         .collect();
+    let pinned = plan.as_ref().ok().and_then(|p| p.pinned.clone());
     let (sync, pending_steps, hold, refusal) = match plan {
         Ok(p) if p.steps.is_empty() && p.hold.is_none() => ("in_sync", 0, None, None),
         Ok(p) => ("changes_pending", p.steps.len(), p.hold.clone(), None),
@@ -162,6 +166,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         live,
         sync,
         pending_steps,
+        pinned,
         hold,
         refusal,
         generations,
@@ -196,6 +201,9 @@ pub fn render(s: &Status) -> String {
         ),
     };
     let _ = writeln!(out, "project {}: {head}", s.project);
+    if let Some(p) = &s.pinned {
+        let _ = writeln!(out, "pinned: {p}");
+    }
     if let Some(h) = &s.hold {
         let _ = writeln!(out, "held: {h}");
     }

@@ -842,3 +842,43 @@ fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
     assert_eq!(list[0]["git"]["dirty"], false);
     assert_eq!(list[0]["after"], 2);
 }
+
+#[test]
+fn rollback_command_pins_the_host_until_unpinned() {
+    let p = Project::new("pin");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(10);
+    p.write_spec(2, "2", 2, "scope: project");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(5);
+
+    let o = p.gemctl(&["rollback"]);
+    assert_eq!(o.status.code(), Some(0));
+    let report = p.report();
+    assert!(
+        report.contains("gen=1") && report.contains("rows=10"),
+        "{report}"
+    );
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+
+    // The spec still names 2, but apply, diff and status hold on 1.
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0);
+    assert!(out.contains("nothing to do"), "{out}");
+    let diff = p.gemctl(&["diff"]);
+    assert_eq!(diff.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&diff.stdout).contains("pinned: pinned to generation 1"));
+    let (code, v) = status_json(&p);
+    assert_eq!(code, 0);
+    assert!(v["pinned"].as_str().unwrap().contains("generation 1"));
+
+    let o = p.gemctl(&["unpin"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(p.gemctl(&["diff"]).status.code(), Some(2));
+    assert_eq!(p.apply(&[]).0, 0);
+    assert!(
+        p.report().contains("gen=2") && p.report().contains("rows=15"),
+        "{}",
+        p.report()
+    );
+}

@@ -410,3 +410,45 @@ fn plan_json_round_trips() {
     let back: gemctl::plan::Plan = serde_json::from_str(&text).unwrap();
     assert_eq!(back, p);
 }
+
+fn pinned(obs: Observed, generation: u64, spec_generation: u64) -> Observed {
+    let mut obs = obs;
+    obs.storage.pin = Some(gemctl::observed::Pin {
+        generation,
+        spec_generation,
+        at: "2026-11-23T10:00:00Z".into(),
+        reason: "`gemctl rollback` (ops)".into(),
+    });
+    obs
+}
+
+#[test]
+fn a_pin_holds_the_host_on_the_rolled_back_generation() {
+    let s = spec(2);
+    let mut obs = pinned(deployed(&[1, 2]), 1, 2);
+    let p = plan_for(&s, &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Rollback { from: 2 });
+    assert_eq!(p.target, 1);
+    assert!(p.pinned.as_deref().unwrap().contains("gemctl unpin"));
+    assert!(p.notes.iter().any(|n| n.contains("NOT in it")));
+    support::apply(&s, &mut obs, &p).unwrap();
+    let again = plan_for(&s, &obs).unwrap();
+    assert!(again.is_empty(), "the pin holds: {:?}", described(&again));
+    assert!(again.pinned.is_some());
+}
+
+#[test]
+fn a_pin_lapses_when_the_spec_generation_moves_on() {
+    let obs = pinned(deployed(&[1, 2]), 1, 2);
+    // Pinned while the spec said 2; the spec now says 3.
+    let p = plan_for(&spec(3), &obs).unwrap();
+    assert_eq!(p.target, 3);
+    assert!(p.pinned.is_none());
+}
+
+#[test]
+fn a_pin_to_a_generation_without_data_is_refused() {
+    let obs = pinned(deployed(&[1, 2]), 7, 2);
+    let r = plan_for(&spec(2), &obs).unwrap_err();
+    assert!(r.problems[0].fix.contains("gemctl unpin"));
+}
