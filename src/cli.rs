@@ -694,9 +694,9 @@ fn apply(
                         code: u8,
                         message: &str,
                         failure: Option<PathBuf>|
-     -> Result<(), Error> {
+     -> Result<Option<crate::report::Report>, Error> {
         if !recorder.changed() {
-            return Ok(());
+            return Ok(None);
         }
         let after = crate::observe::read_storage(&spec.storage)?.live;
         let report = recorder.finish(
@@ -713,12 +713,33 @@ fn apply(
         if let Some(dir) = report_dir {
             crate::report::write(dir, &report)?;
         }
-        Ok(())
+        Ok(Some(report))
+    };
+    let notify = |event: &str,
+                  message: &str,
+                  report: Option<&crate::report::Report>,
+                  refusal: Option<&crate::plan::Refusal>| {
+        let Some(n) = &spec.notify else { return };
+        let payload = serde_json::json!({
+            "event": event,
+            "project": spec.project,
+            "message": message,
+            "report": report,
+            "refusal": refusal,
+        });
+        for warning in crate::notify::send(n, &payload) {
+            tracing::warn!("{warning}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: {warning} (the deploy's outcome stands)"
+            );
+        }
     };
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            write_report(recorder, "failed", e.code(), &e.to_string(), None)?;
+            let report = write_report(recorder, "failed", e.code(), &e.to_string(), None)?;
+            notify("failed", &e.to_string(), report.as_ref(), None);
             return Err(e);
         }
     };
@@ -767,7 +788,17 @@ fn apply(
         Outcome::RolledBack { report, .. } => Some(report.clone()),
         _ => None,
     };
-    write_report(recorder, status, code, &message, failure)?;
+    let report = write_report(recorder, status, code, &message, failure)?;
+    match &outcome {
+        Outcome::RolledBack { .. } => notify("failed", &message, report.as_ref(), None),
+        Outcome::Refused(r) => notify("refused", &message, None, Some(r)),
+        Outcome::Converged { plan }
+            if matches!(plan.kind, crate::plan::PlanKind::Rollback { .. }) =>
+        {
+            notify("rollback", &message, report.as_ref(), None)
+        }
+        _ => {}
+    }
     match output {
         Output::Json => print(&(serde_json::json!({
             "event": "finished",

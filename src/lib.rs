@@ -15,6 +15,7 @@ pub mod git;
 pub mod health;
 pub mod labels;
 pub mod lock;
+pub mod notify;
 pub mod observe;
 pub mod observed;
 pub mod plan;

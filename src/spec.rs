@@ -52,10 +52,26 @@ pub struct Spec {
     /// `gemctl apply --require-clean` were always given).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_clean: bool,
+    /// Who to tell when a deploy fails, is refused or rolls back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub notify: Option<NotifySpec>,
     /// The stateless application container.
     pub app: AppSpec,
     /// The PostgreSQL container.
     pub db: DbSpec,
+}
+
+/// Alerts on failure, refusal and rollback. Each receives a JSON document (the
+/// event, the project, a message, and the deployment report when there is one).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NotifySpec {
+    /// A command (and its arguments) run with the JSON on standard input.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// An `http://` URL the JSON is POSTed to. (For https, use `command` with curl.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<String>,
 }
 
 /// The application container.
@@ -685,6 +701,22 @@ impl Spec {
                     self.db.data_dir
                 ),
             );
+        }
+        if let Some(n) = &self.notify {
+            if n.command.as_ref().is_some_and(Vec::is_empty) {
+                bad("notify.command".into(), "the command is empty".into());
+            }
+            if let Some(url) = &n.webhook
+                && !url.starts_with("http://")
+            {
+                bad(
+                    "notify.webhook".into(),
+                    format!(
+                        "{url:?}: only http:// webhooks are supported; for https use \
+                         `command: [\"curl\", \"-fsS\", \"--data-binary\", \"@-\", \"{url}\"]`"
+                    ),
+                );
+            }
         }
         for (i, pattern) in self.ignore.iter().enumerate() {
             if pattern.is_empty() {

@@ -882,3 +882,83 @@ fn rollback_command_pins_the_host_until_unpinned() {
         p.report()
     );
 }
+
+#[test]
+fn notifiers_hear_of_a_failure_and_a_failing_notifier_changes_nothing() {
+    let p = Project::new("ntfy");
+    assert_eq!(p.apply(&[]).0, 0);
+
+    // A webhook receiver that keeps the first request's body.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let hook_port = listener.local_addr().unwrap().port();
+    let receiver = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut raw = Vec::new();
+        let mut buf = [0u8; 65536];
+        loop {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => raw.extend_from_slice(&buf[..n]),
+            }
+            let text = String::from_utf8_lossy(&raw);
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Content-Length: "))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    break;
+                }
+            }
+        }
+        s.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n")
+            .unwrap();
+        String::from_utf8_lossy(&raw)
+            .split_once("\r\n\r\n")
+            .unwrap()
+            .1
+            .to_string()
+    });
+
+    let out_file = p.dir.join("notified.json");
+    p.write_spec(2, "broken", 2, "scope: project");
+    let notify = format!(
+        "notify:\n  command: [\"sh\", \"-c\", \"cat > {}\"]\n  webhook: \"http://127.0.0.1:{hook_port}/alerts\"\n",
+        out_file.display()
+    );
+    let mut text = std::fs::read_to_string(&p.spec).unwrap();
+    text.push_str(&notify);
+    std::fs::write(&p.spec, text).unwrap();
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 4, "{out}");
+
+    let got: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out_file).unwrap()).unwrap();
+    assert_eq!(got["event"], "failed");
+    assert_eq!(got["project"], p.name.as_str());
+    assert_eq!(got["report"]["outcome"], "rolled_back");
+    assert!(got["report"]["failure_report"].is_string());
+    let hooked: serde_json::Value = serde_json::from_str(&receiver.join().unwrap()).unwrap();
+    assert_eq!(hooked["event"], "failed");
+
+    // A notifier that fails is a warning; the refusal's exit code stands.
+    let squatter = p.app(8);
+    docker_ok(&[
+        "create",
+        "--name",
+        &squatter,
+        "--entrypoint",
+        "sleep",
+        PG_IMAGE,
+        "600",
+    ]);
+    let mut text = std::fs::read_to_string(&p.spec).unwrap();
+    text = text.split("notify:").next().unwrap().to_string();
+    text.push_str("notify:\n  command: [\"false\"]\n");
+    std::fs::write(&p.spec, text).unwrap();
+    let (code, out) = p.apply(&["--retry"]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("warning: notify command"), "{out}");
+}
