@@ -65,6 +65,8 @@ enum Command {
         file: PathBuf,
     },
     /// Print the JSON Schema of the spec (committed as schema/gemctl.schema.json).
+    ///
+    /// Editors use it to check specs as you type. Exit codes: 0 ok, 1 error.
     Schema,
     /// Print what gemctl sees on the host as JSON: containers, networks, the
     /// generations on storage and the failure history.

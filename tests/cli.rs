@@ -330,3 +330,18 @@ fn unlock_asks_for_the_project_name_before_removing_the_lock() {
     let o = unlock("");
     assert!(stdout(&o).contains("not locked"));
 }
+
+#[test]
+fn every_command_explains_its_exit_codes_in_help() {
+    for command in [
+        "validate", "schema", "observe", "diff", "apply", "status", "logs", "history", "rollback",
+        "unpin", "unlock",
+    ] {
+        let o = gemctl(&[command, "--help"]);
+        assert_eq!(code(&o), 0);
+        assert!(
+            stdout(&o).to_lowercase().contains("exit codes"),
+            "{command} --help says nothing of exit codes"
+        );
+    }
+}
