@@ -76,6 +76,9 @@ pub struct Report {
     /// A failure report with the logs, if the new generation failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_report: Option<String>,
+    /// That failure report's contents: health output and the captured logs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure: Option<serde_json::Value>,
 }
 
 /// One health check step's results.
@@ -200,6 +203,10 @@ impl Recorder {
             notes: self.notes,
             steps: self.steps,
             health: self.health,
+            failure: failure_report
+                .as_ref()
+                .and_then(|p| std::fs::read(p).ok())
+                .and_then(|b| serde_json::from_slice(&b).ok()),
             failure_report: failure_report.map(|p| p.display().to_string()),
         }
     }

@@ -789,6 +789,10 @@ fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
             .contains("failures")
     );
     assert!(
+        !failed["failure"]["app_logs"].as_str().unwrap().is_empty(),
+        "the captured logs are in the report"
+    );
+    assert!(
         failed["steps"]
             .as_array()
             .unwrap()
@@ -871,6 +875,20 @@ fn rollback_command_pins_the_host_until_unpinned() {
     let (code, v) = status_json(&p);
     assert_eq!(code, 0);
     assert!(v["pinned"].as_str().unwrap().contains("generation 1"));
+
+    let o = p.gemctl(&["history", "-o", "json"]);
+    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(list[0]["before"], 2);
+    assert_eq!(list[0]["after"], 1);
+    assert!(
+        list[0]["notes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|n| n.as_str().unwrap().contains("NOT in it")),
+        "the rollback report says which writes are not carried: {}",
+        list[0]
+    );
 
     let o = p.gemctl(&["unpin"]);
     assert_eq!(o.status.code(), Some(0));
