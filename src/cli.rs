@@ -160,6 +160,29 @@ enum Command {
         #[arg(short = 'f', long = "file", value_name = "SPEC")]
         file: PathBuf,
     },
+    /// Keep the host converged: every round re-reads the spec, plans, and applies
+    /// when the host drifted or the spec changed.
+    ///
+    /// Honours refusals (never acts past one; notifies once, not every round),
+    /// failed generations (not retried) and pins. One log line per round
+    /// (`--log-format json` for log shippers). SIGTERM / SIGINT end the loop after
+    /// the current round, releasing the lock. `--once` runs a single round, for cron
+    /// or a systemd timer; its exit code is that round's, as for `gemctl apply`.
+    #[command(after_help = EXIT_CODES_APPLY)]
+    Reconcile {
+        /// The spec file (re-read every round, so a `git pull` is picked up).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Time between rounds, e.g. `5m`, `30s`.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, required_unless_present = "once")]
+        every: Option<std::time::Duration>,
+        /// Run one round and exit.
+        #[arg(long, conflicts_with = "every")]
+        once: bool,
+        /// Format of the per-round log lines (on stderr).
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
     /// Remove the project's lock by force, after a human has made sure the gemctl
     /// holding it is gone.
     ///
@@ -229,6 +252,15 @@ enum Command {
     },
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Which container of a generation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum LogRole {
@@ -250,7 +282,10 @@ pub enum Output {
 /// Parses the process arguments, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    match &cli.command {
+        Command::Reconcile { log_format, .. } => init_tracing("info", *log_format),
+        _ => init_tracing("warn", LogFormat::Text),
+    }
     match run(cli) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
@@ -260,13 +295,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn init_tracing() {
+fn init_tracing(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("GEMCTL_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {
@@ -366,18 +404,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 );
             }
             let _lock = take_lock(&spec)?;
-            if let Some(pin) = crate::observe::read_storage(&spec.storage)?.pin
-                && pin.spec_generation != spec.generation.0
-                && crate::records::clear_pin(&spec.storage)?
-            {
-                let _ = writeln!(
-                    std::io::stderr(),
-                    "note: the pin to generation {} lapsed: the spec's generation moved from {} to {}",
-                    pin.generation,
-                    pin.spec_generation,
-                    spec.generation
-                );
-            }
+            lapse_stale_pin(&spec)?;
             apply(
                 &spec,
                 &file,
@@ -446,6 +473,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             }
             Ok(exit::OK)
         }
+        Command::Reconcile {
+            file,
+            every,
+            once,
+            log_format: _,
+        } => reconcile(&file, if once { None } else { every }),
         Command::Unlock { file, yes } => {
             let spec = Spec::load(&file)?;
             let path = crate::lock::path(&spec.storage);
@@ -620,6 +653,88 @@ fn diff(
     Ok(code)
 }
 
+/// The reconcile loop. Each round is an apply under the lock; between rounds it
+/// waits for the interval or a signal. Signals are caught for the whole process
+/// once the loop starts, so a SIGTERM during a round lets that round finish.
+fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Error> {
+    let waiter = runtime()?;
+    let mut stop = waiter
+        .block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let term = signal(SignalKind::terminate());
+            let int = signal(SignalKind::interrupt());
+            term.and_then(|t| int.map(|i| (t, i)))
+        })
+        .map_err(|e| Error::io(Path::new("signal handlers"), "install", e))?;
+    let mut last_code: Option<u8> = None;
+    let mut round: u64 = 0;
+    loop {
+        round += 1;
+        let started = std::time::Instant::now();
+        let code = match reconcile_round(file, last_code != Some(exit::REFUSED)) {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!(round, error = %e, "round failed");
+                e.code()
+            }
+        };
+        tracing::info!(
+            round,
+            exit_code = code,
+            duration_ms = started.elapsed().as_millis() as u64,
+            "reconcile round done"
+        );
+        last_code = Some(code);
+        let Some(every) = every else {
+            return Ok(code);
+        };
+        let stopped = waiter.block_on(async {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => false,
+                _ = stop.0.recv() => true,
+                _ = stop.1.recv() => true,
+            }
+        });
+        if stopped {
+            tracing::info!(rounds = round, "signal received: stopping");
+            return Ok(exit::OK);
+        }
+    }
+}
+
+fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
+    let spec = Spec::load(file)?;
+    let _lock = take_lock(&spec)?;
+    lapse_stale_pin(&spec)?;
+    let git = crate::git::info(file);
+    apply_with(
+        &spec,
+        file,
+        git,
+        Output::Text,
+        ApplyOptions::default(),
+        None,
+        notify_refusal,
+    )
+}
+
+/// A pin made while the spec named another generation no longer applies: remove it.
+fn lapse_stale_pin(spec: &Spec) -> Result<(), Error> {
+    if let Some(pin) = crate::observe::read_storage(&spec.storage)?.pin
+        && pin.spec_generation != spec.generation.0
+        && crate::records::clear_pin(&spec.storage)?
+    {
+        let _ = writeln!(
+            std::io::stderr(),
+            "note: the pin to generation {} lapsed: the spec's generation moved from {} to {}",
+            pin.generation,
+            pin.spec_generation,
+            spec.generation
+        );
+    }
+    Ok(())
+}
+
 fn take_lock(spec: &Spec) -> Result<crate::lock::Lock, Error> {
     let command = std::env::args().collect::<Vec<_>>().join(" ");
     let lock = crate::lock::acquire(&spec.storage, &command)?;
@@ -670,6 +785,18 @@ fn apply(
     output: Output,
     options: ApplyOptions,
     report_dir: Option<&Path>,
+) -> Result<u8, Error> {
+    apply_with(spec, spec_file, git, output, options, report_dir, true)
+}
+
+fn apply_with(
+    spec: &Spec,
+    spec_file: &Path,
+    git: Option<crate::git::GitInfo>,
+    output: Output,
+    options: ApplyOptions,
+    report_dir: Option<&Path>,
+    notify_refusal: bool,
 ) -> Result<u8, Error> {
     let tty = std::io::stderr().is_terminal();
     let style = Style::detect(std::io::stdout().is_terminal());
@@ -793,7 +920,7 @@ fn apply(
     let report = write_report(recorder, status, code, &message, failure)?;
     match &outcome {
         Outcome::RolledBack { .. } => notify("failed", &message, report.as_ref(), None),
-        Outcome::Refused(r) => notify("refused", &message, None, Some(r)),
+        Outcome::Refused(r) if notify_refusal => notify("refused", &message, None, Some(r)),
         Outcome::Converged { plan }
             if matches!(plan.kind, crate::plan::PlanKind::Rollback { .. }) =>
         {

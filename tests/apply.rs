@@ -980,3 +980,61 @@ fn notifiers_hear_of_a_failure_and_a_failing_notifier_changes_nothing() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("warning: notify command"), "{out}");
 }
+
+#[test]
+fn reconcile_repairs_drift_follows_the_spec_and_stops_cleanly_on_sigterm() {
+    let p = Project::new("reco");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(25);
+    let spec = p.spec.to_str().unwrap().to_string();
+    let log = std::fs::File::create(p.dir.join("reconcile.log")).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args([
+            "reconcile",
+            "-f",
+            &spec,
+            "--every",
+            "1s",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+
+    // A killed app is back within a round or two.
+    docker_ok(&["kill", &p.app(1)]);
+    wait_until("the app to be repaired", Duration::from_secs(60), || {
+        TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().starts_with("OK ")
+    });
+
+    // A spec change (as after a `git pull`) is picked up and deployed.
+    p.write_spec(2, "2", 2, "scope: project");
+    wait_until(
+        "the upgrade to generation 2",
+        Duration::from_secs(90),
+        || TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().contains("gen=2"),
+    );
+    assert!(p.report().contains("rows=25"));
+
+    // SIGTERM: the loop ends cleanly and releases the lock.
+    let started = Instant::now();
+    let term = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(!p.storage().join(".gemctl/lock").exists(), "lock released");
+    let log = std::fs::read_to_string(p.dir.join("reconcile.log")).unwrap();
+    let rounds: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .filter(|v: &serde_json::Value| v["fields"]["message"] == "reconcile round done")
+        .collect();
+    assert!(rounds.len() >= 3, "one JSON line per round: {log}");
+    assert!(log.contains("signal received: stopping"), "{log}");
+}

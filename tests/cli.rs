@@ -334,8 +334,18 @@ fn unlock_asks_for_the_project_name_before_removing_the_lock() {
 #[test]
 fn every_command_explains_its_exit_codes_in_help() {
     for command in [
-        "validate", "schema", "observe", "diff", "apply", "status", "logs", "history", "rollback",
-        "unpin", "unlock",
+        "validate",
+        "schema",
+        "observe",
+        "diff",
+        "apply",
+        "status",
+        "logs",
+        "history",
+        "rollback",
+        "unpin",
+        "unlock",
+        "reconcile",
     ] {
         let o = gemctl(&[command, "--help"]);
         assert_eq!(code(&o), 0);
