@@ -7,6 +7,8 @@
 //! `GEMCTL_BENCH_SECONDS=60` sets how long the loop runs (default 30).
 //! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
 
+mod common;
+
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -119,18 +121,7 @@ fn main() {
         );
     });
 
-    let filter = format!("label=io.gemctl.project={name}");
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &filter])
-        .output()
-        .unwrap();
-    for id in String::from_utf8_lossy(&out.stdout).lines() {
-        let _ = Command::new("docker").args(["rm", "-f", id]).output();
-    }
-    let _ = Command::new("docker")
-        .args(["network", "rm", &format!("{name}-net")])
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
+    common::clean_up(&name, &dir);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

@@ -7,6 +7,8 @@
 //! `GEMCTL_BENCH_ROWS=2000000` sets the size (default 1,000,000 rows).
 //! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
 
+mod common;
+
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -218,18 +220,7 @@ fn main() {
         );
     }));
 
-    let filter = format!("label=io.gemctl.project={name}");
-    let out = Command::new("docker")
-        .args(["ps", "-aq", "--filter", &filter])
-        .output()
-        .unwrap();
-    for id in String::from_utf8_lossy(&out.stdout).lines() {
-        let _ = Command::new("docker").args(["rm", "-f", id]).output();
-    }
-    let _ = Command::new("docker")
-        .args(["network", "rm", &format!("{name}-net")])
-        .output();
-    let _ = std::fs::remove_dir_all(&dir);
+    common::clean_up(&name, &dir);
     if let Err(e) = result {
         std::panic::resume_unwind(e);
     }

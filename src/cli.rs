@@ -412,6 +412,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 output,
                 ApplyOptions { retry },
                 report_dir.as_deref(),
+                true,
             )
         }
         Command::Rollback { file, to, output } => {
@@ -457,7 +458,15 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 },
             )?;
             let git = crate::git::info(&file);
-            apply(&spec, &file, git, output, ApplyOptions::default(), None)
+            apply(
+                &spec,
+                &file,
+                git,
+                output,
+                ApplyOptions::default(),
+                None,
+                true,
+            )
         }
         Command::Unpin { file } => {
             let spec = Spec::load(&file)?;
@@ -707,7 +716,7 @@ fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
     let _lock = take_lock(&spec)?;
     lapse_stale_pin(&spec)?;
     let git = crate::git::info(file);
-    apply_with(
+    apply(
         &spec,
         file,
         git,
@@ -778,18 +787,9 @@ fn history_text(reports: &[crate::report::Report]) -> String {
     out
 }
 
+/// Runs an apply with its printing, report and notifications. `notify_refusal`
+/// is false when reconcile already reported the same refusal last round.
 fn apply(
-    spec: &Spec,
-    spec_file: &Path,
-    git: Option<crate::git::GitInfo>,
-    output: Output,
-    options: ApplyOptions,
-    report_dir: Option<&Path>,
-) -> Result<u8, Error> {
-    apply_with(spec, spec_file, git, output, options, report_dir, true)
-}
-
-fn apply_with(
     spec: &Spec,
     spec_file: &Path,
     git: Option<crate::git::GitInfo>,
