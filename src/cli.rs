@@ -152,6 +152,73 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
+    /// Back up the live generation's databases, roles included, while the app
+    /// keeps running.
+    ///
+    /// Writes one tar file, <project>-gen<n>-<UTC time>.tar, into the spec's
+    /// `backup.dir` (default <storage>/backups): a pg_dump custom-format archive
+    /// per database (each one consistent: every row committed before its dump
+    /// began is in it) and pg_dumpall's roles, taken by a one-shot container of
+    /// the db's image. Next to it, <name>.sha256 (`sha256sum -c` reads it). The
+    /// file is written under a temporary name and renamed only when complete.
+    /// Then the spec's retention (`backup.keep`, `backup.max_age`) is applied.
+    /// Holds the project's lock while it runs.
+    ///
+    /// Exit codes: 0 written, 1 error (nothing half-written is left behind).
+    Backup {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// List the project's backups: generation, when taken, age, size, checksum.
+    ///
+    /// Without --verify the CHECKSUM column says whether the checksum file is
+    /// there (`present` / `MISSING`); --verify reads every backup and compares
+    /// (`ok` / `MISMATCH`).
+    ///
+    /// Exit codes: 0 listed (with --verify: every backup intact), 3 with
+    /// --verify: some backup is damaged or has no checksum file, 1 any other error.
+    Backups {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Hash every backup and compare it with its checksum file.
+        #[arg(long)]
+        verify: bool,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
+    /// Restore a backup into a NEW generation, through the same health-gated
+    /// cut-over as an upgrade.
+    ///
+    /// BACKUP is a path, or a name as `gemctl backups` lists it; --latest takes
+    /// the newest. Its checksum is verified first: a damaged file is refused and
+    /// nothing is changed. The backup is loaded into the next generation number on
+    /// a fresh data directory while the current app keeps serving; the new app is
+    /// health-checked before it is exposed, and if it fails the current generation
+    /// is live again. The current generation's data is kept, so `gemctl rollback`
+    /// can return to it. The host is pinned to the restored generation until the
+    /// spec's `generation` moves past it (or `gemctl unpin`), so reconcile does
+    /// not undo the restore; `status` and `diff` say so.
+    #[command(after_help = EXIT_CODES_APPLY)]
+    Restore {
+        /// The spec file.
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// The backup: a path or a name in the backup directory.
+        #[arg(value_name = "BACKUP", required_unless_present = "latest")]
+        backup: Option<String>,
+        /// Restore the newest backup of this project.
+        #[arg(long, conflicts_with = "backup")]
+        latest: bool,
+        /// Output format: text, or JSON events one per line.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Remove the pin `gemctl rollback` set, so the host follows the spec again.
     ///
     /// Exit codes: 0 removed or no pin, 1 error.
@@ -455,6 +522,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                     spec_generation: spec.generation.0,
                     at: crate::records::now_rfc3339(),
                     reason: format!("`gemctl rollback` ({user})"),
+                    restore_from: None,
                 },
             )?;
             let git = crate::git::info(&file);
@@ -468,6 +536,63 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 true,
             )
         }
+        Command::Backup { file, output } => {
+            let spec = Spec::load(&file)?;
+            let _lock = take_lock(&spec)?;
+            let (info, pruned) = backup_now(&spec, output == Output::Text)?;
+            match output {
+                Output::Json => print(&format!(
+                    "{}\n",
+                    serde_json::json!({ "backup": info, "pruned": pruned })
+                ))?,
+                Output::Text => {
+                    let mut text = format!(
+                        "project {}: backed up generation {} to {} ({})\nsha256 {} (in {}{})\n",
+                        spec.project,
+                        info.generation,
+                        info.path.display(),
+                        human_size(info.size),
+                        match &info.checksum {
+                            crate::backup::Checksum::Ok { sha256 } => sha256.as_str(),
+                            _ => "-",
+                        },
+                        info.name,
+                        crate::backup::SUM_EXT
+                    );
+                    for name in &pruned {
+                        text.push_str(&format!("pruned {name} (backup retention)\n"));
+                    }
+                    print(&text)?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Backups {
+            file,
+            verify,
+            output,
+        } => {
+            let spec = Spec::load(&file)?;
+            let dir = spec.backup_dir();
+            let list = crate::backup::list(&dir, &spec.project, verify)?;
+            let bad = list
+                .iter()
+                .any(|b| !matches!(b.checksum, crate::backup::Checksum::Ok { .. }));
+            match output {
+                Output::Json => print(&format!(
+                    "{}\n",
+                    serde_json::json!({ "dir": dir, "backups": list })
+                ))?,
+                Output::Text => print(&backups_text(&spec, &dir, &list))?,
+            }
+            Ok(if verify && bad { exit::REFUSED } else { exit::OK })
+        }
+        Command::Restore {
+            file,
+            backup,
+            latest,
+            output,
+        } => restore(&file, backup.as_deref(), latest, output),
         Command::Unpin { file } => {
             let spec = Spec::load(&file)?;
             let _lock = take_lock(&spec)?;
@@ -716,7 +841,7 @@ fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
     let _lock = take_lock(&spec)?;
     lapse_stale_pin(&spec)?;
     let git = crate::git::info(file);
-    apply(
+    let code = apply(
         &spec,
         file,
         git,
@@ -724,13 +849,62 @@ fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
         ApplyOptions::default(),
         None,
         notify_refusal,
-    )
+    )?;
+    if code == exit::OK {
+        scheduled_backup(&spec)?;
+    }
+    Ok(code)
+}
+
+/// With `backup.every` set, takes a backup when the newest is that old (or there
+/// is none), then applies the retention. Failures are notified.
+fn scheduled_backup(spec: &Spec) -> Result<(), Error> {
+    let Some(every) = spec.backup.as_ref().and_then(|b| b.every) else {
+        return Ok(());
+    };
+    let newest = crate::backup::list(&spec.backup_dir(), &spec.project, false)?
+        .last()
+        .map(|b| b.taken_at());
+    let due = newest.is_none_or(|t| {
+        std::time::SystemTime::now()
+            .duration_since(t)
+            .unwrap_or_default()
+            >= every.get()
+    });
+    if !due {
+        return Ok(());
+    }
+    match backup_now(spec, false) {
+        Ok((info, pruned)) => {
+            tracing::info!(
+                backup = %info.path.display(),
+                generation = info.generation,
+                bytes = info.size,
+                pruned = pruned.len(),
+                "scheduled backup taken"
+            );
+            Ok(())
+        }
+        Err(e) => {
+            if let Some(n) = &spec.notify {
+                let payload = serde_json::json!({
+                    "event": "backup_failed",
+                    "project": spec.project,
+                    "message": e.to_string(),
+                });
+                for warning in crate::notify::send(n, &payload) {
+                    tracing::warn!("{warning}");
+                }
+            }
+            Err(e)
+        }
+    }
 }
 
 /// A pin made while the spec named another generation no longer applies: remove it.
 fn lapse_stale_pin(spec: &Spec) -> Result<(), Error> {
     if let Some(pin) = crate::observe::read_storage(&spec.storage)?.pin
-        && pin.spec_generation != spec.generation.0
+        && !pin.applies(spec.generation.0)
         && crate::records::clear_pin(&spec.storage)?
     {
         let _ = writeln!(
@@ -742,6 +916,141 @@ fn lapse_stale_pin(spec: &Spec) -> Result<(), Error> {
         );
     }
     Ok(())
+}
+
+/// Takes a backup of the live generation and applies the retention; the caller
+/// holds the lock.
+fn backup_now(
+    spec: &Spec,
+    progress: bool,
+) -> Result<(crate::backup::BackupInfo, Vec<String>), Error> {
+    let live = crate::observe::read_storage(&spec.storage)?
+        .live
+        .ok_or_else(|| {
+            Error::Usage(format!(
+                "project {} has no live generation on this host: nothing to back up",
+                spec.project
+            ))
+        })?;
+    if progress {
+        let _ = writeln!(
+            std::io::stderr(),
+            "backing up generation {live} of project {} into {} …",
+            spec.project,
+            spec.backup_dir().display()
+        );
+    }
+    let env = execute::db_env(spec)?;
+    let info = runtime()?.block_on(async {
+        let docker = crate::docker::Docker::connect().await?;
+        crate::backup::take(&docker, spec, &env, live).await
+    })?;
+    let pruned = crate::backup::prune(spec)?;
+    Ok((info, pruned))
+}
+
+fn human_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
+        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
+        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
+        b => format!("{b} B"),
+    }
+}
+
+fn backups_text(spec: &Spec, dir: &Path, list: &[crate::backup::BackupInfo]) -> String {
+    if list.is_empty() {
+        return format!(
+            "project {}: no backups in {} (take one with `gemctl backup -f SPEC`)\n",
+            spec.project,
+            dir.display()
+        );
+    }
+    let mut out = format!(
+        "{:<52}  {:>4}  {:<24}  {:>10}  {:>10}  CHECKSUM\n",
+        "NAME", "GEN", "TAKEN", "AGE", "SIZE"
+    );
+    for b in list {
+        let age = humantime::format_duration(std::time::Duration::from_secs(
+            b.age_seconds - b.age_seconds % 60,
+        ))
+        .to_string();
+        out.push_str(&format!(
+            "{:<52}  {:>4}  {:<24}  {:>10}  {:>10}  {}\n",
+            b.name,
+            b.generation,
+            b.taken,
+            if b.age_seconds < 60 { "<1m".into() } else { age },
+            human_size(b.size),
+            b.checksum
+        ));
+    }
+    out.push_str(&format!("in {}\n", dir.display()));
+    out
+}
+
+/// `gemctl restore`: verify, pin the next generation to the backup, apply.
+fn restore(file: &Path, backup: Option<&str>, latest: bool, output: Output) -> Result<u8, Error> {
+    let spec = Spec::load(file)?;
+    let _lock = take_lock(&spec)?;
+    let path = match backup {
+        Some(arg) => crate::backup::resolve(&spec, arg),
+        None => {
+            debug_assert!(latest);
+            crate::backup::list(&spec.backup_dir(), &spec.project, false)?
+                .pop()
+                .map(|b| b.path)
+                .ok_or_else(|| {
+                    Error::Usage(format!(
+                        "--latest: project {} has no backups in {}",
+                        spec.project,
+                        spec.backup_dir().display()
+                    ))
+                })?
+        }
+    };
+    crate::backup::verify(&path)?;
+    let path = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, "find", e))?;
+    let storage = crate::observe::read_storage(&spec.storage)?;
+    let newest = storage
+        .generations
+        .iter()
+        .map(|g| g.generation)
+        .chain(storage.live)
+        .max()
+        .unwrap_or(0);
+    let target = (newest + 1).max(spec.generation.0);
+    let user = crate::lock::Holder::me("").user;
+    let pin = crate::observed::Pin {
+        generation: target,
+        spec_generation: spec.generation.0,
+        at: crate::records::now_rfc3339(),
+        reason: format!("`gemctl restore` ({user})"),
+        restore_from: Some(path.display().to_string()),
+    };
+    crate::records::set_pin(&spec.storage, &pin)?;
+    let git = crate::git::info(file);
+    let result = apply(
+        &spec,
+        file,
+        git,
+        output,
+        ApplyOptions::default(),
+        None,
+        true,
+    );
+    let unfinished = !matches!(result, Ok(exit::OK));
+    let ours = crate::observe::read_storage(&spec.storage)?.pin.as_ref() == Some(&pin);
+    if unfinished && ours {
+        crate::records::clear_pin(&spec.storage)?;
+        let _ = writeln!(
+            std::io::stderr(),
+            "the restore into generation {target} did not finish: its pin is removed, so the host \
+             follows the spec again; whatever generation {target} left behind is cleared by the \
+             next apply. The backup is untouched."
+        );
+    }
+    result
 }
 
 fn take_lock(spec: &Spec) -> Result<crate::lock::Lock, Error> {
@@ -894,6 +1203,7 @@ fn apply(
         Outcome::Held { plan } => (exit::REFUSED, "held", plan.hold.clone().unwrap_or_default()),
         Outcome::Refused(r) => (exit::REFUSED, "refused", render::refusal_text(r, style)),
         Outcome::RolledBack {
+            restore,
             failed,
             restored,
             report,
@@ -903,13 +1213,20 @@ fn apply(
             "rolled_back",
             format!(
                 "generation {failed} failed its health checks ({reason}) and was removed; {}. \
-                 Failure report: {}. A later apply of this spec leaves generation {failed} alone \
-                 unless --retry is given.",
+                 Failure report: {}. {}",
                 restored.map_or(
                     "no generation is live (this was the first)".to_string(),
                     |g| format!("generation {g} is live again")
                 ),
-                report.display()
+                report.display(),
+                if *restore {
+                    "The restore's pin is removed; the backup itself is untouched.".to_string()
+                } else {
+                    format!(
+                        "A later apply of this spec leaves generation {failed} alone unless \
+                         --retry is given."
+                    )
+                }
             ),
         ),
     };

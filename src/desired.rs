@@ -101,6 +101,11 @@ pub fn copy_container_name(spec: &Spec, generation: u64) -> String {
     format!("{}-copy-{generation}", spec.project)
 }
 
+/// The one-shot container that backs up generation n: `<project>-backup-<n>`.
+pub fn backup_container_name(spec: &Spec, generation: u64) -> String {
+    format!("{}-backup-{generation}", spec.project)
+}
+
 /// `<storage>/<n>`: everything of generation n on the host.
 pub fn generation_dir(spec: &Spec, generation: u64) -> PathBuf {
     spec.storage.join(generation.to_string())

@@ -21,7 +21,7 @@ use crate::health::{self, HealthOutcome, ProbeEvent};
 use crate::labels;
 use crate::observe;
 use crate::observed::{FailedGeneration, Observation};
-use crate::plan::{self, Action, Plan, PlanOptions, Refusal, Step};
+use crate::plan::{self, Action, Plan, PlanKind, PlanOptions, Refusal, Step};
 use crate::records;
 use crate::spec::{PullPolicy, Spec};
 
@@ -96,6 +96,8 @@ pub enum Outcome {
     },
     /// The new generation failed its health checks and the previous one is live again.
     RolledBack {
+        /// The failed generation was a restore (not recorded as a failed release).
+        restore: bool,
         /// The generation that failed.
         failed: u64,
         /// The generation live now, if any.
@@ -269,6 +271,11 @@ impl<'a, E: Engine> Run<'a, E> {
                 Action::CreateDb { .. } | Action::CopyData { .. } => {
                     images.insert(self.spec.db.image.to_string());
                 }
+                Action::RestoreBackup { ref backup, .. } => {
+                    let path = std::path::Path::new(backup);
+                    self.progress(format!("verifying the checksum of {backup}"));
+                    crate::backup::verify(path)?;
+                }
                 Action::CreateAppProbe { .. } => {
                     images.insert(self.spec.app.image.to_string());
                 }
@@ -307,32 +314,16 @@ impl<'a, E: Engine> Run<'a, E> {
         })
     }
 
-    /// The lines of a role's env file (secrets; never printed).
     fn env_file(&self, role: Role) -> Result<Vec<String>, Error> {
-        let file = match role {
-            Role::App => &self.spec.app.env_file,
-            Role::Db => &self.spec.db.env_file,
-        };
-        match file {
-            Some(path) => Ok(parse_env_file(
-                &std::fs::read_to_string(path)
-                    .map_err(|e| Error::io(path, "read the env_file", e))?,
-            )),
-            None => Ok(Vec::new()),
-        }
+        env_file(self.spec, role)
     }
 
-    /// A container's environment: its env file's lines, then the spec's literal
-    /// values and gemctl's own variables (which win).
     fn container_env(&self, config: &ContainerConfig) -> Result<Vec<String>, Error> {
-        let mut env = self.env_file(config.role)?;
-        env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
-        Ok(env)
+        container_env(self.spec, config)
     }
 
-    /// The db's environment, for the credentials the copy and checks use.
     fn db_env(&self) -> Result<Vec<String>, Error> {
-        self.container_env(&desired::db(self.spec, 0))
+        db_env(self.spec)
     }
 
     /// Stops with an error when the container a destructive step acts on is not
@@ -457,6 +448,20 @@ impl<'a, E: Engine> Run<'a, E> {
                 ));
                 let env = self.db_env()?;
                 copy::copy(self.engine, spec, &env, *from, *to).await?;
+            }
+            Action::RestoreBackup { generation, backup } => {
+                self.progress(format!(
+                    "restoring {backup} into generation {generation} (pg_restore)"
+                ));
+                let env = self.db_env()?;
+                crate::backup::restore(
+                    self.engine,
+                    spec,
+                    &env,
+                    *generation,
+                    std::path::Path::new(backup),
+                )
+                .await?;
             }
             Action::VerifyCopy { from, to } => {
                 let env = self.db_env()?;
@@ -655,16 +660,25 @@ impl<'a, E: Engine> Run<'a, E> {
                 db_logs,
             },
         )?;
-        records::record_failure(
-            &spec.storage,
-            FailedGeneration {
-                generation,
-                spec_hash: desired::generation_hash(spec, generation),
-                at,
-                reason: reason.clone(),
-                report: Some(report.display().to_string()),
-            },
-        )?;
+        let restore = plan.kind == PlanKind::Restore;
+        if restore {
+            // The restore's pin goes and its data is no longer ready: the next
+            // plan returns to the previous generation and clears the restored one
+            // away. The spec is not at fault, so no failure is recorded for it.
+            records::clear_pin(&spec.storage)?;
+            records::unmark_ready(&desired::generation_dir(spec, generation))?;
+        } else {
+            records::record_failure(
+                &spec.storage,
+                FailedGeneration {
+                    generation,
+                    spec_hash: desired::generation_hash(spec, generation),
+                    at,
+                    reason: reason.clone(),
+                    report: Some(report.display().to_string()),
+                },
+            )?;
+        }
         (self.on_event)(Event::Failure {
             message: format!(
                 "generation {generation} failed its health checks ({reason}); report: {}. \
@@ -694,6 +708,7 @@ impl<'a, E: Engine> Run<'a, E> {
         (self.on_event)(Event::Plan { plan: back.clone() });
         match self.steps(&back).await {
             Ok(()) => Ok(Outcome::RolledBack {
+                restore,
                 failed: generation,
                 restored: (back.target != generation).then_some(back.target),
                 report,
@@ -710,6 +725,34 @@ impl<'a, E: Engine> Run<'a, E> {
             ))),
         }
     }
+}
+
+/// The lines of a role's env file (secrets; never printed).
+fn env_file(spec: &Spec, role: Role) -> Result<Vec<String>, Error> {
+    let file = match role {
+        Role::App => &spec.app.env_file,
+        Role::Db => &spec.db.env_file,
+    };
+    match file {
+        Some(path) => Ok(parse_env_file(
+            &std::fs::read_to_string(path).map_err(|e| Error::io(path, "read the env_file", e))?,
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A container's environment: its env file's lines, then the spec's literal
+/// values and gemctl's own variables (which win).
+fn container_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, Error> {
+    let mut env = env_file(spec, config.role)?;
+    env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    Ok(env)
+}
+
+/// The db's environment (secrets included, never printed), for the credentials
+/// the copy, backups and checks use.
+pub fn db_env(spec: &Spec) -> Result<Vec<String>, Error> {
+    container_env(spec, &desired::db(spec, 0))
 }
 
 fn short(id: &str) -> &str {

@@ -4,6 +4,7 @@
 //! The pure core — [`spec`], [`observed`], [`plan`] — decides; the shell around it
 //! observes the engine and shows or carries out the plan.
 
+pub mod backup;
 pub mod cli;
 pub mod copy;
 pub mod desired;

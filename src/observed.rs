@@ -127,6 +127,24 @@ pub struct Pin {
     pub at: String,
     /// Who and why, one line.
     pub reason: String,
+    /// Set by `gemctl restore`: the backup the pinned generation is made from. Such
+    /// a pin holds while the spec's generation is at most the pinned one, and a
+    /// pinned generation without data is (re)built from this backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore_from: Option<String>,
+}
+
+impl Pin {
+    /// Whether the pin still holds for a spec asking for generation `desired`: a
+    /// rollback pin until the spec's generation changes, a restore pin until the
+    /// spec's generation moves past the restored one.
+    pub fn applies(&self, desired: u64) -> bool {
+        if self.restore_from.is_some() {
+            desired <= self.generation
+        } else {
+            desired == self.spec_generation
+        }
+    }
 }
 
 /// The file under `<storage>/.gemctl/` holding the pin.

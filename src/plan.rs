@@ -70,6 +70,8 @@ pub enum PlanKind {
     },
     /// The right generation, but containers drifted.
     Repair,
+    /// A new generation made from a backup (`gemctl restore`).
+    Restore,
 }
 
 /// One step and why it is needed.
@@ -134,6 +136,14 @@ pub enum Action {
         from: u64,
         /// Destination generation.
         to: u64,
+    },
+    /// Load a backup made by `gemctl backup` into a generation's fresh database
+    /// (its checksum is verified before any step runs).
+    RestoreBackup {
+        /// Generation.
+        generation: u64,
+        /// The backup file.
+        backup: String,
     },
     /// Compare the copy with its source, table by table.
     VerifyCopy {
@@ -258,6 +268,9 @@ impl Action {
             Action::StopDb { container, .. } => format!("stop {container} (data kept)"),
             Action::CopyData { from, to } => {
                 format!("copy data of generation {from} into generation {to}")
+            }
+            Action::RestoreBackup { generation, backup } => {
+                format!("restore backup {backup} into generation {generation}")
             }
             Action::VerifyCopy { from, to } => {
                 format!("verify generation {to}'s data against generation {from}")
@@ -449,13 +462,12 @@ pub fn plan(
     let mut target = desired;
     let mut failed_leftovers = None;
     let mut pinned = None;
-    if let Some(pin) = observed
-        .storage
-        .pin
-        .as_ref()
-        .filter(|p| p.spec_generation == desired)
-    {
-        if !host.gens.get(&pin.generation).is_some_and(Gen::ready) {
+    let mut restore_from = None;
+    if let Some(pin) = observed.storage.pin.as_ref().filter(|p| p.applies(desired)) {
+        let has_data = host.gens.get(&pin.generation).is_some_and(Gen::ready);
+        if !has_data && pin.restore_from.is_some() {
+            restore_from = pin.restore_from.clone();
+        } else if !has_data {
             return Err(refuse(vec![Problem {
                 container: None,
                 seen: format!(
@@ -466,11 +478,18 @@ pub fn plan(
             }]));
         }
         target = pin.generation;
-        pinned = Some(format!(
-            "pinned to generation {} by {} at {}; apply and reconcile stay on it until the spec's \
-             generation changes from {desired} or `gemctl unpin` is run",
-            pin.generation, pin.reason, pin.at
-        ));
+        pinned = Some(match &pin.restore_from {
+            Some(backup) => format!(
+                "pinned to generation {}, restored from {backup} by {} at {}; apply and reconcile \
+                 stay on it until the spec's generation moves past {} or `gemctl unpin` is run",
+                pin.generation, pin.reason, pin.at, pin.generation
+            ),
+            None => format!(
+                "pinned to generation {} by {} at {}; apply and reconcile stay on it until the \
+                 spec's generation changes from {desired} or `gemctl unpin` is run",
+                pin.generation, pin.reason, pin.at
+            ),
+        });
     }
     if let Some(failed) = history.failure(desired).filter(|_| pinned.is_none())
         && !options.retry_failed
@@ -593,7 +612,7 @@ pub fn plan(
                 container: c.name.clone(),
                 role: labels::ROLE_COPY.into(),
             },
-            "left over from an interrupted data copy",
+            "left over from an interrupted data copy, restore or backup",
         );
     }
 
@@ -623,8 +642,38 @@ pub fn plan(
             );
         }
         b.create_db(target, true, "the new generation's database starts empty");
-        source = pick_source(&host, observed, target);
+        source = match &restore_from {
+            Some(_) => None,
+            None => pick_source(&host, observed, target),
+        };
+        let from_backup = restore_from
+            .clone()
+            .map(|b| (b, "the restored generation starts from the backup"))
+            .or_else(|| {
+                spec.bootstrap.as_ref().filter(|_| source.is_none()).map(|b| {
+                    (
+                        b.from_backup.display().to_string(),
+                        "bootstrap.from_backup: the first generation starts from the backup",
+                    )
+                })
+            });
+        if let Some((backup, why)) = from_backup {
+            b.push(
+                Action::RestoreBackup {
+                    generation: target,
+                    backup,
+                },
+                why,
+            );
+        }
         match source {
+            _ if restore_from.is_some() => b.push(
+                Action::MarkReady {
+                    generation: target,
+                    copied_from: None,
+                },
+                "the backup is restored",
+            ),
             Some(s) => {
                 let sgen = &host.gens[&s];
                 b.ensure_db_up(s, sgen, "the copy reads from it");
@@ -776,6 +825,8 @@ pub fn plan(
     let mut notes = Vec::new();
     let kind = if steps.is_empty() {
         PlanKind::InSync
+    } else if restore_from.is_some() {
+        PlanKind::Restore
     } else if let Some(s) = source {
         PlanKind::Upgrade { from: s }
     } else if !tgen.ready() {
@@ -1017,13 +1068,15 @@ fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<'a>, Refusa
             .ok()
     };
     let copy_prefix = format!("{}-copy", spec.project);
+    let backup_prefix = format!("{}-backup", spec.project);
 
     for c in &observed.containers {
         let project = c.labels.get(labels::PROJECT);
         let by_name = numbered(&c.name, &spec.app.name)
             .map(|n| (labels::ROLE_APP, n))
             .or_else(|| numbered(&c.name, &spec.db.name).map(|n| (labels::ROLE_DB, n)))
-            .or_else(|| numbered(&c.name, &copy_prefix).map(|n| (labels::ROLE_COPY, n)));
+            .or_else(|| numbered(&c.name, &copy_prefix).map(|n| (labels::ROLE_COPY, n)))
+            .or_else(|| numbered(&c.name, &backup_prefix).map(|n| (labels::ROLE_COPY, n)));
 
         if project == Some(&spec.project) {
             let role = c.labels.get(labels::ROLE).map(String::as_str);

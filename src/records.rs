@@ -42,6 +42,16 @@ pub fn mark_ready(generation_dir: &Path, copied_from: Option<u64>) -> Result<(),
     )
 }
 
+/// Withdraws the ready marker: the data is to be cleared away, not served.
+pub fn unmark_ready(generation_dir: &Path) -> Result<(), Error> {
+    let path = generation_dir.join(READY_MARKER);
+    match std::fs::remove_file(&path) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::io(&path, "remove", e)),
+    }
+}
+
 /// Records the live generation.
 pub fn set_live(storage: &Path, generation: u64) -> Result<(), Error> {
     write_atomic(

@@ -75,6 +75,7 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) ->
         PlanKind::Upgrade { from } => format!("upgrade {from} → {}", plan.target),
         PlanKind::Rollback { from } => format!("rollback {from} → {}", plan.target),
         PlanKind::Repair => format!("repair generation {}", plan.target),
+        PlanKind::Restore => format!("restore a backup into generation {}", plan.target),
     };
     let _ = writeln!(out, "{kind}");
     if let Some(pin) = &plan.pinned {

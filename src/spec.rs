@@ -55,6 +55,13 @@ pub struct Spec {
     /// Who to tell when a deploy fails, is refused or rolls back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
+    /// Database backups: where they go, how often reconcile takes them, how long
+    /// they are kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup: Option<BackupSpec>,
+    /// How the first generation on a fresh host starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bootstrap: Option<BootstrapSpec>,
     /// The stateless application container.
     pub app: AppSpec,
     /// The PostgreSQL container.
@@ -72,6 +79,41 @@ pub struct NotifySpec {
     /// An `http://` URL the JSON is POSTed to. (For https, use `command` with curl.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook: Option<String>,
+}
+
+/// Backups of the live generation's databases (`gemctl backup`, and reconcile on a
+/// schedule). Retention: with `keep`, only the newest `keep` backups stay; with
+/// `max_age`, backups older than that go; with both, a backup must pass both. The
+/// newest backup is never pruned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BackupSpec {
+    /// Directory the backups are written to (put it on long-term storage).
+    /// Default: `<storage>/backups`. Relative paths are resolved against the spec
+    /// file's directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<PathBuf>,
+    /// How often `gemctl reconcile` takes a backup, e.g. `24h`. Without it,
+    /// reconcile takes none (run `gemctl backup` yourself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
+    /// How many backups to keep (at least 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep: Option<u32>,
+    /// Backups older than this are pruned, e.g. `30d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_age: Option<HumanDuration>,
+}
+
+/// How the first generation starts on a host that has none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapSpec {
+    /// A backup made by `gemctl backup` (path to its `.tar`): the first generation's
+    /// database is restored from it instead of starting empty. Its checksum file
+    /// must sit next to it. Relative paths are resolved against the spec file's
+    /// directory.
+    pub from_backup: PathBuf,
 }
 
 /// The application container.
@@ -619,7 +661,21 @@ impl Spec {
         if let Some(p) = spec.db.env_file.as_mut() {
             resolve(p)
         }
+        if let Some(p) = spec.backup.as_mut().and_then(|b| b.dir.as_mut()) {
+            resolve(p)
+        }
+        if let Some(b) = spec.bootstrap.as_mut() {
+            resolve(&mut b.from_backup)
+        }
         Ok(spec)
+    }
+
+    /// Where backups are written: `backup.dir`, else `<storage>/backups`.
+    pub fn backup_dir(&self) -> PathBuf {
+        self.backup
+            .as_ref()
+            .and_then(|b| b.dir.clone())
+            .unwrap_or_else(|| self.storage.join("backups"))
     }
 
     /// The network the generation's containers share.
@@ -701,6 +757,25 @@ impl Spec {
                     self.db.data_dir
                 ),
             );
+        }
+        if let Some(b) = &self.backup {
+            if b.keep == Some(0) {
+                bad(
+                    "backup.keep".into(),
+                    "keep: 0 would delete every backup: keep at least 1 (e.g. keep: 14), \
+                     or leave it out to prune by max_age only"
+                        .into(),
+                );
+            }
+            if b.every.is_some_and(|d| d.get().is_zero()) {
+                bad(
+                    "backup.every".into(),
+                    "a backup every 0s is not a schedule (e.g. every: 24h)".into(),
+                );
+            }
+            if b.dir.as_ref().is_some_and(|d| d.as_os_str().is_empty()) {
+                bad("backup.dir".into(), "the backup directory is empty".into());
+            }
         }
         if let Some(n) = &self.notify {
             if n.command.as_ref().is_some_and(Vec::is_empty) {

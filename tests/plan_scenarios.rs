@@ -418,8 +418,105 @@ fn pinned(obs: Observed, generation: u64, spec_generation: u64) -> Observed {
         spec_generation,
         at: "2026-11-23T10:00:00Z".into(),
         reason: "`gemctl rollback` (ops)".into(),
+        restore_from: None,
     });
     obs
+}
+
+fn restore_pinned(obs: Observed, generation: u64, spec_generation: u64) -> Observed {
+    let mut obs = obs;
+    obs.storage.pin = Some(gemctl::observed::Pin {
+        generation,
+        spec_generation,
+        at: "2026-11-25T10:00:00Z".into(),
+        reason: "`gemctl restore` (ops)".into(),
+        restore_from: Some("/backups/shop-gen2-20261125T090000.000Z.tar".into()),
+    });
+    obs
+}
+
+#[test]
+fn a_restore_builds_the_next_generation_from_the_backup_and_keeps_the_old_one() {
+    let s = spec(2);
+    let mut obs = restore_pinned(deployed(&[1, 2]), 3, 2);
+    let p = plan_for(&s, &obs).unwrap();
+    assert_eq!(p.kind, PlanKind::Restore);
+    assert_eq!(p.target, 3);
+    assert_eq!(
+        described(&p),
+        [
+            "start db-3 on a fresh data directory",
+            "wait until db-3 accepts queries",
+            "restore backup /backups/shop-gen2-20261125T090000.000Z.tar into generation 3",
+            "record generation 3's data as ready (fresh)",
+            "stop gem-2",
+            "start gem-3 with its health ports on 127.0.0.1 only",
+            "check health of gem-3",
+            "expose gem-3 on its public ports",
+            "check health of gem-3",
+            "record generation 3 as live",
+            "stop db-2 (data kept)",
+        ],
+        "the old app serves until the restore is done; nothing of generation 2 is removed"
+    );
+    assert!(p.pinned.as_deref().unwrap().contains("moves past 3"));
+    support::apply(&s, &mut obs, &p).unwrap();
+    let again = plan_for(&s, &obs).unwrap();
+    assert!(again.is_empty(), "the pin holds: {:?}", described(&again));
+    assert!(again.pinned.is_some());
+    // The spec catching up with the restored generation (same release) keeps it.
+    let same = plan_for(&spec_with(3, 2, "v2", "host"), &obs).unwrap();
+    assert!(same.is_empty(), "{:?}", described(&same));
+    assert!(same.pinned.is_some());
+    // A different release under the restored number is refused, not deployed over it.
+    let r = plan_for(&spec(3), &obs).unwrap_err();
+    assert!(r.problems[0].fix.contains("bump `generation` to 4"), "{r:?}");
+    // Moving past it upgrades from the restored data.
+    let next = plan_for(&spec(4), &obs).unwrap();
+    assert_eq!(next.kind, PlanKind::Upgrade { from: 3 });
+    assert!(next.pinned.is_none());
+}
+
+#[test]
+fn an_interrupted_restore_is_redone_from_scratch() {
+    let s = spec(2);
+    let mut obs = restore_pinned(deployed(&[1, 2]), 3, 2);
+    let p = plan_for(&s, &obs).unwrap();
+    // Stop right after the restore step: generation 3 is half-made.
+    for step in p.steps.iter().take(3) {
+        support::apply_step(&s, &mut obs, &step.action).unwrap();
+    }
+    let redo = plan_for(&s, &obs).unwrap();
+    assert_eq!(redo.kind, PlanKind::Restore);
+    let d = described(&redo);
+    assert!(d.contains(&"remove db-3".to_string()), "{d:?}");
+    assert!(
+        d.iter().any(|l| l.starts_with("restore backup")),
+        "{d:?}"
+    );
+    support::apply(&s, &mut obs, &redo).unwrap();
+    assert!(plan_for(&s, &obs).unwrap().is_empty());
+}
+
+#[test]
+fn a_fresh_host_can_bootstrap_from_a_backup() {
+    let mut s = spec(1);
+    s.bootstrap = Some(gemctl::spec::BootstrapSpec {
+        from_backup: "/backups/old.tar".into(),
+    });
+    let p = plan_for(&s, &Observed::default()).unwrap();
+    assert_eq!(p.kind, PlanKind::Bootstrap);
+    let d = described(&p);
+    assert_eq!(d[3], "restore backup /backups/old.tar into generation 1");
+    assert_eq!(d[4], "record generation 1's data as ready (fresh)");
+    // Only a fresh host: an upgrade copies from the previous generation as always.
+    s.generation = gemctl::spec::Generation(2);
+    let up = plan_for(&s, &deployed(&[1])).unwrap();
+    assert!(
+        !described(&up).iter().any(|l| l.starts_with("restore")),
+        "{:?}",
+        described(&up)
+    );
 }
 
 #[test]

@@ -112,6 +112,15 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 return Err(format!("{container} is not running"));
             }
         }
+        Action::RestoreBackup { generation, .. } => {
+            let name = desired::container_name(spec, Role::Db, *generation);
+            if !find(obs, &name).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("restore needs {name} running"));
+            }
+            if data_ready(obs, *generation) {
+                return Err(format!("restore into {generation}, whose data is already ready"));
+            }
+        }
         Action::CopyData { from, to } | Action::VerifyCopy { from, to } => {
             for g in [from, to] {
                 let name = desired::container_name(spec, Role::Db, *g);
