@@ -14,7 +14,6 @@
 //! only then renames the tar into place, so a crash never leaves a file that
 //! looks whole. A restore verifies the checksum before anything is touched.
 
-use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
@@ -22,11 +21,10 @@ use std::time::{Duration, SystemTime};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::copy::DbCredentials;
+use crate::copy::{DbCredentials, OneShot, run_one_shot};
 use crate::desired::{self, Role};
-use crate::engine::{CreateContainer, Engine};
+use crate::engine::Engine;
 use crate::error::Error;
-use crate::labels;
 use crate::spec::Spec;
 
 /// The backup file's extension.
@@ -232,10 +230,7 @@ pub fn list(dir: &Path, project: &str, verify: bool) -> Result<Vec<BackupInfo>, 
             path,
             generation,
             taken: humantime::format_rfc3339_millis(taken_at).to_string(),
-            age_seconds: now
-                .duration_since(taken_at)
-                .unwrap_or_default()
-                .as_secs(),
+            age_seconds: now.duration_since(taken_at).unwrap_or_default().as_secs(),
             size,
             checksum,
             taken_at,
@@ -277,10 +272,8 @@ pub fn to_prune(
                 return false;
             }
             let too_many = keep.is_some_and(|k| rank >= k as usize);
-            let too_old = max_age.is_some_and(|max| {
-                now.duration_since(taken[i])
-                    .is_ok_and(|age| age > max)
-            });
+            let too_old =
+                max_age.is_some_and(|max| now.duration_since(taken[i]).is_ok_and(|age| age > max));
             too_many || too_old
         })
         .collect()
@@ -332,62 +325,6 @@ pub fn prune(spec: &Spec) -> Result<Vec<String>, Error> {
     Ok(removed)
 }
 
-/// Runs a one-shot container of `image` on the project's network, with `binds`,
-/// and removes it; an error carries its last output.
-async fn one_shot<E: Engine>(
-    engine: &E,
-    spec: &Spec,
-    name: &str,
-    generation: u64,
-    image: &str,
-    env: Vec<String>,
-    binds: Vec<(PathBuf, String)>,
-    script: String,
-    what: &str,
-) -> Result<(), Error> {
-    let labels = BTreeMap::from([
-        (labels::PROJECT.to_string(), spec.project.clone()),
-        (labels::ROLE.to_string(), labels::ROLE_COPY.to_string()),
-        (labels::GENERATION.to_string(), generation.to_string()),
-    ]);
-    engine.remove_container(name).await?;
-    engine
-        .create_container(&CreateContainer {
-            name: name.to_string(),
-            image: image.to_string(),
-            env,
-            labels,
-            network: Some(spec.network_name()),
-            binds,
-            entrypoint: Some(vec!["bash".into(), "-c".into()]),
-            cmd: Some(vec![script]),
-            ..CreateContainer::default()
-        })
-        .await?;
-    let result = async {
-        engine.start_container(name).await?;
-        engine.wait_container(name).await
-    }
-    .await;
-    let logs = engine.logs(name, 40).await.unwrap_or_default();
-    engine.remove_container(name).await?;
-    match result? {
-        0 => Ok(()),
-        code => Err(Error::Apply(format!(
-            "{what} failed (exit {code}). Last output of {name}:\n{}",
-            logs.trim_end()
-        ))),
-    }
-}
-
-fn pg_env(creds: &DbCredentials) -> Vec<String> {
-    let mut env = vec![format!("PGUSER={}", creds.user)];
-    if let Some(p) = &creds.password {
-        env.push(format!("PGPASSWORD={p}"));
-    }
-    env
-}
-
 /// The script the backup container runs; `H` is the db host, `OUT` the file to write.
 const DUMP_SCRIPT: &str = r#"set -euo pipefail
 umask 077
@@ -436,28 +373,27 @@ pub async fn take<E: Engine>(
     let partial = dir.join(format!(".{name}{PARTIAL_EXT}"));
     let path = dir.join(&name);
     let creds = DbCredentials::from_env(env);
-    let mut container_env = pg_env(&creds);
+    let mut container_env = creds.pg_env();
     container_env.extend([
         format!("H={db}"),
         format!("OUT=.{name}{PARTIAL_EXT}"),
         format!("FORMAT={FORMAT_LINE}"),
         format!("GEMCTL_PROJECT={}", spec.project),
         format!("GEMCTL_GENERATION={generation}"),
-        format!(
-            "GEMCTL_TAKEN={}",
-            humantime::format_rfc3339_millis(taken)
-        ),
+        format!("GEMCTL_TAKEN={}", humantime::format_rfc3339_millis(taken)),
     ]);
-    let result = one_shot(
+    let result = run_one_shot(
         engine,
         spec,
-        &desired::backup_container_name(spec, generation),
-        generation,
-        &db_container.image,
-        container_env,
-        vec![(dir.clone(), "/backup".into())],
-        DUMP_SCRIPT.into(),
-        &format!("the backup of generation {generation}"),
+        OneShot {
+            name: desired::backup_container_name(spec, generation),
+            generation,
+            image: db_container.image.clone(),
+            env: container_env,
+            binds: vec![(dir.clone(), "/backup".into())],
+            script: DUMP_SCRIPT.into(),
+            what: format!("the backup of generation {generation}"),
+        },
     )
     .await;
     if let Err(e) = result {
@@ -526,29 +462,28 @@ pub async fn restore<E: Engine>(
     backup: &Path,
 ) -> Result<(), Error> {
     let creds = DbCredentials::from_env(env);
-    let mut container_env = pg_env(&creds);
+    let mut container_env = creds.pg_env();
     container_env.extend([
-        format!(
-            "H={}",
-            desired::container_name(spec, Role::Db, generation)
-        ),
+        format!("H={}", desired::container_name(spec, Role::Db, generation)),
         format!("FORMAT={FORMAT_LINE}"),
         format!("SUPERUSER={}", creds.user),
     ]);
     let backup = std::fs::canonicalize(backup).map_err(|e| Error::io(backup, "find", e))?;
-    one_shot(
+    run_one_shot(
         engine,
         spec,
-        &desired::copy_container_name(spec, generation),
-        generation,
-        &spec.db.image.to_string(),
-        container_env,
-        vec![(backup.clone(), "/restore/backup.tar:ro".into())],
-        RESTORE_SCRIPT.into(),
-        &format!(
-            "restoring {} into generation {generation}",
-            backup.display()
-        ),
+        OneShot {
+            name: desired::copy_container_name(spec, generation),
+            generation,
+            image: spec.db.image.to_string(),
+            env: container_env,
+            binds: vec![(backup.clone(), "/restore/backup.tar:ro".into())],
+            script: RESTORE_SCRIPT.into(),
+            what: format!(
+                "restoring {} into generation {generation}",
+                backup.display()
+            ),
+        },
     )
     .await
 }
@@ -577,8 +512,14 @@ mod tests {
         assert_eq!(to_prune(&taken, Some(2), None, now), vec![0, 1, 2]);
         assert_eq!(to_prune(&taken, None, Some(day * 4), now), vec![0, 1]);
         assert_eq!(to_prune(&taken, Some(4), Some(day * 4), now), vec![0, 1]);
-        assert_eq!(to_prune(&taken, Some(1), Some(day * 30), now), vec![0, 1, 2, 3]);
+        assert_eq!(
+            to_prune(&taken, Some(1), Some(day * 30), now),
+            vec![0, 1, 2, 3]
+        );
         // The newest stays even when it is older than max_age.
-        assert_eq!(to_prune(&taken[..1], Some(1), Some(day), now), Vec::<usize>::new());
+        assert_eq!(
+            to_prune(&taken[..1], Some(1), Some(day), now),
+            Vec::<usize>::new()
+        );
     }
 }

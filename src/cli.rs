@@ -585,7 +585,11 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 ))?,
                 Output::Text => print(&backups_text(&spec, &dir, &list))?,
             }
-            Ok(if verify && bad { exit::REFUSED } else { exit::OK })
+            Ok(if verify && bad {
+                exit::REFUSED
+            } else {
+                exit::OK
+            })
         }
         Command::Restore {
             file,
@@ -850,9 +854,9 @@ fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
         None,
         notify_refusal,
     )?;
-    if code == exit::OK {
-        scheduled_backup(&spec)?;
-    }
+    // The live generation is backed up on schedule whatever the round decided
+    // (a held or refused deploy leaves a live generation worth backing up).
+    scheduled_backup(&spec)?;
     Ok(code)
 }
 
@@ -980,7 +984,11 @@ fn backups_text(spec: &Spec, dir: &Path, list: &[crate::backup::BackupInfo]) -> 
             b.name,
             b.generation,
             b.taken,
-            if b.age_seconds < 60 { "<1m".into() } else { age },
+            if b.age_seconds < 60 {
+                "<1m".into()
+            } else {
+                age
+            },
             human_size(b.size),
             b.checksum
         ));

@@ -11,6 +11,7 @@
 //! count and an md5 over the rows' text in both dbs.
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 
 use crate::desired::{self, Role};
 use crate::engine::{CreateContainer, Engine, ExecOutput};
@@ -30,6 +31,15 @@ pub struct DbCredentials {
 }
 
 impl DbCredentials {
+    /// `PGUSER` / `PGPASSWORD` for the PostgreSQL clients of a one-shot container.
+    pub fn pg_env(&self) -> Vec<String> {
+        let mut env = vec![format!("PGUSER={}", self.user)];
+        if let Some(p) = &self.password {
+            env.push(format!("PGPASSWORD={p}"));
+        }
+        env
+    }
+
     /// Reads them from the db's environment (`KEY=value` pairs, env file included).
     pub fn from_env(env: &[String]) -> DbCredentials {
         let get = |k: &str| {
@@ -89,46 +99,85 @@ pub async fn copy<E: Engine>(
     to: u64,
 ) -> Result<(), Error> {
     let creds = DbCredentials::from_env(env);
-    let name = desired::copy_container_name(spec, to);
-    let mut container_env = vec![format!("PGUSER={}", creds.user)];
-    if let Some(p) = &creds.password {
-        container_env.push(format!("PGPASSWORD={p}"));
-    }
-    let labels = BTreeMap::from([
-        (labels::PROJECT.to_string(), spec.project.clone()),
-        (labels::ROLE.to_string(), labels::ROLE_COPY.to_string()),
-        (labels::GENERATION.to_string(), to.to_string()),
-    ]);
     let script = copy_script(
         &creds,
         &desired::container_name(spec, Role::Db, from),
         &desired::container_name(spec, Role::Db, to),
     );
+    run_one_shot(
+        engine,
+        spec,
+        OneShot {
+            name: desired::copy_container_name(spec, to),
+            generation: to,
+            image: spec.db.image.to_string(),
+            env: creds.pg_env(),
+            binds: Vec::new(),
+            script,
+            what: format!("the copy from generation {from} to {to}"),
+        },
+    )
+    .await
+    .map_err(|e| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched.")))
+}
+
+/// A one-shot container of the db image on the project's private network: it
+/// runs `script` with bash and is removed when it ends.
+pub struct OneShot {
+    /// Container name (recognised by the planner as this project's).
+    pub name: String,
+    /// The generation it works for (its label).
+    pub generation: u64,
+    /// Image.
+    pub image: String,
+    /// Environment (secrets included, never printed).
+    pub env: Vec<String>,
+    /// Bind mounts.
+    pub binds: Vec<(PathBuf, String)>,
+    /// The bash script.
+    pub script: String,
+    /// What it does, for errors.
+    pub what: String,
+}
+
+/// Runs a [`OneShot`] to its end and removes it; an error carries its exit code
+/// and last output.
+pub async fn run_one_shot<E: Engine>(engine: &E, spec: &Spec, job: OneShot) -> Result<(), Error> {
+    let labels = BTreeMap::from([
+        (labels::PROJECT.to_string(), spec.project.clone()),
+        (labels::ROLE.to_string(), labels::ROLE_COPY.to_string()),
+        (labels::GENERATION.to_string(), job.generation.to_string()),
+    ]);
+    let name = job.name;
     engine.remove_container(&name).await?;
     engine
         .create_container(&CreateContainer {
             name: name.clone(),
-            image: spec.db.image.to_string(),
-            env: container_env,
+            image: job.image,
+            env: job.env,
             labels,
             network: Some(spec.network_name()),
+            binds: job.binds,
             entrypoint: Some(vec!["bash".into(), "-c".into()]),
-            cmd: Some(vec![script]),
+            cmd: Some(vec![job.script]),
             ..CreateContainer::default()
         })
         .await?;
-    engine.start_container(&name).await?;
-    let code = engine.wait_container(&name).await?;
+    let result = async {
+        engine.start_container(&name).await?;
+        engine.wait_container(&name).await
+    }
+    .await;
     let logs = engine.logs(&name, 40).await.unwrap_or_default();
     engine.remove_container(&name).await?;
-    if code != 0 {
-        return Err(Error::Apply(format!(
-            "the copy from generation {from} to {to} failed (exit {code}); generation {from}'s \
-             data is untouched. Last output of {name}:\n{}",
+    match result? {
+        0 => Ok(()),
+        code => Err(Error::Apply(format!(
+            "{} failed (exit {code}). Last output of {name}:\n{}",
+            job.what,
             logs.trim_end()
-        )));
+        ))),
     }
-    Ok(())
 }
 
 /// Per table: exact row count and md5 of the rows' text, in row-text order.

@@ -646,17 +646,18 @@ pub fn plan(
             Some(_) => None,
             None => pick_source(&host, observed, target),
         };
-        let from_backup = restore_from
-            .clone()
-            .map(|b| (b, "the restored generation starts from the backup"))
-            .or_else(|| {
-                spec.bootstrap.as_ref().filter(|_| source.is_none()).map(|b| {
+        let from_backup =
+            restore_from
+                .clone()
+                .map(|b| (b, "the restored generation starts from the backup"))
+                .or_else(|| {
+                    spec.bootstrap.as_ref().filter(|_| source.is_none()).map(|b| {
                     (
                         b.from_backup.display().to_string(),
                         "bootstrap.from_backup: the first generation starts from the backup",
                     )
                 })
-            });
+                });
         if let Some((backup, why)) = from_backup {
             b.push(
                 Action::RestoreBackup {

@@ -470,7 +470,10 @@ fn a_restore_builds_the_next_generation_from_the_backup_and_keeps_the_old_one() 
     assert!(same.pinned.is_some());
     // A different release under the restored number is refused, not deployed over it.
     let r = plan_for(&spec(3), &obs).unwrap_err();
-    assert!(r.problems[0].fix.contains("bump `generation` to 4"), "{r:?}");
+    assert!(
+        r.problems[0].fix.contains("bump `generation` to 4"),
+        "{r:?}"
+    );
     // Moving past it upgrades from the restored data.
     let next = plan_for(&spec(4), &obs).unwrap();
     assert_eq!(next.kind, PlanKind::Upgrade { from: 3 });
@@ -490,10 +493,7 @@ fn an_interrupted_restore_is_redone_from_scratch() {
     assert_eq!(redo.kind, PlanKind::Restore);
     let d = described(&redo);
     assert!(d.contains(&"remove db-3".to_string()), "{d:?}");
-    assert!(
-        d.iter().any(|l| l.starts_with("restore backup")),
-        "{d:?}"
-    );
+    assert!(d.iter().any(|l| l.starts_with("restore backup")), "{d:?}");
     support::apply(&s, &mut obs, &redo).unwrap();
     assert!(plan_for(&s, &obs).unwrap().is_empty());
 }

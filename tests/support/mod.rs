@@ -118,7 +118,9 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 return Err(format!("restore needs {name} running"));
             }
             if data_ready(obs, *generation) {
-                return Err(format!("restore into {generation}, whose data is already ready"));
+                return Err(format!(
+                    "restore into {generation}, whose data is already ready"
+                ));
             }
         }
         Action::CopyData { from, to } | Action::VerifyCopy { from, to } => {

@@ -1,0 +1,320 @@
+//! The real engine, for the integration tests: one `Project` per test with its own
+//! names, ports and storage, removed when the test ends, pass or fail.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const PG_IMAGE: &str = "gemctl-test/postgres:15";
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("docker")
+        .args(args)
+        .output()
+        .expect("docker CLI runs")
+}
+
+pub fn docker_ok(args: &[&str]) -> String {
+    let o = docker(args);
+    assert!(
+        o.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+pub fn require_images() {
+    for image in [
+        PG_IMAGE,
+        "gemctl-test/app:1",
+        "gemctl-test/app:2",
+        "gemctl-test/app:broken",
+    ] {
+        assert!(
+            docker(&["image", "inspect", image]).status.success(),
+            "image {image} is missing: run scripts/build-images (scripts/test does)"
+        );
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One test's project: names, ports and storage of its own, cleaned up on drop.
+pub struct Project {
+    pub name: String,
+    pub dir: PathBuf,
+    pub spec: PathBuf,
+    pub http: u16,
+    pub tcp: u16,
+}
+
+impl Project {
+    pub fn new(test: &str) -> Project {
+        require_images();
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        let name = format!(
+            "gt{}{n}{}",
+            std::process::id() % 100_000,
+            &test[..test.len().min(6)]
+        );
+        let dir = std::env::temp_dir().join(format!("gemctl-test-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(
+            dir.join("secrets.env"),
+            "POSTGRES_PASSWORD=s3cret\nPGPASSWORD=s3cret\n",
+        )
+        .unwrap();
+        let p = Project {
+            spec: dir.join("spec.yaml"),
+            name,
+            dir,
+            http: free_port(),
+            tcp: free_port(),
+        };
+        p.write_spec(1, "1", 2, "scope: project");
+        p
+    }
+
+    pub fn app(&self, g: u64) -> String {
+        format!("{}-gem-{g}", self.name)
+    }
+
+    pub fn db(&self, g: u64) -> String {
+        format!("{}-db-{g}", self.name)
+    }
+
+    pub fn storage(&self) -> PathBuf {
+        self.dir.join("storage")
+    }
+
+    pub fn write_spec(&self, generation: u64, tag: &str, retain: u32, scope: &str) {
+        self.write_spec_with(generation, tag, retain, scope, "");
+    }
+
+    /// As [`Project::write_spec`], with `extra` top-level YAML appended.
+    pub fn write_spec_with(
+        &self,
+        generation: u64,
+        tag: &str,
+        retain: u32,
+        scope: &str,
+        extra: &str,
+    ) {
+        let text = format!(
+            r#"project: {name}
+generation: {generation}
+retain: {retain}
+storage: storage
+pull: never
+{scope}
+app:
+  name: {name}-gem
+  image: gemctl-test/app:{tag}
+  env: {{ PGUSER: app, PGDATABASE: app }}
+  env_file: secrets.env
+  ports: ["127.0.0.1:{http}:8080", "127.0.0.1:{tcp}:7000"]
+  health:
+    - tcp: {{ port: 7000, send: "status\n", expect_regex: "^OK " }}
+      interval: 300ms
+      timeout: 2s
+      deadline: 20s
+    - http: {{ port: 8080, path: /health, status: 200 }}
+      interval: 300ms
+      timeout: 2s
+      deadline: 20s
+    - exec: {{ command: ["sh", "-c", "test \"$GEM_GENERATION\" -ge 1"] }}
+      interval: 300ms
+      timeout: 5s
+      deadline: 20s
+db:
+  name: {name}-db
+  image: {PG_IMAGE}
+  env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
+  env_file: secrets.env
+{extra}
+"#,
+            name = self.name,
+            http = self.http,
+            tcp = self.tcp,
+        );
+        std::fs::write(&self.spec, text).unwrap();
+    }
+
+    pub fn gemctl(&self, args: &[&str]) -> Output {
+        let spec = self.spec.to_str().unwrap();
+        let mut all: Vec<&str> = args.to_vec();
+        all.extend(["-f", spec]);
+        let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(&all)
+            .env("NO_COLOR", "1")
+            .output()
+            .expect("gemctl runs");
+        eprintln!(
+            "$ gemctl {}\n{}{}-> exit {:?}",
+            all.join(" "),
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr),
+            o.status.code()
+        );
+        o
+    }
+
+    pub fn apply(&self, extra: &[&str]) -> (i32, String) {
+        let mut args = vec!["apply"];
+        args.extend(extra);
+        let o = self.gemctl(&args);
+        (
+            o.status.code().unwrap_or(-1),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&o.stdout),
+                String::from_utf8_lossy(&o.stderr)
+            ),
+        )
+    }
+
+    /// The app's TCP health report.
+    pub fn report(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.tcp)).expect("app tcp port answers");
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        s.write_all(b"status\n").unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        out.trim().to_string()
+    }
+
+    pub fn http(&self, method: &str, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http)).expect("app http port answers");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        )
+        .unwrap();
+        let mut out = String::new();
+        let _ = s.read_to_string(&mut out);
+        let status = out
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        let body = out
+            .split("\r\n\r\n")
+            .nth(1)
+            .unwrap_or("")
+            .trim()
+            .to_string();
+        (status, body)
+    }
+
+    pub fn insert_rows(&self, n: u64) {
+        let (status, body) = self.http("POST", &format!("/rows?n={n}"));
+        assert_eq!(status, 200, "insert rows: {body}");
+    }
+
+    /// `count:md5` of the items table, queried inside a db container.
+    pub fn table_digest(&self, db: &str) -> String {
+        docker_ok(&[
+            "exec",
+            db,
+            "psql",
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-X",
+            "-tA",
+            "-c",
+            "select count(*) || ':' || md5(coalesce(string_agg(t::text, ',' order by id), '')) from items t",
+        ])
+    }
+
+    /// `name state` of every container of this project.
+    pub fn containers(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps",
+            "-a",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+            "--format",
+            "{{.Names}} {{.State}}",
+        ]);
+        let mut v: Vec<String> = out.lines().map(str::to_string).collect();
+        v.sort();
+        v
+    }
+
+    /// Containers of this project that publish ports.
+    pub fn with_public_ports(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+            "--format",
+            "{{.Names}}|{{.Ports}}",
+        ]);
+        out.lines()
+            .filter(|l| l.split('|').nth(1).is_some_and(|p| p.contains("->")))
+            .map(|l| l.split('|').next().unwrap().to_string())
+            .collect()
+    }
+
+    pub fn generations_on_disk(&self) -> Vec<u64> {
+        let mut v: Vec<u64> = std::fs::read_dir(self.storage())
+            .map(|d| {
+                d.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        let ids = docker(&[
+            "ps",
+            "-aq",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+        ]);
+        let by_name = docker(&["ps", "-aq", "--filter", &format!("name=^{}-", self.name)]);
+        let mut all: Vec<String> = String::from_utf8_lossy(&ids.stdout)
+            .lines()
+            .chain(String::from_utf8_lossy(&by_name.stdout).lines())
+            .map(str::to_string)
+            .collect();
+        all.sort();
+        all.dedup();
+        if !all.is_empty() {
+            let mut args = vec!["rm", "-f"];
+            args.extend(all.iter().map(String::as_str));
+            docker(&args);
+        }
+        docker(&["network", "rm", &format!("{}-net", self.name)]);
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
