@@ -436,9 +436,11 @@ if ! tar -xOf "$B" gemctl-backup.txt | grep -qx "$FORMAT"; then
   echo "this file is not a gemctl backup (no $FORMAT in gemctl-backup.txt)" >&2
   exit 3
 fi
-# The image created its superuser already; every other role comes from the backup.
+# The image created its superuser already, with this spec's password: every other
+# role (and the superuser's own settings) comes from the backup.
 tar -xOf "$B" globals.sql \
-  | awk -v u="$SUPERUSER" '$0 != "CREATE ROLE " u ";" && $0 != "CREATE ROLE \"" u "\";"' \
+  | awk -v u="$SUPERUSER" '$0 != "CREATE ROLE " u ";" && $0 != "CREATE ROLE \"" u "\";" &&
+      index($0, "ALTER ROLE " u " WITH ") != 1 && index($0, "ALTER ROLE \"" u "\" WITH ") != 1' \
   | psql -h "$H" -d postgres -X -q -v ON_ERROR_STOP=1 -o /dev/null
 tar -xOf "$B" databases.tsv > /tmp/databases.tsv
 while IFS=$'\t' read -r f d; do

@@ -417,3 +417,94 @@ fn reconcile_takes_scheduled_backups_and_does_not_retry_a_failed_generation() {
     let kept = names(&p);
     assert_eq!(kept.len(), 2, "keep: 2 after {} backups: {kept:?}", taken());
 }
+
+#[test]
+fn a_restored_generation_that_fails_its_health_checks_leaves_the_current_one_live() {
+    // A backup from another project whose app role looks for its tables in a
+    // schema that does not exist: the data restores, the app cannot work on it.
+    let source = Project::new("bkfsrc");
+    std::fs::write(
+        source.dir.join("secrets.env"),
+        "POSTGRES_PASSWORD=other\nPGPASSWORD=other\n",
+    )
+    .unwrap();
+    assert_eq!(source.apply(&[]).0, 0);
+    source.insert_rows(5);
+    query(&source.db(1), "alter role app set search_path = nowhere");
+    let backup = take_backup(&source);
+
+    let p = Project::new("bkfail");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(42);
+    // Another password here than in the source proves the superuser keeps this
+    // spec's password (else the restore itself could not log in).
+    let o = p.gemctl(&["restore", backup.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(4), "health checks fail → rolled back");
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("restore's pin is removed"), "{out}");
+    assert!(p.report().contains("gen=1 rows=42"), "{}", p.report());
+    assert!(!p.storage().join(".gemctl/pin").exists());
+    assert_eq!(
+        p.generations_on_disk(),
+        vec![1],
+        "the failed restore is cleared away"
+    );
+    assert!(
+        p.containers().iter().all(|c| !c.contains("-2 ")),
+        "{:?}",
+        p.containers()
+    );
+    // The spec is not blamed: no failure is recorded against generation 2, so a
+    // later upgrade to 2 is not held back.
+    let history =
+        std::fs::read_to_string(p.storage().join(".gemctl/history.json")).unwrap_or_default();
+    assert!(!history.contains("\"generation\": 2"), "{history}");
+    assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_restore_that_cannot_load_the_backup_changes_nothing_that_serves() {
+    let p = Project::new("bkload");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(7);
+    let good = take_backup(&p);
+    // A well-formed tar with a correct checksum whose database dump is garbage.
+    let work = p.dir.join("forge");
+    std::fs::create_dir_all(&work).unwrap();
+    let tar = |args: &[&str]| {
+        let o = Command::new("tar").args(args).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    tar(&["-xf", good.to_str().unwrap(), "-C", work.to_str().unwrap()]);
+    std::fs::write(work.join("1.dump"), b"PGDMP this is not a dump").unwrap();
+    let forged = p.dir.join("forged.tar");
+    tar(&[
+        "-cf",
+        forged.to_str().unwrap(),
+        "-C",
+        work.to_str().unwrap(),
+        "gemctl-backup.txt",
+        "globals.sql",
+        "databases.tsv",
+        "1.dump",
+        "2.dump",
+    ]);
+    let sha = gemctl::backup::sha256_file(&forged).unwrap();
+    std::fs::write(
+        p.dir.join("forged.tar.sha256"),
+        format!("{sha}  forged.tar\n"),
+    )
+    .unwrap();
+
+    let o = p.gemctl(&["restore", forged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("pg_restore"), "{err}");
+    assert!(err.contains("pin is removed"), "{err}");
+    assert!(p.report().contains("gen=1 rows=7"), "the app never stopped");
+    assert!(!p.storage().join(".gemctl/pin").exists());
+    // The next apply clears what the attempt left and stays on generation 1.
+    assert_eq!(p.apply(&[]).0, 0);
+    assert_eq!(p.generations_on_disk(), vec![1]);
+    assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+}
