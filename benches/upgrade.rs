@@ -111,6 +111,20 @@ fn poll_downtime(port: u16, stop: Arc<AtomicBool>) -> Duration {
     longest
 }
 
+fn step_time(steps: &[(Action, Duration)], f: fn(&Action) -> bool) -> Duration {
+    steps.iter().filter(|(a, _)| f(a)).map(|(_, d)| *d).sum()
+}
+
+fn start_poller(tcp: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Duration>) {
+    let stop = Arc::new(AtomicBool::new(false));
+    let handle = {
+        let stop = stop.clone();
+        std::thread::spawn(move || poll_downtime(tcp, stop))
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    (stop, handle)
+}
+
 async fn apply(spec: &Spec) -> (Duration, Vec<(Action, Duration)>) {
     let docker = gemctl::docker::Docker::connect().await.unwrap();
     let mut steps: Vec<(Action, Duration)> = Vec::new();
@@ -170,21 +184,13 @@ fn main() {
         let data = dir.join("storage/1/pgdata");
         let bytes = du_bytes(&data);
 
-        let stop = Arc::new(AtomicBool::new(false));
-        let poller = {
-            let stop = stop.clone();
-            std::thread::spawn(move || poll_downtime(tcp, stop))
-        };
-        std::thread::sleep(Duration::from_millis(300));
+        let (stop, poller) = start_poller(tcp);
         let (total, steps) = rt.block_on(apply(&load(2, "2")));
         std::thread::sleep(Duration::from_millis(300));
         stop.store(true, Ordering::SeqCst);
         let downtime = poller.join().unwrap();
-        let step_time = |f: fn(&Action) -> bool| -> Duration {
-            steps.iter().filter(|(a, _)| f(a)).map(|(_, d)| *d).sum()
-        };
-        let copy = step_time(|a| matches!(a, Action::CopyData { .. }));
-        let verify = step_time(|a| matches!(a, Action::VerifyCopy { .. }));
+        let copy = step_time(&steps, |a| matches!(a, Action::CopyData { .. }));
+        let verify = step_time(&steps, |a| matches!(a, Action::VerifyCopy { .. }));
 
         // db-1 is stopped now: copy its directory the plain way, same disk.
         let target = dir.join("cp-baseline");
@@ -197,6 +203,41 @@ fn main() {
             .unwrap();
         let cp = t.elapsed();
         assert!(ok.success());
+
+        // A backup of generation 2 while a client polls the app, then its restore
+        // into generation 3 through the cut-over.
+        let spec2 = load(2, "2");
+        let env = gemctl::execute::db_env(&spec2).unwrap();
+        let (stop, poller) = start_poller(tcp);
+        let t = Instant::now();
+        let info = rt
+            .block_on(async {
+                let docker = gemctl::docker::Docker::connect().await?;
+                gemctl::backup::take(&docker, &spec2, &env, 2).await
+            })
+            .unwrap();
+        let backup = t.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        let backup_down = poller.join().unwrap();
+        gemctl::records::set_pin(
+            &spec2.storage,
+            &gemctl::observed::Pin {
+                generation: 3,
+                spec_generation: 2,
+                at: gemctl::records::now_rfc3339(),
+                reason: "bench".into(),
+                restore_from: Some(info.path.display().to_string()),
+            },
+        )
+        .unwrap();
+        let (stop, poller) = start_poller(tcp);
+        let (restore_total, restore_steps) = rt.block_on(apply(&spec2));
+        std::thread::sleep(Duration::from_millis(300));
+        stop.store(true, Ordering::SeqCst);
+        let restore_down = poller.join().unwrap();
+        let restore = step_time(&restore_steps, |a| {
+            matches!(a, Action::RestoreBackup { .. })
+        });
 
         let mb = bytes as f64 / 1e6;
         println!("database: {rows} rows, data directory {mb:.1} MB");
@@ -217,6 +258,23 @@ fn main() {
             cp.as_secs_f64(),
             mb / cp.as_secs_f64(),
             copy.as_secs_f64() / cp.as_secs_f64()
+        );
+        println!(
+            "backup (pg_dump -Fc per database, app running): {:.2} s, file {:.1} MB = {:.2} of \
+             the data directory; backup/cp time ratio = {:.1}; app unreachable during it: {:.2} s",
+            backup.as_secs_f64(),
+            info.size as f64 / 1e6,
+            info.size as f64 / bytes as f64,
+            backup.as_secs_f64() / cp.as_secs_f64(),
+            backup_down.as_secs_f64()
+        );
+        println!(
+            "restore into generation 3: {:.2} s total, pg_restore {:.2} s (restore/copy time \
+             ratio = {:.1}); app unreachable: {:.2} s",
+            restore_total.as_secs_f64(),
+            restore.as_secs_f64(),
+            restore.as_secs_f64() / copy.as_secs_f64(),
+            restore_down.as_secs_f64()
         );
     }));
 

@@ -219,7 +219,8 @@ enum Command {
         #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
         output: Output,
     },
-    /// Remove the pin `gemctl rollback` set, so the host follows the spec again.
+    /// Remove the pin `gemctl rollback` or `gemctl restore` set, so the host
+    /// follows the spec again.
     ///
     /// Exit codes: 0 removed or no pin, 1 error.
     Unpin {
@@ -235,6 +236,9 @@ enum Command {
     /// (`--log-format json` for log shippers). SIGTERM / SIGINT end the loop after
     /// the current round, releasing the lock. `--once` runs a single round, for cron
     /// or a systemd timer; its exit code is that round's, as for `gemctl apply`.
+    /// With `backup.every` in the spec, a round also backs up the live generation
+    /// when the newest backup is that old (or there is none) and applies the
+    /// backup retention; a failed backup fails the round and is notified.
     #[command(after_help = EXIT_CODES_APPLY)]
     Reconcile {
         /// The spec file (re-read every round, so a `git pull` is picked up).
@@ -1250,6 +1254,9 @@ fn apply(
             if matches!(plan.kind, crate::plan::PlanKind::Rollback { .. }) =>
         {
             notify("rollback", &message, report.as_ref(), None)
+        }
+        Outcome::Converged { plan } if plan.kind == crate::plan::PlanKind::Restore => {
+            notify("restore", &message, report.as_ref(), None)
         }
         _ => {}
     }

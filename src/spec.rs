@@ -52,7 +52,8 @@ pub struct Spec {
     /// `gemctl apply --require-clean` were always given).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_clean: bool,
-    /// Who to tell when a deploy fails, is refused or rolls back.
+    /// Who to tell when a deploy fails, is refused or rolls back, a restore goes
+    /// live, or a scheduled backup fails.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
     /// Database backups: where they go, how often reconcile takes them, how long
@@ -68,8 +69,10 @@ pub struct Spec {
     pub db: DbSpec,
 }
 
-/// Alerts on failure, refusal and rollback. Each receives a JSON document (the
-/// event, the project, a message, and the deployment report when there is one).
+/// Alerts on failure, refusal, rollback, restore and failed scheduled backups.
+/// Each receives a JSON document (the event — `failed`, `refused`, `rollback`,
+/// `restore` or `backup_failed` —, the project, a message, and the deployment
+/// report when there is one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySpec {
