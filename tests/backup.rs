@@ -508,3 +508,40 @@ fn a_restore_that_cannot_load_the_backup_changes_nothing_that_serves() {
     assert_eq!(p.generations_on_disk(), vec![1]);
     assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
 }
+
+#[test]
+fn a_restore_killed_while_loading_is_finished_by_the_next_apply() {
+    let p = Project::new("bkkill");
+    assert_eq!(p.apply(&[]).0, 0);
+    for _ in 0..4 {
+        p.insert_rows(50_000);
+    }
+    let backup = take_backup(&p);
+    let expected = p.table_digest(&p.db(1));
+    p.insert_rows(10);
+
+    let spec = p.spec.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(["restore", "-f", &spec, backup.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let loader = format!("{}-copy-2", p.name);
+    wait_until("the restore container", Duration::from_secs(90), || {
+        !docker_ok(&["ps", "-q", "--filter", &format!("name=^{loader}$")]).is_empty()
+    });
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Killed mid-load: generation 1 still serves, the pin still asks for 2.
+    assert!(p.report().contains("gen=1 rows=200010"), "{}", p.report());
+    assert!(p.storage().join(".gemctl/pin").exists());
+
+    // The next apply (or reconcile round) redoes the restore from scratch.
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("restore backup"), "{out}");
+    assert_eq!(p.table_digest(&p.db(2)), expected);
+    assert!(p.report().contains("gen=2 rows=200000"), "{}", p.report());
+    assert_eq!(p.with_public_ports(), [p.app(2)]);
+}
