@@ -238,7 +238,8 @@ enum Command {
     /// or a systemd timer; its exit code is that round's, as for `gemctl apply`.
     /// With `backup.every` in the spec, a round also backs up the live generation
     /// when the newest backup is that old (or there is none) and applies the
-    /// backup retention; a failed backup fails the round and is notified.
+    /// backup retention; a failed backup fails the round and is notified (once
+    /// while it keeps failing).
     #[command(after_help = EXIT_CODES_APPLY)]
     Reconcile {
         /// The spec file (re-read every round, so a `git pull` is picked up).
@@ -809,17 +810,19 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
         })
         .map_err(|e| Error::io(Path::new("signal handlers"), "install", e))?;
     let mut last_code: Option<u8> = None;
+    let mut backup_failing = false;
     let mut round: u64 = 0;
     loop {
         round += 1;
         let started = std::time::Instant::now();
-        let code = match reconcile_round(file, last_code != Some(exit::REFUSED)) {
-            Ok(code) => code,
-            Err(e) => {
-                tracing::error!(round, error = %e, "round failed");
-                e.code()
-            }
-        };
+        let code =
+            match reconcile_round(file, last_code != Some(exit::REFUSED), &mut backup_failing) {
+                Ok(code) => code,
+                Err(e) => {
+                    tracing::error!(round, error = %e, "round failed");
+                    e.code()
+                }
+            };
         tracing::info!(
             round,
             exit_code = code,
@@ -844,7 +847,13 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
     }
 }
 
-fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
+/// One round. `backup_failing` carries over between rounds so that a scheduled
+/// backup that keeps failing is notified once, not every round.
+fn reconcile_round(
+    file: &Path,
+    notify_refusal: bool,
+    backup_failing: &mut bool,
+) -> Result<u8, Error> {
     let spec = Spec::load(file)?;
     let _lock = take_lock(&spec)?;
     lapse_stale_pin(&spec)?;
@@ -860,30 +869,30 @@ fn reconcile_round(file: &Path, notify_refusal: bool) -> Result<u8, Error> {
     )?;
     // The live generation is backed up on schedule whatever the round decided
     // (a held or refused deploy leaves a live generation worth backing up).
-    scheduled_backup(&spec)?;
+    let backed_up = scheduled_backup(&spec, !*backup_failing);
+    *backup_failing = backed_up.is_err();
+    backed_up?;
     Ok(code)
 }
 
 /// With `backup.every` set, takes a backup when the newest is that old (or there
-/// is none), then applies the retention. Failures are notified.
-fn scheduled_backup(spec: &Spec) -> Result<(), Error> {
+/// is none), then applies the retention. A failure is notified when `notify`.
+fn scheduled_backup(spec: &Spec, notify: bool) -> Result<(), Error> {
     let Some(every) = spec.backup.as_ref().and_then(|b| b.every) else {
         return Ok(());
     };
-    let newest = crate::backup::list(&spec.backup_dir(), &spec.project, false)?
-        .last()
-        .map(|b| b.taken_at());
-    let due = newest.is_none_or(|t| {
-        std::time::SystemTime::now()
-            .duration_since(t)
-            .unwrap_or_default()
-            >= every.get()
-    });
-    if !due {
-        return Ok(());
-    }
-    match backup_now(spec, false) {
-        Ok((info, pruned)) => {
+    let attempt = || -> Result<(), Error> {
+        let newest = crate::backup::list(&spec.backup_dir(), &spec.project, false)?
+            .last()
+            .map(|b| b.taken_at());
+        let due = newest.is_none_or(|t| {
+            std::time::SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                >= every.get()
+        });
+        if due {
+            let (info, pruned) = backup_now(spec, false)?;
             tracing::info!(
                 backup = %info.path.display(),
                 generation = info.generation,
@@ -891,22 +900,21 @@ fn scheduled_backup(spec: &Spec) -> Result<(), Error> {
                 pruned = pruned.len(),
                 "scheduled backup taken"
             );
-            Ok(())
         }
-        Err(e) => {
-            if let Some(n) = &spec.notify {
-                let payload = serde_json::json!({
-                    "event": "backup_failed",
-                    "project": spec.project,
-                    "message": e.to_string(),
-                });
-                for warning in crate::notify::send(n, &payload) {
-                    tracing::warn!("{warning}");
-                }
+        Ok(())
+    };
+    attempt().inspect_err(|e| {
+        if let Some(n) = spec.notify.as_ref().filter(|_| notify) {
+            let payload = serde_json::json!({
+                "event": "backup_failed",
+                "project": spec.project,
+                "message": format!("the scheduled backup failed: {e}"),
+            });
+            for warning in crate::notify::send(n, &payload) {
+                tracing::warn!("{warning}");
             }
-            Err(e)
         }
-    }
+    })
 }
 
 /// A pin made while the spec named another generation no longer applies: remove it.

@@ -545,3 +545,77 @@ fn a_restore_killed_while_loading_is_finished_by_the_next_apply() {
     assert!(p.report().contains("gen=2 rows=200000"), "{}", p.report());
     assert_eq!(p.with_public_ports(), [p.app(2)]);
 }
+
+#[test]
+fn a_scheduled_backup_that_keeps_failing_is_notified_once() {
+    let p = Project::new("bknote");
+    assert_eq!(p.apply(&[]).0, 0);
+    // The backup directory's place is taken by a file: every attempt fails.
+    let blocker = p.dir.join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let alerts = p.dir.join("alerts.jsonl");
+    p.write_spec_with(
+        1,
+        "1",
+        2,
+        "scope: project",
+        &format!(
+            "backup: {{ dir: {}, every: 1s }}\nnotify:\n  command: [\"sh\", \"-c\", \"cat >> {}; echo >> {}\"]\n",
+            blocker.display(),
+            alerts.display(),
+            alerts.display()
+        ),
+    );
+    let log_path = p.dir.join("reconcile.log");
+    let log = std::fs::File::create(&log_path).unwrap();
+    let spec = p.spec.to_str().unwrap().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args([
+            "reconcile",
+            "-f",
+            &spec,
+            "--every",
+            "1s",
+            "--log-format",
+            "json",
+        ])
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let failed_rounds = || {
+        std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .matches("round failed")
+            .count()
+    };
+    wait_until("four failed rounds", Duration::from_secs(60), || {
+        failed_rounds() >= 4
+    });
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+    let text = std::fs::read_to_string(&alerts).unwrap();
+    let sent: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        sent.len(),
+        1,
+        "one alert for {} failed rounds: {sent:?}",
+        failed_rounds()
+    );
+    assert_eq!(sent[0]["event"], "backup_failed");
+    assert!(
+        sent[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not-a-directory"),
+        "{}",
+        sent[0]
+    );
+    // The app was never touched.
+    assert!(p.report().contains("gen=1"));
+}
