@@ -691,22 +691,7 @@ fn reconcile_repairs_drift_follows_the_spec_and_stops_cleanly_on_sigterm() {
     let p = Project::new("reco");
     assert_eq!(p.apply(&[]).0, 0);
     p.insert_rows(25);
-    let spec = p.spec.to_str().unwrap().to_string();
-    let log = std::fs::File::create(p.dir.join("reconcile.log")).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
-        .args([
-            "reconcile",
-            "-f",
-            &spec,
-            "--every",
-            "1s",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let mut child = p.spawn_reconcile();
 
     // A killed app is back within a round or two.
     docker_ok(&["kill", &p.app(1)]);
@@ -725,21 +710,13 @@ fn reconcile_repairs_drift_follows_the_spec_and_stops_cleanly_on_sigterm() {
 
     // SIGTERM: the loop ends cleanly and releases the lock.
     let started = Instant::now();
-    let term = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(terminate(&mut child), Some(0));
     assert!(started.elapsed() < Duration::from_secs(30));
     assert!(!p.storage().join(".gemctl/lock").exists(), "lock released");
-    let log = std::fs::read_to_string(p.dir.join("reconcile.log")).unwrap();
-    let rounds: Vec<serde_json::Value> = log
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .filter(|v: &serde_json::Value| v["fields"]["message"] == "reconcile round done")
-        .collect();
-    assert!(rounds.len() >= 3, "one JSON line per round: {log}");
+    let log = p.reconcile_log();
+    assert!(
+        p.reconcile_rounds().len() >= 3,
+        "one JSON line per round: {log}"
+    );
     assert!(log.contains("signal received: stopping"), "{log}");
 }

@@ -352,50 +352,19 @@ fn reconcile_takes_scheduled_backups_and_does_not_retry_a_failed_generation() {
     p.insert_rows(10);
     // Generation 2 is a release that never becomes healthy.
     p.write_spec_with(2, "broken", 2, "scope: project", schedule);
-    let log_path = p.dir.join("reconcile.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let spec = p.spec.to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
-        .args([
-            "reconcile",
-            "-f",
-            &spec,
-            "--every",
-            "1s",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let rounds = || -> Vec<serde_json::Value> {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .lines()
-            .filter_map(|l| serde_json::from_str(l).ok())
-            .filter(|v: &serde_json::Value| v["fields"]["message"] == "reconcile round done")
-            .collect()
-    };
+    let mut child = p.spawn_reconcile();
     wait_until("six reconcile rounds", Duration::from_secs(150), || {
-        rounds().len() >= 6
+        p.reconcile_rounds().len() >= 6
     });
     // Backups are taken once generation 1 is back and in sync: wait for three.
-    let taken = || {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .matches("scheduled backup taken")
-            .count()
-    };
+    let taken = || p.reconcile_log().matches("scheduled backup taken").count();
     wait_until("three scheduled backups", Duration::from_secs(60), || {
         taken() >= 3
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(terminate(&mut child), Some(0));
 
-    let codes: Vec<u64> = rounds()
+    let codes: Vec<u64> = p
+        .reconcile_rounds()
         .iter()
         .map(|r| r["fields"]["exit_code"].as_u64().unwrap())
         .collect();
@@ -566,36 +535,12 @@ fn a_scheduled_backup_that_keeps_failing_is_notified_once() {
             alerts.display()
         ),
     );
-    let log_path = p.dir.join("reconcile.log");
-    let log = std::fs::File::create(&log_path).unwrap();
-    let spec = p.spec.to_str().unwrap().to_string();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
-        .args([
-            "reconcile",
-            "-f",
-            &spec,
-            "--every",
-            "1s",
-            "--log-format",
-            "json",
-        ])
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
-    let failed_rounds = || {
-        std::fs::read_to_string(&log_path)
-            .unwrap_or_default()
-            .matches("round failed")
-            .count()
-    };
+    let mut child = p.spawn_reconcile();
+    let failed_rounds = || p.reconcile_log().matches("round failed").count();
     wait_until("four failed rounds", Duration::from_secs(60), || {
         failed_rounds() >= 4
     });
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    assert_eq!(child.wait().unwrap().code(), Some(0));
+    assert_eq!(terminate(&mut child), Some(0));
     let text = std::fs::read_to_string(&alerts).unwrap();
     let sent: Vec<serde_json::Value> = serde_json::Deserializer::from_str(&text)
         .into_iter()

@@ -311,6 +311,45 @@ impl Drop for Project {
     }
 }
 
+impl Project {
+    /// Starts `gemctl reconcile --every 1s --log-format json` on this project's
+    /// spec, its log lines going to [`Project::reconcile_log`]'s file.
+    pub fn spawn_reconcile(&self) -> std::process::Child {
+        let log = std::fs::File::create(self.dir.join("reconcile.log")).unwrap();
+        Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(["reconcile", "-f", self.spec.to_str().unwrap()])
+            .args(["--every", "1s", "--log-format", "json"])
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    /// What the reconcile loop logged so far.
+    pub fn reconcile_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("reconcile.log")).unwrap_or_default()
+    }
+
+    /// The loop's JSON "reconcile round done" lines so far.
+    pub fn reconcile_rounds(&self) -> Vec<serde_json::Value> {
+        self.reconcile_log()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .filter(|v: &serde_json::Value| v["fields"]["message"] == "reconcile round done")
+            .collect()
+    }
+}
+
+/// Sends SIGTERM to a child and waits for it; its exit code.
+pub fn terminate(child: &mut std::process::Child) -> Option<i32> {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    child.wait().unwrap().code()
+}
+
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
