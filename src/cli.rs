@@ -556,7 +556,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                         spec.project,
                         info.generation,
                         info.path.display(),
-                        human_size(info.size),
+                        crate::status::human_bytes(info.size),
                         match &info.checksum {
                             crate::backup::Checksum::Ok { sha256 } => sha256.as_str(),
                             _ => "-",
@@ -904,17 +904,37 @@ fn scheduled_backup(spec: &Spec, notify: bool) -> Result<(), Error> {
         Ok(())
     };
     attempt().inspect_err(|e| {
-        if let Some(n) = spec.notify.as_ref().filter(|_| notify) {
-            let payload = serde_json::json!({
-                "event": "backup_failed",
-                "project": spec.project,
-                "message": format!("the scheduled backup failed: {e}"),
-            });
-            for warning in crate::notify::send(n, &payload) {
-                tracing::warn!("{warning}");
-            }
+        if notify {
+            let message = format!("the scheduled backup failed: {e}");
+            alert(spec, "backup_failed", &message, None, None);
         }
     })
+}
+
+/// Sends one event to the spec's notifiers, if any. A failing notifier is a
+/// warning: the outcome it reports stands.
+fn alert(
+    spec: &Spec,
+    event: &str,
+    message: &str,
+    report: Option<&crate::report::Report>,
+    refusal: Option<&crate::plan::Refusal>,
+) {
+    let Some(n) = &spec.notify else { return };
+    let payload = serde_json::json!({
+        "event": event,
+        "project": spec.project,
+        "message": message,
+        "report": report,
+        "refusal": refusal,
+    });
+    for warning in crate::notify::send(n, &payload) {
+        tracing::warn!("{warning}");
+        let _ = writeln!(
+            std::io::stderr(),
+            "warning: {warning} (the outcome it reports stands)"
+        );
+    }
 }
 
 /// A pin made while the spec named another generation no longer applies: remove it.
@@ -965,15 +985,6 @@ fn backup_now(
     Ok((info, pruned))
 }
 
-fn human_size(bytes: u64) -> String {
-    match bytes {
-        b if b >= 1 << 30 => format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64),
-        b if b >= 1 << 20 => format!("{:.1} MiB", b as f64 / (1u64 << 20) as f64),
-        b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
-        b => format!("{b} B"),
-    }
-}
-
 fn backups_text(spec: &Spec, dir: &Path, list: &[crate::backup::BackupInfo]) -> String {
     if list.is_empty() {
         return format!(
@@ -1001,7 +1012,7 @@ fn backups_text(spec: &Spec, dir: &Path, list: &[crate::backup::BackupInfo]) -> 
             } else {
                 age
             },
-            human_size(b.size),
+            crate::status::human_bytes(b.size),
             b.checksum
         ));
     }
@@ -1177,21 +1188,7 @@ fn apply(
                   message: &str,
                   report: Option<&crate::report::Report>,
                   refusal: Option<&crate::plan::Refusal>| {
-        let Some(n) = &spec.notify else { return };
-        let payload = serde_json::json!({
-            "event": event,
-            "project": spec.project,
-            "message": message,
-            "report": report,
-            "refusal": refusal,
-        });
-        for warning in crate::notify::send(n, &payload) {
-            tracing::warn!("{warning}");
-            let _ = writeln!(
-                std::io::stderr(),
-                "warning: {warning} (the deploy's outcome stands)"
-            );
-        }
+        alert(spec, event, message, report, refusal)
     };
     let outcome = match result {
         Ok(o) => o,

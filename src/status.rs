@@ -173,7 +173,8 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
     }
 }
 
-fn human_bytes(n: u64) -> String {
+/// `47.8 MB`: decimal units, one decimal.
+pub fn human_bytes(n: u64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB"];
     let mut v = n as f64;
     let mut u = 0;
