@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use gemctl::desired::{self, Role};
 use gemctl::engine::Engine;
 use gemctl::labels;
-use gemctl::observed::{Container, ContainerState, GenerationData, History, Observed};
+use gemctl::observed::{Container, ContainerState, GenerationData, History, Marker, Observed};
 use gemctl::plan::{self, PlanOptions};
 use gemctl::spec::Spec;
 
@@ -69,8 +69,9 @@ fn host(spec: &Spec) -> Observed {
         }
         obs.storage.generations.push(GenerationData {
             generation: g,
-            ready: true,
-            copied_from: g.checked_sub(1).filter(|p| *p > 0),
+            marker: Marker::Ready {
+                copied_from: g.checked_sub(1).filter(|p| *p > 0),
+            },
         });
     }
     let mut i = 0;

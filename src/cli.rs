@@ -494,7 +494,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let ready: Vec<u64> = storage
                 .generations
                 .iter()
-                .filter(|d| d.ready)
+                .filter(|d| d.ready())
                 .map(|d| d.generation)
                 .collect();
             let live = storage.live;

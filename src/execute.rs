@@ -410,15 +410,20 @@ impl<'a, E: Engine> Run<'a, E> {
             } => {
                 let dir = desired::data_dir(spec, *generation);
                 if *fresh {
-                    if dir.exists() {
+                    let gen_dir = desired::generation_dir(spec, *generation);
+                    if gen_dir.exists() {
                         return Err(Error::Apply(format!(
                             "{} already exists, but generation {generation} needs a fresh data \
                              directory; gemctl never reuses one it did not plan to. Move it away \
                              and apply again.",
-                            dir.display()
+                            gen_dir.display()
                         ))
                         .into());
                     }
+                    // The record of what served exists before any data that may be
+                    // deleted as never served (see plan::Evidence).
+                    records::ensure_served_record(&spec.storage)?;
+                    records::create_generation_dir(&spec.storage, *generation)?;
                     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
                 } else if !dir.is_dir() {
                     return Err(Error::Apply(format!(
@@ -514,6 +519,9 @@ impl<'a, E: Engine> Run<'a, E> {
                 generation,
                 container,
             } => {
+                // From here on clients may write to it: its data is never deleted
+                // as debris again.
+                records::record_served(&spec.storage, *generation)?;
                 self.remove(container).await?;
                 let bindings = spec
                     .app
@@ -533,7 +541,10 @@ impl<'a, E: Engine> Run<'a, E> {
                 )
                 .await?;
             }
-            Action::SetLive { generation } => records::set_live(&spec.storage, *generation)?,
+            Action::SetLive { generation } => {
+                records::record_served(&spec.storage, *generation)?;
+                records::set_live(&spec.storage, *generation)?;
+            }
             Action::RemoveContainer { container, .. } => self.remove(container).await?,
             Action::RemoveData { generation } => {
                 let dir = desired::generation_dir(spec, *generation);
@@ -661,23 +672,36 @@ impl<'a, E: Engine> Run<'a, E> {
             },
         )?;
         let restore = plan.kind == PlanKind::Restore;
+        // Given up before it was exposed, its data positively never served and the
+        // plan below clears it away; once exposed, it stays. The order keeps a kill
+        // between two writes safe: a restore is redone, a release stays held.
+        let served = records::ensure_served_record(&spec.storage)?;
+        let discard = |at: &str| -> Result<(), Error> {
+            if served.contains(&generation) {
+                return Ok(());
+            }
+            records::mark_discarded(
+                &desired::generation_dir(spec, generation),
+                &format!("failed its health checks at {at}: {reason}"),
+            )
+        };
         if restore {
-            // The restore's pin goes and its data is no longer ready: the next
-            // plan returns to the previous generation and clears the restored one
-            // away. The spec is not at fault, so no failure is recorded for it.
+            // The spec is not at fault, so no failure is recorded; the restore's
+            // pin goes and the next plan returns to the previous generation.
+            discard(&at)?;
             records::clear_pin(&spec.storage)?;
-            records::unmark_ready(&desired::generation_dir(spec, generation))?;
         } else {
             records::record_failure(
                 &spec.storage,
                 FailedGeneration {
                     generation,
                     spec_hash: desired::generation_hash(spec, generation),
-                    at,
+                    at: at.clone(),
                     reason: reason.clone(),
                     report: Some(report.display().to_string()),
                 },
             )?;
+            discard(&at)?;
         }
         (self.on_event)(Event::Failure {
             message: format!(

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::observed::{History, Observation, Observed, Storage};
+use crate::records;
 use crate::spec::Spec;
 
 /// Observes everything the planner needs for `spec`.
@@ -16,24 +17,29 @@ pub async fn observe<E: Engine>(engine: &E, spec: &Spec) -> Result<Observation, 
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     let mut networks = networks;
     networks.sort();
+    let (storage, history) = read_state(&spec.storage)?;
     Ok(Observation {
         observed: Observed {
             containers,
             networks,
-            storage: read_storage(&spec.storage)?,
+            storage,
         },
-        history: read_history(&spec.storage)?,
+        history,
     })
 }
 
-/// Reads the storage root's generations and live pointer.
-pub fn read_storage(root: &Path) -> Result<Storage, Error> {
-    Storage::read(root).map_err(|e| Error::io(root, "read the storage root", e))
+/// Reads the storage root and the failure history; a history that cannot be
+/// trusted is listed with the storage's damage.
+pub fn read_state(root: &Path) -> Result<(Storage, History), Error> {
+    let mut storage = read_storage(root)?;
+    let (history, damage) = records::read_history(root);
+    storage.damage.extend(damage);
+    Ok((storage, history))
 }
 
-/// Reads the failure history.
-pub fn read_history(root: &Path) -> Result<History, Error> {
-    History::read(root).map_err(|e| Error::io(root, "read the history", e))
+/// Reads the storage root's generations, markers and records.
+pub fn read_storage(root: &Path) -> Result<Storage, Error> {
+    records::read_storage(root)
 }
 
 /// Reads a saved observation (`gemctl observe` output).

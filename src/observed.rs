@@ -2,8 +2,7 @@
 //! and the history of failed generations. Plain data, serialisable, so a saved
 //! observation (`gemctl observe > obs.json`) can be planned against with no engine.
 
-use std::collections::BTreeMap;
-use std::path::Path;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -99,7 +98,10 @@ impl std::fmt::Display for ContainerState {
     }
 }
 
-/// What the storage root holds.
+/// What the storage root holds, as read: every record gemctl keeps there, each
+/// either understood or listed in [`Storage::damage`]. Reading never guesses: a
+/// record that is missing where it is required, empty or corrupt is damage, and the
+/// planner refuses to act on a host with damage (I3).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Storage {
@@ -113,6 +115,25 @@ pub struct Storage {
     /// still names the one rolled back from.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pin: Option<Pin>,
+    /// Every generation that was ever given the public ports or recorded live
+    /// (`<storage>/.gemctl/served.json`); `None` when there is no such record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub served: Option<BTreeSet<u64>>,
+    /// State files that could not be trusted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub damage: Vec<Damage>,
+}
+
+/// A state file gemctl cannot trust: what it is, what is wrong, what to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Damage {
+    /// The file.
+    pub file: String,
+    /// What is wrong with it.
+    pub problem: String,
+    /// How to put it right.
+    pub fix: String,
 }
 
 /// A pin (`<storage>/.gemctl/pin`).
@@ -149,75 +170,110 @@ impl Pin {
 
 /// The file under `<storage>/.gemctl/` holding the pin.
 pub const PIN_FILE: &str = "pin";
+/// The file under `<storage>/.gemctl/` listing every generation that served.
+pub const SERVED_FILE: &str = "served.json";
 
 /// A generation's directory under the storage root.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(from = "GenerationDataRepr")]
 pub struct GenerationData {
     /// The generation number (the directory's name).
     pub generation: u64,
-    /// True once the database was initialised (bootstrap) or copied and verified.
-    /// Data that is not ready never served an app and may be redone.
-    pub ready: bool,
-    /// The generation whose data was copied in, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub copied_from: Option<u64>,
+    /// What its marker file says.
+    pub marker: Marker,
 }
 
-/// The marker gemctl writes into `<storage>/<n>/` when its data is ready.
+/// What a generation's marker (`<storage>/<n>/gemctl-ready.json`) says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Marker {
+    /// The database was initialised (bootstrap) or copied and verified: it may
+    /// serve, and may have served.
+    Ready {
+        /// The generation whose data was copied in, if any.
+        #[serde(default)]
+        copied_from: Option<u64>,
+    },
+    /// gemctl is making this data and no app has used it: written before the data
+    /// directory existed, so it positively says "never served".
+    Preparing,
+    /// gemctl gave up on this data before any app was exposed on it (a failed
+    /// release or restore): never served, to be cleared away.
+    Discarded {
+        /// One line: why.
+        reason: String,
+    },
+    /// The directory has no marker: gemctl cannot tell what the data is.
+    Missing,
+    /// The marker cannot be read or parsed: gemctl cannot tell what the data is.
+    Unreadable {
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl Marker {
+    /// Whether the marker positively says the data never served an app.
+    pub fn says_never_served(&self) -> bool {
+        matches!(self, Marker::Preparing | Marker::Discarded { .. })
+    }
+
+    /// Whether gemctl cannot tell what the data is.
+    pub fn unknown(&self) -> bool {
+        matches!(self, Marker::Missing | Marker::Unreadable { .. })
+    }
+}
+
+impl GenerationData {
+    /// True once the data is complete and may serve.
+    pub fn ready(&self) -> bool {
+        matches!(self.marker, Marker::Ready { .. })
+    }
+
+    /// The generation whose data was copied in, if any.
+    pub fn copied_from(&self) -> Option<u64> {
+        match self.marker {
+            Marker::Ready { copied_from } => copied_from,
+            _ => None,
+        }
+    }
+}
+
+/// A saved observation may carry `ready`/`copied_from` (older gemctl) or `marker`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GenerationDataRepr {
+    generation: u64,
+    #[serde(default)]
+    marker: Option<Marker>,
+    #[serde(default)]
+    ready: Option<bool>,
+    #[serde(default)]
+    copied_from: Option<u64>,
+}
+
+impl From<GenerationDataRepr> for GenerationData {
+    fn from(r: GenerationDataRepr) -> Self {
+        let marker = r.marker.unwrap_or(match r.ready {
+            Some(true) => Marker::Ready {
+                copied_from: r.copied_from,
+            },
+            _ => Marker::Missing,
+        });
+        GenerationData {
+            generation: r.generation,
+            marker,
+        }
+    }
+}
+
+/// The marker gemctl writes into `<storage>/<n>/`: `preparing` before the data
+/// exists, `ready` once it is complete, `discarded` when given up before serving.
 pub const READY_MARKER: &str = "gemctl-ready.json";
 /// The file under `<storage>/.gemctl/` naming the live generation.
 pub const LIVE_FILE: &str = "live";
 /// The directory under the storage root holding gemctl's own records.
 pub const STATE_DIR: &str = ".gemctl";
-
-/// The ready marker's contents.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ReadyMarker {
-    /// Source generation of the copy, `None` for a fresh database.
-    pub copied_from: Option<u64>,
-}
-
-impl Storage {
-    /// Reads the storage root. A missing root is an empty storage (a fresh host).
-    pub fn read(root: &Path) -> std::io::Result<Storage> {
-        let mut storage = Storage::default();
-        let entries = match std::fs::read_dir(root) {
-            Ok(e) => e,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(storage),
-            Err(e) => return Err(e),
-        };
-        for entry in entries {
-            let entry = entry?;
-            let Some(generation) = entry
-                .file_name()
-                .to_str()
-                .and_then(|n| n.parse::<u64>().ok())
-            else {
-                continue;
-            };
-            if !entry.file_type()?.is_dir() {
-                continue;
-            }
-            let marker = std::fs::read_to_string(entry.path().join(READY_MARKER))
-                .ok()
-                .and_then(|t| serde_json::from_str::<ReadyMarker>(&t).ok());
-            storage.generations.push(GenerationData {
-                generation,
-                ready: marker.is_some(),
-                copied_from: marker.and_then(|m| m.copied_from),
-            });
-        }
-        storage.generations.sort_by_key(|g| g.generation);
-        storage.pin = std::fs::read_to_string(root.join(STATE_DIR).join(PIN_FILE))
-            .ok()
-            .and_then(|t| serde_json::from_str(&t).ok());
-        storage.live = std::fs::read_to_string(root.join(STATE_DIR).join(LIVE_FILE))
-            .ok()
-            .and_then(|t| t.trim().parse().ok());
-        Ok(storage)
-    }
-}
 
 /// Generations that failed their health checks, so they are not retried blindly (I6).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -249,16 +305,6 @@ pub struct FailedGeneration {
 pub const HISTORY_FILE: &str = "history.json";
 
 impl History {
-    /// Reads `<storage>/.gemctl/history.json`; missing means no history.
-    pub fn read(root: &Path) -> std::io::Result<History> {
-        match std::fs::read_to_string(root.join(STATE_DIR).join(HISTORY_FILE)) {
-            Ok(text) => serde_json::from_str(&text)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e)),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(History::default()),
-            Err(e) => Err(e),
-        }
-    }
-
     /// The failure record of a generation, if any.
     pub fn failure(&self, generation: u64) -> Option<&FailedGeneration> {
         self.failed.iter().find(|f| f.generation == generation)

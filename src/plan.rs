@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desired::{self, Role};
 use crate::labels;
-use crate::observed::{Container, GenerationData, History, Observed};
+use crate::observed::{Container, GenerationData, History, Marker, Observed};
 use crate::spec::{Scope, Spec};
 
 /// Options that change what the planner may do.
@@ -420,7 +420,73 @@ struct Gen<'a> {
 
 impl Gen<'_> {
     fn ready(&self) -> bool {
-        self.data.is_some_and(|d| d.ready)
+        self.data.is_some_and(GenerationData::ready)
+    }
+}
+
+/// What the host's records and labels say about which generations served.
+#[derive(Debug, Clone, Copy)]
+pub struct Evidence<'a> {
+    /// `<storage>/.gemctl/live`.
+    pub live: Option<u64>,
+    /// `<storage>/.gemctl/served.json`, `None` when missing.
+    pub served: Option<&'a BTreeSet<u64>>,
+    /// The generation a rollback pin holds the host on.
+    pub rollback_pin: Option<u64>,
+}
+
+impl<'a> Evidence<'a> {
+    /// The evidence in an observation.
+    pub fn of(observed: &'a Observed) -> Evidence<'a> {
+        Evidence {
+            live: observed.storage.live,
+            served: observed.storage.served.as_ref(),
+            rollback_pin: observed
+                .storage
+                .pin
+                .as_ref()
+                .filter(|p| p.restore_from.is_none())
+                .map(|p| p.generation),
+        }
+    }
+
+    /// Why generation `n`'s data may have served an app, or `None` when the host
+    /// proves it never did: its marker says so positively, no record names it, and
+    /// no app of it was ever given the public ports. Deleting data needs this
+    /// proof (I3); a missing or unreadable marker or record is never it.
+    pub fn may_have_served(
+        &self,
+        n: u64,
+        marker: Option<&Marker>,
+        public_app: bool,
+    ) -> Option<String> {
+        let served = match self.served {
+            None => {
+                return Some(
+                    "there is no record of which generations served (.gemctl/served.json)".into(),
+                );
+            }
+            Some(s) => s,
+        };
+        match marker {
+            Some(m) if m.says_never_served() => {}
+            Some(Marker::Ready { .. }) => {
+                return Some("its marker says its data is ready, so it may have served".into());
+            }
+            Some(_) => return Some("its marker is missing or unreadable".into()),
+            None => return Some("it has no data directory to judge by".into()),
+        }
+        if self.live == Some(n) {
+            Some("it is recorded live".into())
+        } else if served.contains(&n) {
+            Some("it is in the record of generations that served".into())
+        } else if self.rollback_pin == Some(n) {
+            Some("the host is pinned to it".into())
+        } else if public_app {
+            Some("its app container was given the public ports".into())
+        } else {
+            None
+        }
     }
 }
 
@@ -443,6 +509,11 @@ pub fn plan(
         project: spec.project.clone(),
         problems,
     };
+    let evidence = Evidence::of(observed);
+    let untrusted = untrusted_state(spec, observed, &host, &evidence);
+    if !untrusted.is_empty() {
+        return Err(refuse(untrusted));
+    }
 
     let newest_ready = host
         .gens
@@ -515,9 +586,12 @@ pub fn plan(
         match fallback {
             Some(n) => target = n,
             None => {
-                let mut b = Builder::new(spec);
+                let mut b = Builder::new(spec, evidence);
                 if let Some(g) = &failed_leftovers {
-                    b.remove_generation(desired, g, "failed its health checks and never served");
+                    b.remove_failed(desired, g);
+                }
+                if !b.problems.is_empty() {
+                    return Err(refuse(b.problems));
                 }
                 return Ok(Plan {
                     project: spec.project.clone(),
@@ -594,7 +668,7 @@ pub fn plan(
         }
     }
 
-    let mut b = Builder::new(spec);
+    let mut b = Builder::new(spec, evidence);
 
     if !observed.networks.contains(&spec.network_name()) {
         b.push(
@@ -619,14 +693,14 @@ pub fn plan(
     // Generations whose data never became ready are debris of an interrupted or
     // failed apply: they never served, so they are redone or removed.
     if let Some(g) = &failed_leftovers {
-        b.remove_generation(desired, g, "failed its health checks and never served");
+        b.remove_failed(desired, g);
     }
     for (n, g) in &host.gens {
         if failed_leftovers.is_some() && *n == desired {
             continue;
         }
-        if *n != target && !g.ready() && g.data.is_some_and(|d| !d.ready) {
-            b.remove_generation(*n, g, "never became ready (interrupted or failed apply)");
+        if *n != target && !g.ready() && g.data.is_some() {
+            b.remove_never_served(*n, g, "never became ready (interrupted or failed apply)");
         } else if *n != target && !g.ready() && g.data.is_none() {
             b.remove_containers(*n, g, "its data directory is gone");
         }
@@ -634,8 +708,14 @@ pub fn plan(
 
     let mut source = None;
     if !tgen.ready() {
-        if tgen.data.is_some() || tgen.app.is_some() || tgen.db.is_some() {
-            b.remove_generation(
+        if tgen.data.is_some() {
+            b.remove_never_served(
+                target,
+                &tgen,
+                "half-made by an interrupted apply; it is redone from scratch",
+            );
+        } else if tgen.app.is_some() || tgen.db.is_some() {
+            b.remove_containers(
                 target,
                 &tgen,
                 "half-made by an interrupted apply; it is redone from scratch",
@@ -806,8 +886,9 @@ pub fn plan(
     // Retention: the M newest ready generations below the target, plus the one its
     // data came from, are kept for rollback. Newer generations (after a rollback) are
     // kept too. Everything else below is deleted, each deletion a visible step.
-    let copied_from = source.or_else(|| tgen.data.and_then(|d| d.copied_from));
-    let keep = retained(&host, target, spec.retain.0 as usize, copied_from);
+    let copied_from = source.or_else(|| tgen.data.and_then(GenerationData::copied_from));
+    let mut keep = retained(&host, target, spec.retain.0 as usize, copied_from);
+    keep.extend(observed.storage.pin.as_ref().map(|p| p.generation));
     for (n, g) in &host.gens {
         if *n < target && g.ready() && !keep.contains(n) {
             b.remove_generation(
@@ -822,8 +903,11 @@ pub fn plan(
         }
     }
 
+    if !b.problems.is_empty() {
+        return Err(refuse(b.problems));
+    }
     let steps = b.steps;
-    let mut notes = Vec::new();
+    let mut notes = b.notes;
     let kind = if steps.is_empty() {
         PlanKind::InSync
     } else if restore_from.is_some() {
@@ -875,6 +959,62 @@ pub fn plan(
         notes,
         steps,
     })
+}
+
+/// Problems with state gemctl cannot act on: damaged state files, and generations
+/// whose marker is missing or unreadable (gemctl cannot tell whether their data is
+/// complete, or whether it ever served).
+fn untrusted_state(
+    spec: &Spec,
+    observed: &Observed,
+    host: &Host,
+    evidence: &Evidence,
+) -> Vec<Problem> {
+    let mut problems: Vec<Problem> = observed
+        .storage
+        .damage
+        .iter()
+        .map(|d| Problem {
+            container: None,
+            seen: format!("{} {}", d.file, d.problem),
+            fix: d.fix.clone(),
+        })
+        .collect();
+    for (n, g) in &host.gens {
+        let Some(data) = g.data.filter(|d| d.marker.unknown()) else {
+            continue;
+        };
+        let file = desired::generation_dir(spec, *n).join(crate::observed::READY_MARKER);
+        let what = match &data.marker {
+            Marker::Unreadable { problem } => problem.clone(),
+            _ => "is missing".into(),
+        };
+        let served = evidence.live == Some(*n)
+            || evidence.served.is_some_and(|s| s.contains(n))
+            || evidence.rollback_pin == Some(*n)
+            || g.app.is_some_and(|a| a.public());
+        problems.push(Problem {
+            container: None,
+            seen: format!(
+                "{} {what}: gemctl cannot tell whether generation {n}'s data is complete or \
+                 ever served, and does not act on a guess",
+                file.display()
+            ),
+            fix: if served {
+                format!(
+                    "generation {n} served (its records or labels say so): run `gemctl \
+                     repair-state -f SPEC` to rebuild its marker as ready"
+                )
+            } else {
+                format!(
+                    "nothing says generation {n} served. If its data is debris of an interrupted \
+                     apply, `gemctl repair-state -f SPEC --discard {n}` marks it for deletion; if \
+                     it is complete, `gemctl repair-state -f SPEC --ready {n}` marks it ready"
+                )
+            },
+        });
+    }
+    problems
 }
 
 /// The generation whose data a new `target` starts from: the one serving now, else
@@ -931,17 +1071,24 @@ fn retained_list(host: &Host, target: u64) -> String {
 /// container is handled twice.
 struct Builder<'s> {
     spec: &'s Spec,
+    evidence: Evidence<'s>,
     steps: Vec<Step>,
+    /// Deletions the host's records do not allow: the plan is refused.
+    problems: Vec<Problem>,
+    notes: Vec<String>,
     stopped: BTreeSet<String>,
     removed: BTreeSet<String>,
     started_dbs: BTreeSet<(u64, String)>,
 }
 
 impl<'s> Builder<'s> {
-    fn new(spec: &'s Spec) -> Self {
+    fn new(spec: &'s Spec, evidence: Evidence<'s>) -> Self {
         Builder {
             spec,
+            evidence,
             steps: Vec::new(),
+            problems: Vec::new(),
+            notes: Vec::new(),
             stopped: BTreeSet::new(),
             removed: BTreeSet::new(),
             started_dbs: BTreeSet::new(),
@@ -1040,6 +1187,56 @@ impl<'s> Builder<'s> {
                 },
                 format!("generation {generation} {why}"),
             );
+        }
+    }
+
+    /// Removes a generation whose data must never have served, or refuses: the
+    /// only deletion of data outside retention.
+    fn remove_never_served(&mut self, generation: u64, g: &Gen, why: &str) {
+        let public_app = g.app.is_some_and(|a| a.public());
+        match self.evidence.may_have_served(
+            generation,
+            g.data.map(|d| &d.marker),
+            public_app,
+        ) {
+            None => self.remove_generation(generation, g, why),
+            Some(because) => self.problems.push(Problem {
+                container: None,
+                seen: format!(
+                    "generation {generation}'s data would be deleted ({why}), but {because}: \
+                     gemctl deletes data only with proof that it never served"
+                ),
+                fix: format!(
+                    "look at {} and the records under {}/.gemctl. If that data is debris, \
+                     `gemctl repair-state -f SPEC --discard {generation}` marks it for deletion; \
+                     if it must be kept, move it out of the storage root",
+                    desired::generation_dir(self.spec, generation).display(),
+                    self.spec.storage.display()
+                ),
+            }),
+        }
+    }
+
+    /// What a failed generation left: cleared away when it never served; when its
+    /// app was already given the public ports, its containers go and its data stays.
+    fn remove_failed(&mut self, generation: u64, g: &Gen) {
+        let public_app = g.app.is_some_and(|a| a.public());
+        let marker = g.data.map(|d| &d.marker);
+        if g.data.is_none()
+            || self
+                .evidence
+                .may_have_served(generation, marker, public_app)
+                .is_none()
+        {
+            self.remove_generation(generation, g, "failed its health checks and never served");
+        } else if g.ready() {
+            self.remove_containers(generation, g, "failed its health checks");
+            self.notes.push(format!(
+                "generation {generation} failed after it may have served: its data is kept under {}",
+                desired::generation_dir(self.spec, generation).display()
+            ));
+        } else {
+            self.remove_never_served(generation, g, "failed its health checks");
         }
     }
 

@@ -1,16 +1,23 @@
-//! gemctl's own records on the host, under the storage root: the ready marker of
-//! each generation's data, the live pointer, the failure history and failure
-//! reports. Every write goes to a temporary name first and is renamed into place,
-//! so a crash never leaves a half-written record.
+//! gemctl's own records on the host, under the storage root: the marker of each
+//! generation's data, the live pointer, the record of generations that served, the
+//! pin, the failure history and failure reports. The one place that reads and
+//! writes them.
+//!
+//! Reading is strict: a record that is empty, corrupt or missing where it is
+//! required becomes a [`Damage`] entry naming the file, what is wrong and the fix,
+//! never a guess. Every write goes to a temporary name, is synced, and is renamed
+//! into place, so a crash never leaves a half-written record.
 
+use std::collections::BTreeSet;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 use crate::observed::{
-    FailedGeneration, HISTORY_FILE, History, LIVE_FILE, PIN_FILE, Pin, READY_MARKER, ReadyMarker,
-    STATE_DIR,
+    Damage, FailedGeneration, GenerationData, HISTORY_FILE, History, LIVE_FILE, Marker, PIN_FILE,
+    Pin, READY_MARKER, SERVED_FILE, STATE_DIR, Storage,
 };
 
 /// Writes `bytes` to `path` atomically (temporary file + rename), creating parents.
@@ -24,8 +31,24 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
             .unwrap_or("record"),
         std::process::id()
     ));
-    std::fs::write(&tmp, bytes).map_err(|e| Error::io(&tmp, "write", e))?;
-    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "write", e))
+    let written = std::fs::File::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, "write", e));
+    }
+    std::fs::rename(&tmp, path).map_err(|e| Error::io(path, "write", e))?;
+    sync_dir(parent);
+    Ok(())
+}
+
+/// Makes a rename durable; a directory that cannot be opened is not worth failing for.
+fn sync_dir(dir: &Path) {
+    if let Ok(d) = std::fs::File::open(dir) {
+        let _ = d.sync_all();
+    }
 }
 
 fn json<T: Serialize>(value: &T) -> Vec<u8> {
@@ -36,20 +59,38 @@ fn json<T: Serialize>(value: &T) -> Vec<u8> {
 
 /// Marks `<storage>/<n>/` as holding complete data.
 pub fn mark_ready(generation_dir: &Path, copied_from: Option<u64>) -> Result<(), Error> {
-    write_atomic(
-        &generation_dir.join(READY_MARKER),
-        &json(&ReadyMarker { copied_from }),
+    write_marker(generation_dir, &Marker::Ready { copied_from })
+}
+
+/// Marks `<storage>/<n>/` as given up before it served: the next plan clears it away.
+pub fn mark_discarded(generation_dir: &Path, reason: &str) -> Result<(), Error> {
+    write_marker(
+        generation_dir,
+        &Marker::Discarded {
+            reason: reason.to_string(),
+        },
     )
 }
 
-/// Withdraws the ready marker: the data is to be cleared away, not served.
-pub fn unmark_ready(generation_dir: &Path) -> Result<(), Error> {
-    let path = generation_dir.join(READY_MARKER);
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::io(&path, "remove", e)),
+fn write_marker(generation_dir: &Path, marker: &Marker) -> Result<(), Error> {
+    write_atomic(&generation_dir.join(READY_MARKER), &json(marker))
+}
+
+/// Creates `<storage>/<n>/` for new data, with its `preparing` marker already in
+/// it: the directory is made under a temporary name and renamed into place, so no
+/// generation directory ever exists without a marker that says what it is.
+pub fn create_generation_dir(storage: &Path, generation: u64) -> Result<PathBuf, Error> {
+    let dir = storage.join(generation.to_string());
+    let tmp = storage.join(format!(".{generation}.new"));
+    if tmp.exists() {
+        // Left by a crash before the rename: it never was a generation.
+        std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
     }
+    std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
+    write_marker(&tmp, &Marker::Preparing)?;
+    std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, "create", e))?;
+    sync_dir(storage);
+    Ok(dir)
 }
 
 /// Records the live generation.
@@ -75,10 +116,241 @@ pub fn clear_pin(storage: &Path) -> Result<bool, Error> {
     }
 }
 
+/// Adds `generation` to the record of generations that served (before it is given
+/// the public ports, and when it is recorded live). A missing record is started
+/// from what the storage shows (see [`ensure_served_record`]).
+pub fn record_served(storage: &Path, generation: u64) -> Result<(), Error> {
+    let mut served = ensure_served_record(storage)?;
+    if served.insert(generation) {
+        write_served(storage, &served)?;
+    }
+    Ok(())
+}
+
+/// The record of generations that served, made if missing: a host used by an
+/// older gemctl has none, so every generation recorded live or with ready data
+/// counts as having served (it may have). A corrupt record is an error.
+pub fn ensure_served_record(storage: &Path) -> Result<BTreeSet<u64>, Error> {
+    let read = read_storage(storage)?;
+    if let Some(d) = read.damage.iter().find(|d| d.file.ends_with(SERVED_FILE)) {
+        return Err(Error::Apply(format!(
+            "{}: {}; {}",
+            d.file, d.problem, d.fix
+        )));
+    }
+    match read.served {
+        Some(s) => Ok(s),
+        None => {
+            let seeded = seed_served(&read);
+            write_served(storage, &seeded)?;
+            Ok(seeded)
+        }
+    }
+}
+
+/// What may have served, as far as the storage alone shows: the live generation,
+/// the pinned one and every generation with ready data.
+pub fn seed_served(storage: &Storage) -> BTreeSet<u64> {
+    storage
+        .generations
+        .iter()
+        .filter(|g| g.ready())
+        .map(|g| g.generation)
+        .chain(storage.live)
+        .chain(storage.pin.as_ref().map(|p| p.generation))
+        .collect()
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServedRecord {
+    generations: BTreeSet<u64>,
+}
+
+/// Writes the record of generations that served.
+pub fn write_served(storage: &Path, served: &BTreeSet<u64>) -> Result<(), Error> {
+    write_atomic(
+        &storage.join(STATE_DIR).join(SERVED_FILE),
+        &json(&ServedRecord {
+            generations: served.clone(),
+        }),
+    )
+}
+
+/// Reads the storage root: generations and their markers, the live pointer, the
+/// pin and the record of generations that served. A missing root is an empty
+/// storage (a fresh host). Only an I/O failure of the root itself is an error;
+/// every record that cannot be trusted is listed in [`Storage::damage`].
+pub fn read_storage(root: &Path) -> Result<Storage, Error> {
+    let mut storage = Storage::default();
+    let entries = match std::fs::read_dir(root) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(storage),
+        Err(e) => return Err(Error::io(root, "read the storage root", e)),
+    };
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(root, "read the storage root", e))?;
+        let Some(generation) = entry
+            .file_name()
+            .to_str()
+            .filter(|n| n.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|n| n.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if !entry.path().is_dir() {
+            continue;
+        }
+        storage.generations.push(GenerationData {
+            generation,
+            marker: read_marker(&entry.path()),
+        });
+    }
+    storage.generations.sort_by_key(|g| g.generation);
+    let state = root.join(STATE_DIR);
+
+    let file = state.join(LIVE_FILE);
+    match read_record(&file) {
+        Ok(None) => {}
+        Ok(Some(text)) => match text.trim().parse::<u64>() {
+            Ok(n) => storage.live = Some(n),
+            _ => storage.damage.push(damage(
+                &file,
+                format!("does not hold a generation number (it holds {:?})", clip(&text)),
+                "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
+            )),
+        },
+        Err(problem) => storage.damage.push(damage(
+            &file,
+            problem,
+            "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
+        )),
+    }
+
+    let file = state.join(PIN_FILE);
+    let pin_fix = "run `gemctl unpin -f SPEC` to remove it (the host then follows the spec's \
+                   generation), or put back the pin `gemctl rollback` wrote";
+    match read_record(&file) {
+        Ok(None) => {}
+        Ok(Some(text)) => match serde_json::from_str::<Pin>(&text) {
+            Ok(pin) => storage.pin = Some(pin),
+            Err(e) => storage
+                .damage
+                .push(damage(&file, format!("is not a valid pin: {e}"), pin_fix)),
+        },
+        Err(problem) => storage.damage.push(damage(&file, problem, pin_fix)),
+    }
+
+    let file = state.join(SERVED_FILE);
+    let served_fix = "run `gemctl repair-state -f SPEC` to rebuild it (every generation recorded \
+                      live, pinned, exposed or with ready data counts as having served)";
+    match read_record(&file) {
+        Ok(None) => {}
+        Ok(Some(text)) => match serde_json::from_str::<ServedRecord>(&text) {
+            Ok(r) => storage.served = Some(r.generations),
+            Err(e) => storage.damage.push(damage(
+                &file,
+                format!("is not a valid record of served generations: {e}"),
+                served_fix,
+            )),
+        },
+        Err(problem) => storage.damage.push(damage(&file, problem, served_fix)),
+    }
+    Ok(storage)
+}
+
+/// Reads `<storage>/.gemctl/history.json`: missing means no history; a history that
+/// cannot be trusted is returned as damage, with an empty history beside it that
+/// the planner will not act on.
+pub fn read_history(root: &Path) -> (History, Option<Damage>) {
+    let file = root.join(STATE_DIR).join(HISTORY_FILE);
+    let fix = "restore it from a copy, or run `gemctl repair-state -f SPEC --reset-history` to \
+               move it aside and start an empty one (gemctl then forgets which generations failed, \
+               and may try one again)";
+    match read_record(&file) {
+        Ok(None) => (History::default(), None),
+        Ok(Some(text)) => match serde_json::from_str(&text) {
+            Ok(h) => (h, None),
+            Err(e) => (
+                History::default(),
+                Some(damage(&file, format!("is not a valid history: {e}"), fix)),
+            ),
+        },
+        Err(problem) => (History::default(), Some(damage(&file, problem, fix))),
+    }
+}
+
+/// A record's text: `None` when missing; an error line when unreadable or empty.
+fn read_record(path: &Path) -> Result<Option<String>, String> {
+    match std::fs::read(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot be read: {e}")),
+        Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Err("is empty".into()),
+        Ok(bytes) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| "is not UTF-8 text".into()),
+    }
+}
+
+/// What a generation directory's marker says; never a guess.
+pub fn read_marker(generation_dir: &Path) -> Marker {
+    let file = generation_dir.join(READY_MARKER);
+    match read_record(&file) {
+        Ok(None) => Marker::Missing,
+        Err(problem) => Marker::Unreadable { problem },
+        Ok(Some(text)) => parse_marker(&text),
+    }
+}
+
+fn parse_marker(text: &str) -> Marker {
+    match serde_json::from_str::<Marker>(text) {
+        Ok(m) if !m.unknown() => return m,
+        Ok(_) => {
+            return Marker::Unreadable {
+                problem: "names a state gemctl never writes".into(),
+            };
+        }
+        Err(_) => {}
+    }
+    // Written by gemctl before markers had a state: `{"copied_from": N|null}`,
+    // only ever once the data was ready.
+    let legacy = serde_json::from_str::<serde_json::Value>(text)
+        .ok()
+        .and_then(|v| v.as_object().cloned())
+        .filter(|o| o.len() == 1)
+        .and_then(|o| o.get("copied_from").cloned());
+    match legacy {
+        Some(serde_json::Value::Null) => Marker::Ready { copied_from: None },
+        Some(v) if v.is_u64() => Marker::Ready {
+            copied_from: v.as_u64(),
+        },
+        _ => Marker::Unreadable {
+            problem: match serde_json::from_str::<serde_json::Value>(text) {
+                Err(e) => format!("is not valid JSON: {e}"),
+                Ok(_) => "is JSON but not a marker gemctl wrote".into(),
+            },
+        },
+    }
+}
+
+fn damage(file: &Path, problem: String, fix: &str) -> Damage {
+    Damage {
+        file: file.display().to_string(),
+        problem,
+        fix: fix.to_string(),
+    }
+}
+
+fn clip(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
 /// Adds (or replaces) a failed generation in the history.
 pub fn record_failure(storage: &Path, failure: FailedGeneration) -> Result<(), Error> {
-    let mut history =
-        History::read(storage).map_err(|e| Error::io(storage, "read the history", e))?;
+    let (mut history, damaged) = read_history(storage);
+    if let Some(d) = damaged {
+        return Err(Error::Apply(format!("{} {}; {}", d.file, d.problem, d.fix)));
+    }
     history
         .failed
         .retain(|f| f.generation != failure.generation);

@@ -135,7 +135,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 "failed"
             } else if live == Some(g) {
                 "live"
-            } else if !data.is_some_and(|d| d.ready) {
+            } else if !data.is_some_and(|d| d.ready()) {
                 "incomplete"
             } else if live.is_some_and(|l| g > l) {
                 "rolled back from"

@@ -1,6 +1,8 @@
 //! Properties of the planner over random hosts, checked with a fake engine that
 //! simulates Docker: plans apply without conflicts and converge, refusals come
-//! alone, nothing unrecognised or retained is ever removed, planning is repeatable.
+//! alone, nothing unrecognised or retained is ever removed, planning is repeatable,
+//! and — over random damage to the state files and markers — no data that is
+//! recorded live, retained, pinned or of unknown history is ever deleted.
 
 mod support;
 
@@ -9,7 +11,8 @@ use std::collections::BTreeSet;
 use gemctl::desired::{self, Role};
 use gemctl::labels;
 use gemctl::observed::{
-    Container, ContainerState, FailedGeneration, GenerationData, History, Observed,
+    Container, ContainerState, Damage, FailedGeneration, GenerationData, History, Marker,
+    Observed, Pin,
 };
 use gemctl::plan::{self, Action, Plan, PlanOptions};
 use gemctl::spec::Spec;
@@ -24,21 +27,45 @@ const STATES: [ContainerState; 4] = [
 
 #[derive(Debug, Clone)]
 struct GenSetup {
-    data: Option<bool>,
+    /// Index into [`markers`].
+    data: Option<usize>,
+    /// In the record of generations that served.
+    served: bool,
     app: Option<(usize, bool, bool)>,
     db: Option<(usize, bool)>,
 }
 
+/// Ready, being prepared, discarded, and the two kinds of damage (rarer).
+fn markers(i: usize) -> Marker {
+    match i {
+        0..=3 => Marker::Ready { copied_from: None },
+        4..=5 => Marker::Preparing,
+        6 => Marker::Discarded {
+            reason: "test".into(),
+        },
+        7 => Marker::Missing,
+        _ => Marker::Unreadable {
+            problem: "is empty".into(),
+        },
+    }
+}
+
 fn gen_setup() -> impl Strategy<Value = GenSetup> {
     (
-        prop::option::weighted(0.7, any::<bool>()),
+        prop::option::weighted(0.7, 0usize..9),
+        any::<bool>(),
         prop::option::weighted(
             0.6,
             (0..STATES.len(), any::<bool>(), prop::bool::weighted(0.9)),
         ),
         prop::option::weighted(0.6, (0..STATES.len(), prop::bool::weighted(0.9))),
     )
-        .prop_map(|(data, app, db)| GenSetup { data, app, db })
+        .prop_map(|(data, served, app, db)| GenSetup {
+            data,
+            served,
+            app,
+            db,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -52,6 +79,12 @@ struct Case {
     copy_leftover: Option<u64>,
     stranger: Option<usize>,
     failed: bool,
+    /// The record of served generations exists.
+    served_record: bool,
+    /// A pin: (generation, restore pin).
+    pin: Option<(u64, bool)>,
+    /// A damaged state file.
+    damaged_file: Option<usize>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -65,6 +98,11 @@ fn case() -> impl Strategy<Value = Case> {
         prop::option::weighted(0.2, 1u64..=6),
         prop::option::weighted(0.2, 0usize..3),
         prop::bool::weighted(0.2),
+        (
+            prop::bool::weighted(0.85),
+            prop::option::weighted(0.15, (1u64..=6, any::<bool>())),
+            prop::option::weighted(0.1, 0usize..4),
+        ),
     )
         .prop_map(
             |(
@@ -77,6 +115,7 @@ fn case() -> impl Strategy<Value = Case> {
                 copy_leftover,
                 stranger,
                 failed,
+                (served_record, pin, damaged_file),
             )| Case {
                 desired,
                 retain,
@@ -87,6 +126,9 @@ fn case() -> impl Strategy<Value = Case> {
                 copy_leftover,
                 stranger,
                 failed,
+                served_record,
+                pin,
+                damaged_file,
             },
         )
 }
@@ -136,11 +178,10 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
     let mut obs = Observed::default();
     for (i, g) in c.gens.iter().enumerate() {
         let n = i as u64 + 1;
-        if let Some(ready) = g.data {
+        if let Some(m) = g.data {
             obs.storage.generations.push(GenerationData {
                 generation: n,
-                ready,
-                copied_from: None,
+                marker: markers(m),
             });
         }
         if let Some((state, public, fresh)) = g.app {
@@ -165,6 +206,30 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
         }
     }
     obs.storage.live = c.live;
+    if c.served_record {
+        obs.storage.served = Some(
+            c.gens
+                .iter()
+                .enumerate()
+                .filter(|(_, g)| g.served)
+                .map(|(i, _)| i as u64 + 1)
+                .collect(),
+        );
+    }
+    obs.storage.pin = c.pin.map(|(generation, restore)| Pin {
+        generation,
+        spec_generation: c.desired,
+        at: "2026-11-23T00:00:00Z".into(),
+        reason: "test".into(),
+        restore_from: restore.then(|| "/backups/x.tar".into()),
+    });
+    if let Some(k) = c.damaged_file {
+        obs.storage.damage.push(Damage {
+            file: ["live", "pin", "served.json", "history.json"][k].into(),
+            problem: "is empty".into(),
+            fix: "test".into(),
+        });
+    }
     if c.network {
         obs.networks.push(spec.network_name());
     }
@@ -219,7 +284,7 @@ fn protected(plan: &Plan, obs: &Observed, retain: u32) -> BTreeSet<u64> {
         .storage
         .generations
         .iter()
-        .filter(|d| d.ready)
+        .filter(|d| d.ready())
         .map(|d| d.generation)
         .collect();
     let mut keep: BTreeSet<u64> = ready
@@ -254,7 +319,13 @@ proptest! {
         let again = plan::plan(&spec, &obs, &history, PlanOptions::default());
         prop_assert_eq!(&first, &again, "planning twice gives the same answer");
 
+        let unknown_history = !obs.storage.damage.is_empty()
+            || obs.storage.generations.iter().any(|d| d.marker.unknown());
         let p = match first {
+            Ok(p) if unknown_history => {
+                return Err(TestCaseError::fail(format!(
+                    "planned on damaged state: {:?}", support::described(&p))));
+            }
             Err(refusal) => {
                 // A refusal carries problems and no steps (it has no field for any).
                 prop_assert!(!refusal.problems.is_empty());
@@ -270,15 +341,35 @@ proptest! {
             .map(|c| c.name.as_str())
             .collect();
         let keep = protected(&p, &obs, c.retain);
+        // The generation recorded live when each step runs.
+        let mut live = obs.storage.live;
         for step in &p.steps {
             match &step.action {
+                Action::SetLive { generation } => live = Some(*generation),
                 Action::RemoveContainer { container, .. } => {
                     prop_assert!(known.contains(container.as_str()), "removes unrecognised {}", container);
                 }
                 Action::RemoveData { generation } => {
-                    let ready = obs.storage.generations.iter().any(|d| d.generation == *generation && d.ready);
+                    let data = obs.storage.generations.iter().find(|d| d.generation == *generation);
+                    let ready = data.is_some_and(|d| d.ready());
                     prop_assert!(!ready || !keep.contains(generation),
                         "deletes retained data of {}: {:#?}", generation, p);
+                    prop_assert!(live != Some(*generation), "deletes the live data of {}", generation);
+                    prop_assert!(obs.storage.pin.as_ref().is_none_or(|p| p.generation != *generation),
+                        "deletes pinned data of {}", generation);
+                    if !ready {
+                        // Not retention: the data must positively never have served.
+                        prop_assert!(data.is_some_and(|d| d.marker.says_never_served()),
+                            "deletes data of unknown history {}", generation);
+                        let served = obs.storage.served.as_ref();
+                        prop_assert!(served.is_some_and(|s| !s.contains(generation)),
+                            "deletes data of {} that served (or with no record): {:?}", generation, served);
+                        let exposed = obs.containers.iter().any(|c| {
+                            c.labels.get(labels::GENERATION) == Some(&generation.to_string())
+                                && c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+                        });
+                        prop_assert!(!exposed, "deletes data of {} whose app was public", generation);
+                    }
                 }
                 _ => {}
             }

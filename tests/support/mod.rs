@@ -8,7 +8,7 @@ use std::path::Path;
 
 use gemctl::desired::{self, Role};
 use gemctl::labels;
-use gemctl::observed::{Container, ContainerState, GenerationData, History, Observed};
+use gemctl::observed::{Container, ContainerState, GenerationData, History, Marker, Observed};
 use gemctl::plan::{self, Action, Plan, PlanOptions, Refusal};
 use gemctl::spec::Spec;
 
@@ -51,7 +51,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
         obs.storage
             .generations
             .iter()
-            .any(|d| d.generation == g && d.ready)
+            .any(|d| d.generation == g && d.ready())
     };
     match action {
         Action::CreateNetwork { network } => {
@@ -78,10 +78,14 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 if has_dir {
                     return Err(format!("data dir of {generation} is not fresh"));
                 }
+                // As the executor does: the record of what served exists before
+                // any data that may later be deleted as never served.
+                if obs.storage.served.is_none() {
+                    obs.storage.served = Some(gemctl::records::seed_served(&obs.storage));
+                }
                 obs.storage.generations.push(GenerationData {
                     generation: *generation,
-                    ready: false,
-                    copied_from: None,
+                    marker: Marker::Preparing,
                 });
                 obs.storage.generations.sort_by_key(|d| d.generation);
             } else if !has_dir {
@@ -149,8 +153,9 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 .iter_mut()
                 .find(|d| d.generation == *generation)
                 .ok_or(format!("no data dir for {generation}"))?;
-            d.ready = true;
-            d.copied_from = *copied_from;
+            d.marker = Marker::Ready {
+                copied_from: *copied_from,
+            };
         }
         Action::CreateAppProbe {
             generation,
@@ -177,8 +182,12 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 return Err(format!("{container} checked while {db} is down"));
             }
         }
-        Action::ExposeApp { container, .. } => {
+        Action::ExposeApp {
+            container,
+            generation,
+        } => {
             let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            served(obs, *generation);
             ports_free(obs, container)?;
             let c = &mut obs.containers[i];
             c.labels
@@ -189,6 +198,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             if !data_ready(obs, *generation) {
                 return Err(format!("live generation {generation} has no ready data"));
             }
+            served(obs, *generation);
             obs.storage.live = Some(*generation);
         }
         Action::RemoveContainer { container, .. } => {
@@ -213,6 +223,14 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
         }
     }
     Ok(())
+}
+
+fn served(obs: &mut Observed, generation: u64) {
+    let seed = gemctl::records::seed_served(&obs.storage);
+    obs.storage
+        .served
+        .get_or_insert(seed)
+        .insert(generation);
 }
 
 fn need_network(spec: &Spec, obs: &Observed) -> Result<(), SimError> {
@@ -291,8 +309,10 @@ pub trait HostEdit {
     fn stranger(self, name: &str, image: &str) -> Self;
     /// Adds a container with these labels.
     fn labelled(self, name: &str, labels: &[(&str, &str)], state: ContainerState) -> Self;
-    /// Adds or replaces a data directory.
+    /// Adds or replaces a data directory: ready, or being prepared (never served).
     fn data(self, generation: u64, ready: bool) -> Self;
+    /// Adds or replaces a data directory with this marker.
+    fn marker(self, generation: u64, marker: Marker) -> Self;
 }
 
 impl HostEdit for Observed {
@@ -332,16 +352,28 @@ impl HostEdit for Observed {
         self
     }
 
-    fn data(mut self, generation: u64, ready: bool) -> Self {
+    fn data(self, generation: u64, ready: bool) -> Self {
+        self.marker(
+            generation,
+            if ready {
+                Marker::Ready { copied_from: None }
+            } else {
+                Marker::Preparing
+            },
+        )
+    }
+
+    fn marker(mut self, generation: u64, marker: Marker) -> Self {
         self.storage
             .generations
             .retain(|d| d.generation != generation);
-        self.storage.generations.push(GenerationData {
-            generation,
-            ready,
-            copied_from: None,
-        });
+        self.storage
+            .generations
+            .push(GenerationData { generation, marker });
         self.storage.generations.sort_by_key(|d| d.generation);
+        if self.storage.served.is_none() {
+            self.storage.served = Some(Default::default());
+        }
         self
     }
 }
