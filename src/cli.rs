@@ -270,6 +270,44 @@ enum Command {
         #[arg(long)]
         yes: bool,
     },
+    /// Rebuild gemctl's records under the storage root from evidence, after an
+    /// accident left one missing or corrupt.
+    ///
+    /// gemctl refuses to act (exit 3) when a record it needs cannot be trusted: a
+    /// generation's marker (`<storage>/<n>/gemctl-ready.json`), `.gemctl/live`,
+    /// `.gemctl/served.json`, `.gemctl/history.json` or `.gemctl/pin`. This command
+    /// rebuilds what the engine's labels and the other records prove: the marker of
+    /// a generation that served (ready), the record of served generations, the live
+    /// pointer from the app serving now. A corrupt record is moved aside
+    /// (`<file>.bad-<time>`), never deleted. What it cannot prove it leaves, and says
+    /// how to decide: `--discard N` declares a generation's data debris that never
+    /// served (the next apply deletes it; refused if anything says it served),
+    /// `--ready N` declares it complete, `--reset-history` starts an empty failure
+    /// history. A corrupt pin is removed with `gemctl unpin`. `--dry-run` shows the
+    /// repairs without making them.
+    ///
+    /// Exit codes: 0 the records can be trusted now, 3 problems are left (listed,
+    /// with what to do), 1 any other error.
+    RepairState {
+        /// The spec file (names the storage root).
+        #[arg(short = 'f', long = "file", value_name = "SPEC")]
+        file: PathBuf,
+        /// Declare generation N's data debris that never served (repeatable).
+        #[arg(long, value_name = "N")]
+        discard: Vec<u64>,
+        /// Declare generation N's data complete (repeatable).
+        #[arg(long, value_name = "N")]
+        ready: Vec<u64>,
+        /// Move a corrupt `.gemctl/history.json` aside and start an empty one.
+        #[arg(long)]
+        reset_history: bool,
+        /// Show the repairs, change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Output format.
+        #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+        output: Output,
+    },
     /// Show the generations on the host and whether it is in sync with the spec.
     ///
     /// One row per generation: its status (live, retained, rolled back from,
@@ -491,6 +529,24 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             let spec = Spec::load(&file)?;
             let _lock = take_lock(&spec)?;
             let storage = crate::observe::read_storage(&spec.storage)?;
+            let git = crate::git::info(&file);
+            let rollback = |git| {
+                apply(
+                    &spec,
+                    &file,
+                    git,
+                    output,
+                    ApplyOptions::default(),
+                    None,
+                    true,
+                )
+            };
+            if !storage.damage.is_empty() || storage.generations.iter().any(|g| g.marker.unknown())
+            {
+                // Nothing is pinned on records that cannot be trusted: the plan
+                // refuses and lists them.
+                return rollback(git);
+            }
             let ready: Vec<u64> = storage
                 .generations
                 .iter()
@@ -498,13 +554,21 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 .map(|d| d.generation)
                 .collect();
             let live = storage.live;
-            let target = match to {
+            // A rollback that was interrupted left its pin: running it again
+            // finishes that one instead of going back one more generation.
+            let resumed = storage
+                .pin
+                .as_ref()
+                .filter(|p| p.restore_from.is_none() && p.applies(spec.generation.0))
+                .map(|p| p.generation);
+            let target = match to.or(resumed) {
                 Some(n) => n,
                 None => live
                     .and_then(|l| ready.iter().rev().find(|g| **g < l).copied())
                     .ok_or_else(|| {
                         Error::Usage(format!(
-                            "no retained generation below the live one ({}) to roll back to",
+                            "no retained generation below the live one ({}) to roll back to; \
+                             `gemctl rollback --to N` picks one, `gemctl status` lists them",
                             live.map_or("none".to_string(), |l| l.to_string())
                         ))
                     })?,
@@ -519,27 +583,26 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                         .join(", ")
                 )));
             }
-            let user = crate::lock::Holder::me("").user;
-            crate::records::set_pin(
-                &spec.storage,
-                &crate::observed::Pin {
-                    generation: target,
-                    spec_generation: spec.generation.0,
-                    at: crate::records::now_rfc3339(),
-                    reason: format!("`gemctl rollback` ({user})"),
-                    restore_from: None,
-                },
-            )?;
-            let git = crate::git::info(&file);
-            apply(
-                &spec,
-                &file,
-                git,
-                output,
-                ApplyOptions::default(),
-                None,
-                true,
-            )
+            if resumed == Some(target) {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "note: finishing the rollback to generation {target} that was started \
+                     before (the host is pinned to it)"
+                );
+            } else {
+                let user = crate::lock::Holder::me("").user;
+                crate::records::set_pin(
+                    &spec.storage,
+                    &crate::observed::Pin {
+                        generation: target,
+                        spec_generation: spec.generation.0,
+                        at: crate::records::now_rfc3339(),
+                        reason: format!("`gemctl rollback` ({user})"),
+                        restore_from: None,
+                    },
+                )?;
+            }
+            rollback(git)
         }
         Command::Backup { file, output } => {
             let spec = Spec::load(&file)?;
@@ -649,6 +712,63 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             std::fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
             print("lock removed\n")?;
             Ok(exit::OK)
+        }
+        Command::RepairState {
+            file,
+            discard,
+            ready,
+            reset_history,
+            dry_run,
+            output,
+        } => {
+            let spec = Spec::load(&file)?;
+            let _lock = take_lock(&spec)?;
+            let observation = observe_engine(&spec)?;
+            let options = crate::repair::RepairOptions {
+                discard,
+                ready,
+                reset_history,
+            };
+            let decided = crate::repair::decide(&spec, &observation, &options);
+            let moved = if dry_run {
+                Vec::new()
+            } else {
+                crate::repair::carry_out(&spec, &decided)?
+            };
+            let code = if decided.left.is_empty() {
+                exit::OK
+            } else {
+                exit::REFUSED
+            };
+            match output {
+                Output::Json => print(&json(&serde_json::json!({
+                    "dry_run": dry_run,
+                    "repairs": decided.repairs,
+                    "moved_aside": moved,
+                    "left": decided.left,
+                })))?,
+                Output::Text => {
+                    let mut text = String::new();
+                    let verb = if dry_run { "would" } else { "did" };
+                    if decided.repairs.is_empty() {
+                        text.push_str(&format!("project {}: nothing to rebuild\n", spec.project));
+                    }
+                    for r in &decided.repairs {
+                        text.push_str(&format!("{verb}: {r}\n"));
+                    }
+                    for m in &moved {
+                        text.push_str(&format!("moved aside: {}\n", m.display()));
+                    }
+                    for l in &decided.left {
+                        text.push_str(&format!("left: {l}\n"));
+                    }
+                    if code == exit::OK && !dry_run {
+                        text.push_str("the records can be trusted: `gemctl diff` shows what apply would do\n");
+                    }
+                    print(&text)?;
+                }
+            }
+            Ok(code)
         }
         Command::History { file, show, output } => {
             let spec = Spec::load(&file)?;

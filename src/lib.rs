@@ -22,6 +22,7 @@ pub mod observed;
 pub mod plan;
 pub mod records;
 pub mod render;
+pub mod repair;
 pub mod report;
 pub mod spec;
 pub mod spec_error;

@@ -68,6 +68,19 @@ impl Holder {
     }
 }
 
+/// An unreadable lock older than this was left by a crash, not being written.
+const UNREADABLE_STALE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long ago the file was last written; a file that cannot be inspected counts
+/// as brand new (so it is not taken over).
+fn age(path: &Path) -> std::time::Duration {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .unwrap_or_default()
+}
+
 fn alive(pid: u32) -> bool {
     Path::new("/proc").join(pid.to_string()).exists()
 }
@@ -108,11 +121,28 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
                             path.display()
                         )));
                     }
+                    None if age(&path) >= UNREADABLE_STALE => {
+                        // A holder writes its line right after creating the file; one
+                        // still empty or garbled after this long was left by a crash.
+                        let _ = std::fs::remove_file(&path);
+                        took_over = Some(Holder {
+                            pid: 0,
+                            user: "unknown".into(),
+                            host: "unknown".into(),
+                            command: format!(
+                                "an unreadable lock file, {}s old",
+                                age(&path).as_secs()
+                            ),
+                            since: "unknown".into(),
+                        });
+                    }
                     None => {
                         return Err(Error::Usage(format!(
-                            "{} exists but cannot be read (a gemctl may be writing it right \
-                             now); try again, or remove it if no gemctl is running",
-                            path.display()
+                            "{} exists but cannot be read yet (a gemctl may be writing it right \
+                             now); try again in a few seconds: an unreadable lock older than {}s \
+                             is taken over. `gemctl unlock -f SPEC` removes it by force",
+                            path.display(),
+                            UNREADABLE_STALE.as_secs()
                         )));
                     }
                 }
@@ -170,5 +200,29 @@ mod tests {
         assert_eq!(lock.took_over, Some(dead));
         drop(lock);
         assert!(!path.exists(), "released on drop");
+    }
+
+    #[test]
+    fn empty_or_garbled_lock_is_taken_over_once_it_is_old_not_while_new() {
+        for content in ["", "{\"pid\": 12", "garbage\n"] {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join(STATE_DIR).join("lock");
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, content).unwrap();
+            let err = acquire(dir.path(), "gemctl apply").unwrap_err().to_string();
+            assert!(err.contains("cannot be read yet"), "{err}");
+            let old = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+            std::fs::File::options()
+                .write(true)
+                .open(&path)
+                .unwrap()
+                .set_modified(old)
+                .unwrap();
+            let lock = acquire(dir.path(), "gemctl apply").unwrap();
+            let took = lock.took_over.clone().expect("taken over");
+            assert!(took.command.contains("unreadable lock file"), "{took:?}");
+            let holder = holder(dir.path()).unwrap().unwrap();
+            assert_eq!(holder.pid, std::process::id());
+        }
     }
 }

@@ -382,3 +382,65 @@ pub fn write_failure_report<T: Serialize>(
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn markers_are_parsed_strictly_and_old_ones_still_read_as_ready() {
+        let ready = |c| Marker::Ready { copied_from: c };
+        assert_eq!(parse_marker(r#"{"state":"ready","copied_from":3}"#), ready(Some(3)));
+        assert_eq!(parse_marker(r#"{"state":"preparing"}"#), Marker::Preparing);
+        assert_eq!(parse_marker(r#"{"copied_from": 2}"#), ready(Some(2)));
+        assert_eq!(parse_marker(r#"{"copied_from": null}"#), ready(None));
+        for bad in [
+            "{}",
+            r#"{"copied_fr"#,
+            r#"{"state":"missing"}"#,
+            r#"{"state":"ready","extra":1}"#,
+            r#"{"copied_from": "x"}"#,
+            "[]",
+        ] {
+            assert!(parse_marker(bad).unknown(), "{bad} must not be trusted");
+        }
+    }
+
+    #[test]
+    fn every_damaged_state_file_is_listed_with_its_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join(STATE_DIR)).unwrap();
+        std::fs::create_dir_all(root.join("1")).unwrap();
+        std::fs::create_dir_all(root.join("2")).unwrap();
+        mark_ready(&root.join("2"), None).unwrap();
+        std::fs::write(root.join("2").join(READY_MARKER), "").unwrap();
+        std::fs::write(root.join(STATE_DIR).join(PIN_FILE), "{bad").unwrap();
+        std::fs::write(root.join(STATE_DIR).join(LIVE_FILE), "two\n").unwrap();
+        std::fs::write(root.join(STATE_DIR).join(SERVED_FILE), "").unwrap();
+        std::fs::write(root.join(STATE_DIR).join(HISTORY_FILE), "{\"failed\": [").unwrap();
+        let s = read_storage(root).unwrap();
+        assert_eq!(s.generations[0].marker, Marker::Missing);
+        assert!(s.generations[1].marker.unknown());
+        let files: Vec<&str> = s.damage.iter().map(|d| d.file.as_str()).collect();
+        for name in [LIVE_FILE, PIN_FILE, SERVED_FILE] {
+            assert!(files.iter().any(|f| f.ends_with(name)), "{name}: {files:?}");
+        }
+        assert!(s.pin.is_none() && s.live.is_none() && s.served.is_none());
+        let (_, damage) = read_history(root);
+        let damage = damage.expect("corrupt history is damage");
+        assert!(damage.file.ends_with(HISTORY_FILE), "{damage:?}");
+        assert!(damage.fix.contains("--reset-history"), "{damage:?}");
+    }
+
+    #[test]
+    fn a_new_generation_directory_exists_only_with_its_preparing_marker() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".4.new")).unwrap();
+        let made = create_generation_dir(dir.path(), 4).unwrap();
+        assert_eq!(read_marker(&made), Marker::Preparing);
+        assert!(!dir.path().join(".4.new").exists());
+        let s = read_storage(dir.path()).unwrap();
+        assert_eq!(s.generations.len(), 1, "the temporary name is not a generation");
+    }
+}

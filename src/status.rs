@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::desired::{self, Role};
 use crate::labels;
-use crate::observed::{Container, Observation};
+use crate::observed::{Container, Marker, Observation};
 use crate::plan::{Plan, Refusal};
 use crate::spec::Spec;
 
@@ -43,7 +43,9 @@ pub struct Status {
 pub struct GenerationStatus {
     /// Number.
     pub generation: u64,
-    /// `live`, `retained`, `rolled back from`, `failed`, `incomplete`, `pending`.
+    /// `live`, `retained`, `rolled back from`, `failed`, `incomplete`, `discarded`
+    /// (never served; the next apply deletes it), `unknown (marker)` (its marker is
+    /// missing or unreadable: see `gemctl repair-state`), `pending`.
     pub status: String,
     /// The app container.
     pub app: Option<ContainerStatus>,
@@ -135,6 +137,10 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 "failed"
             } else if live == Some(g) {
                 "live"
+            } else if data.is_some_and(|d| d.marker.unknown()) {
+                "unknown (marker)"
+            } else if data.is_some_and(|d| matches!(d.marker, Marker::Discarded { .. })) {
+                "discarded"
             } else if !data.is_some_and(|d| d.ready()) {
                 "incomplete"
             } else if live.is_some_and(|l| g > l) {

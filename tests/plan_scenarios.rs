@@ -5,7 +5,7 @@ mod support;
 
 use gemctl::desired;
 use gemctl::labels;
-use gemctl::observed::{ContainerState, FailedGeneration, History, Observed};
+use gemctl::observed::{ContainerState, Damage, FailedGeneration, History, Marker, Observed};
 use gemctl::plan::{self, Action, PlanKind, PlanOptions};
 use support::*;
 
@@ -548,4 +548,104 @@ fn a_pin_to_a_generation_without_data_is_refused() {
     let obs = pinned(deployed(&[1, 2]), 7, 2);
     let r = plan_for(&spec(2), &obs).unwrap_err();
     assert!(r.problems[0].fix.contains("gemctl unpin"));
+}
+
+// Deleting needs proof that the data never served (issue: never delete what may
+// have served). Each test damages what the planner reads the way an accident would.
+
+fn refusal_text(spec: &gemctl::spec::Spec, obs: &Observed) -> String {
+    plan_for(spec, obs)
+        .expect_err("must refuse, not plan")
+        .to_string()
+}
+
+#[test]
+fn missing_ready_marker_of_the_live_generation_is_refused_not_deleted() {
+    for marker in [
+        Marker::Missing,
+        Marker::Unreadable {
+            problem: "is empty".into(),
+        },
+        Marker::Unreadable {
+            problem: "is not valid JSON".into(),
+        },
+    ] {
+        let obs = deployed(&[1]).marker(1, marker);
+        let text = refusal_text(&spec(1), &obs);
+        assert!(text.contains("/srv/shop/1/gemctl-ready.json"), "{text}");
+        assert!(text.contains("repair-state"), "{text}");
+        assert!(text.contains("rebuild its marker as ready"), "{text}");
+    }
+}
+
+#[test]
+fn missing_ready_marker_of_a_retained_generation_is_refused_not_deleted() {
+    let obs = deployed(&[1, 2]).marker(1, Marker::Missing);
+    let text = refusal_text(&spec(2), &obs);
+    assert!(text.contains("/srv/shop/1/gemctl-ready.json is missing"), "{text}");
+    let upgrade = refusal_text(&spec(3), &obs);
+    assert!(upgrade.contains("generation 1's data"), "{upgrade}");
+}
+
+#[test]
+fn damaged_state_file_is_refused_naming_the_file_and_the_fix() {
+    let mut obs = deployed(&[1]);
+    obs.storage.damage.push(Damage {
+        file: "/srv/shop/.gemctl/pin".into(),
+        problem: "is not a valid pin: key must be a string".into(),
+        fix: "run `gemctl unpin -f SPEC`".into(),
+    });
+    let text = refusal_text(&spec(1), &obs);
+    assert!(text.contains("/srv/shop/.gemctl/pin is not a valid pin"), "{text}");
+    assert!(text.contains("fix: run `gemctl unpin -f SPEC`"), "{text}");
+}
+
+#[test]
+fn half_made_data_without_a_served_record_is_refused_not_redone() {
+    let mut obs = deployed(&[1]).data(2, false);
+    obs.storage.served = None;
+    let text = refusal_text(&spec(2), &obs);
+    assert!(text.contains("no record of which generations served"), "{text}");
+    assert!(text.contains("--discard 2"), "{text}");
+}
+
+#[test]
+fn preparing_data_of_a_generation_that_served_is_refused() {
+    let mut obs = deployed(&[1]).data(2, false);
+    obs.storage.served.as_mut().unwrap().insert(2);
+    let text = refusal_text(&spec(2), &obs);
+    assert!(text.contains("in the record of generations that served"), "{text}");
+}
+
+#[test]
+fn discarded_data_of_a_failed_generation_is_cleared_away() {
+    let obs = deployed(&[1]).data(2, true).marker(
+        2,
+        Marker::Discarded {
+            reason: "failed".into(),
+        },
+    );
+    let p = plan::plan(&spec(2), &obs, &failed(&spec(2), 2), PlanOptions::default()).unwrap();
+    assert!(
+        described(&p).contains(&"delete the data of generation 2".to_string()),
+        "{:?}",
+        described(&p)
+    );
+}
+
+#[test]
+fn failed_generation_that_was_exposed_keeps_its_data() {
+    // Ready data and a public app: it may have taken writes before failing.
+    let mut obs = deployed(&[1, 2]);
+    obs.storage.live = Some(1);
+    obs.storage.served.as_mut().unwrap().remove(&2);
+    let obs = obs.set_state("gem-2", ContainerState::Exited);
+    let p = plan::plan(&spec(2), &obs, &failed(&spec(2), 2), PlanOptions::default()).unwrap();
+    let steps = described(&p);
+    assert!(steps.contains(&"remove gem-2".to_string()), "{steps:?}");
+    assert!(
+        !steps.iter().any(|s| s.starts_with("delete the data")),
+        "{steps:?}"
+    );
+    assert!(p.notes.iter().any(|n| n.contains("its data is kept")), "{:?}", p.notes);
 }
