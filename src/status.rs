@@ -133,12 +133,12 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 .iter()
                 .find(|d| d.generation == g);
             let dir = desired::data_dir(spec, g);
-            let status = if observation.history.failure(g).is_some() && live != Some(g) {
+            let status = if data.is_some_and(|d| d.marker.unknown()) {
+                "unknown (marker)"
+            } else if observation.history.failure(g).is_some() && live != Some(g) {
                 "failed"
             } else if live == Some(g) {
                 "live"
-            } else if data.is_some_and(|d| d.marker.unknown()) {
-                "unknown (marker)"
             } else if data.is_some_and(|d| matches!(d.marker, Marker::Discarded { .. })) {
                 "discarded"
             } else if !data.is_some_and(|d| d.ready()) {
