@@ -23,6 +23,7 @@ pub mod plan;
 pub mod records;
 pub mod render;
 pub mod report;
+pub mod settings;
 pub mod spec;
 pub mod spec_error;
 pub mod status;

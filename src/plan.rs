@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{self, Role};
 use crate::labels;
 use crate::observed::{Container, GenerationData, History, Observed};
+use crate::settings::{Recorded, Settings};
 use crate::spec::{Scope, Spec};
 
 /// Options that change what the planner may do.
@@ -570,16 +571,12 @@ pub fn plan(
             if let Some(k) = known
                 && k.hash() != Some(want.spec_hash().as_str())
             {
-                let image_note = if k.c.image != want.image {
-                    format!(" (it runs {}, the spec asks for {})", k.c.image, want.image)
-                } else {
-                    String::new()
-                };
                 problems.push(Problem {
                     container: Some(k.c.name.clone()),
                     seen: format!(
-                        "{} was made from a different spec for generation {target}{image_note}",
-                        k.c.name
+                        "{} was made from a different spec for generation {target}: {}",
+                        k.c.name,
+                        what_changed(k.c, &want)
                     ),
                     fix: format!(
                         "bump `generation` to {} to deploy the change as a new generation, \
@@ -875,6 +872,35 @@ pub fn plan(
         notes,
         steps,
     })
+}
+
+/// The fields a container's recorded settings differ in from what the spec asks,
+/// for a refusal; what can be said when it recorded none.
+fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
+    let unrecorded = match Settings::recorded(c) {
+        Recorded::Settings(made) => {
+            let changes: Vec<String> = made
+                .changes(&Settings::of(want))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return if changes.is_empty() {
+                "its recorded settings equal the spec's; only the fingerprint differs".into()
+            } else {
+                changes.join("; ")
+            };
+        }
+        Recorded::Missing => "made before gemctl recorded settings".to_string(),
+        Recorded::Unreadable(e) => format!("its {} label cannot be read ({e})", labels::SETTINGS),
+    };
+    if c.image == want.image {
+        format!("{unrecorded}; only the fingerprint differs")
+    } else {
+        format!(
+            "image changed: {} → {} ({unrecorded}, so other changes cannot be named)",
+            c.image, want.image
+        )
+    }
 }
 
 /// The generation whose data a new `target` starts from: the one serving now, else
