@@ -894,7 +894,12 @@ fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
         Recorded::Unreadable(e) => format!("its {} label cannot be read ({e})", labels::SETTINGS),
     };
     if c.image == want.image {
-        format!("{unrecorded}; only the fingerprint differs")
+        // The likeliest cause on an unchanged spec: ports used to be fingerprinted in
+        // the order the spec lists them.
+        format!(
+            "{unrecorded}; only the fingerprint differs (earlier gemctl also counted the \
+             order of `ports`)"
+        )
     } else {
         format!(
             "image changed: {} → {} ({unrecorded}, so other changes cannot be named)",
