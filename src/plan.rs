@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{self, Role};
 use crate::labels;
 use crate::observed::{Container, GenerationData, History, Observed};
-use crate::settings::{Recorded, Settings};
+use crate::settings::{Settings, Unrecorded};
 use crate::spec::{Scope, Spec};
 
 /// Options that change what the planner may do.
@@ -878,7 +878,7 @@ pub fn plan(
 /// for a refusal; what can be said when it recorded none.
 fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
     let unrecorded = match Settings::recorded(c) {
-        Recorded::Settings(made) => {
+        Ok(made) => {
             let changes: Vec<String> = made
                 .changes(&Settings::of(want))
                 .iter()
@@ -890,16 +890,16 @@ fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
                 changes.join("; ")
             };
         }
-        Recorded::Missing => "made before gemctl recorded settings".to_string(),
-        Recorded::Unreadable(e) => format!("its {} label cannot be read ({e})", labels::SETTINGS),
+        Err(why) => why,
     };
     if c.image == want.image {
         // The likeliest cause on an unchanged spec: ports used to be fingerprinted in
         // the order the spec lists them.
-        format!(
-            "{unrecorded}; only the fingerprint differs (earlier gemctl also counted the \
-             order of `ports`)"
-        )
+        let hint = match unrecorded {
+            Unrecorded::Missing => " (earlier gemctl also counted the order of `ports`)",
+            Unrecorded::Unreadable(_) => "",
+        };
+        format!("{unrecorded}; only the fingerprint differs{hint}")
     } else {
         format!(
             "image changed: {} → {} ({unrecorded}, so other changes cannot be named)",

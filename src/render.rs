@@ -9,7 +9,7 @@ use crate::desired::{self, Role};
 use crate::labels;
 use crate::observed::{Container, Observed};
 use crate::plan::{Action, Mark, Plan, PlanKind, Refusal};
-use crate::settings::{Change, Recorded, Settings};
+use crate::settings::{Change, Settings, Unrecorded};
 use crate::spec::Spec;
 
 /// Whether to colour output: only on a terminal, and never with `NO_COLOR` set.
@@ -167,15 +167,8 @@ pub fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<Con
         let (old_text, new_text, changes, note) = match current {
             None => (String::new(), wanted.text(), wanted.added(), None),
             Some(c) => match Settings::recorded(c) {
-                Recorded::Settings(made) => {
-                    (made.text(), wanted.text(), made.changes(&wanted), None)
-                }
-                Recorded::Missing => unrecorded(c, &want, "made before gemctl recorded settings"),
-                Recorded::Unreadable(e) => unrecorded(
-                    c,
-                    &want,
-                    &format!("its {} label cannot be read ({e})", labels::SETTINGS),
-                ),
+                Ok(made) => (made.text(), wanted.text(), made.changes(&wanted), None),
+                Err(why) => unrecorded(c, &want, &why),
             },
         };
         let diff = TextDiff::from_lines(&old_text, &new_text);
@@ -207,7 +200,7 @@ pub fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<Con
 fn unrecorded(
     c: &Container,
     want: &desired::ContainerConfig,
-    why: &str,
+    why: &Unrecorded,
 ) -> (String, String, Vec<Change>, Option<String>) {
     let (what, changes) = if c.image == want.image {
         ("only the fingerprint differs", Vec::new())

@@ -40,7 +40,7 @@ pub struct Settings {
 
 /// One field that differs between two [`Settings`]. A field with several values
 /// (`port`) changes value by value: one removed, one added.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Change {
     /// `image`, `network`, `port`, `mount`, `env_file` or `env.KEY`.
     pub field: String,
@@ -61,15 +61,24 @@ impl std::fmt::Display for Change {
     }
 }
 
-/// What a container's label says about how it was made.
+/// Why a container has no settings to compare with.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Recorded {
-    /// The settings it was made from.
-    Settings(Settings),
+pub enum Unrecorded {
     /// Made by a gemctl that did not record settings yet.
     Missing,
     /// The label is there but does not parse (the reason).
     Unreadable(String),
+}
+
+impl std::fmt::Display for Unrecorded {
+    fn fmt(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        match self {
+            Unrecorded::Missing => f.write_str("made before gemctl recorded settings"),
+            Unrecorded::Unreadable(e) => {
+                write!(f, "its {} label cannot be read ({e})", labels::SETTINGS)
+            }
+        }
+    }
 }
 
 impl Settings {
@@ -96,14 +105,12 @@ impl Settings {
     }
 
     /// What a container's [`labels::SETTINGS`] label records.
-    pub fn recorded(container: &Container) -> Recorded {
-        match container.labels.get(labels::SETTINGS) {
-            None => Recorded::Missing,
-            Some(text) => match serde_json::from_str(text) {
-                Ok(s) => Recorded::Settings(s),
-                Err(e) => Recorded::Unreadable(e.to_string()),
-            },
-        }
+    pub fn recorded(container: &Container) -> Result<Settings, Unrecorded> {
+        let text = container
+            .labels
+            .get(labels::SETTINGS)
+            .ok_or(Unrecorded::Missing)?;
+        serde_json::from_str(text).map_err(|e| Unrecorded::Unreadable(e.to_string()))
     }
 
     /// `(field, value)` in a fixed order; `port` may repeat.
@@ -312,11 +319,14 @@ mod tests {
     fn the_label_round_trips_and_old_or_broken_labels_are_told_apart() {
         let s = app(&[("PGUSER", "app")], &["80:8080"]);
         let made = container(&[(labels::SETTINGS, &s.label())]);
-        assert_eq!(Settings::recorded(&made), Recorded::Settings(s));
-        assert_eq!(Settings::recorded(&container(&[])), Recorded::Missing);
+        assert_eq!(Settings::recorded(&made), Ok(s));
+        assert_eq!(
+            Settings::recorded(&container(&[])),
+            Err(Unrecorded::Missing)
+        );
         assert!(matches!(
             Settings::recorded(&container(&[(labels::SETTINGS, "{bad")])),
-            Recorded::Unreadable(_)
+            Err(Unrecorded::Unreadable(_))
         ));
     }
 }
