@@ -891,12 +891,30 @@ fn diff(
     match output {
         Output::Json => {
             let doc = match &result {
-                Ok(p) => serde_json::json!({
-                    "status": if p.steps.is_empty() { "in_sync" } else { "changes" },
-                    "exit_code": code,
-                    "plan": p,
-                    "summary": p.summary(),
-                }),
+                Ok(p) => {
+                    let diffs = render::container_diffs(p, spec, &observation.observed);
+                    let changes: Vec<serde_json::Value> = diffs
+                        .iter()
+                        .flat_map(|d| {
+                            d.changes.iter().map(|c| {
+                                serde_json::json!({
+                                    "container": d.container,
+                                    "field": c.field,
+                                    "from": c.from,
+                                    "to": c.to,
+                                })
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "status": if p.steps.is_empty() { "in_sync" } else { "changes" },
+                        "exit_code": code,
+                        "plan": p,
+                        "summary": p.summary(),
+                        "changes": changes,
+                        "container_diffs": diffs,
+                    })
+                }
                 Err(r) => serde_json::json!({
                     "status": "refused",
                     "exit_code": code,

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 
 use crate::labels;
+use crate::settings::Settings;
 use crate::spec::Spec;
 
 /// The app or the database.
@@ -54,7 +55,8 @@ pub struct ContainerConfig {
     pub env_file: Option<PathBuf>,
     /// Private network to join.
     pub network: String,
-    /// Public ports (app only), Docker syntax.
+    /// Public ports (app only), Docker syntax, sorted: the order of the spec's list
+    /// means nothing to Docker, so it must not move the fingerprint.
     pub ports: Vec<String>,
     /// Host directory → container directory bind mount (db only).
     pub data_mount: Option<(PathBuf, String)>,
@@ -77,6 +79,7 @@ impl ContainerConfig {
             (labels::ROLE.to_string(), self.role.label().to_string()),
             (labels::GENERATION.to_string(), self.generation.to_string()),
             (labels::SPEC_HASH.to_string(), self.spec_hash()),
+            (labels::SETTINGS.to_string(), Settings::of(self).label()),
         ])
     }
 }
@@ -132,7 +135,11 @@ pub fn app(spec: &Spec, generation: u64) -> ContainerConfig {
         env,
         env_file: spec.app.env_file.clone(),
         network: spec.network_name(),
-        ports: spec.app.ports.iter().map(|p| p.raw.clone()).collect(),
+        ports: {
+            let mut ports: Vec<String> = spec.app.ports.iter().map(|p| p.raw.clone()).collect();
+            ports.sort();
+            ports
+        },
         data_mount: None,
     }
 }

@@ -5,7 +5,9 @@
 //! `io.gemctl.generation=<n>`, and the name `<app.name>-<n>`, `<db.name>-<n>` or
 //! `<project>-copy-<n>`. `io.gemctl.spec-hash` fingerprints what the spec asked of
 //! the container (image, environment, ports, network, mounts; never secret values),
-//! so a spec changed without bumping `generation` is caught. `io.gemctl.exposure`
+//! so a spec changed without bumping `generation` is caught; `io.gemctl.settings`
+//! records those settings themselves as compact JSON (see [`crate::settings`]), so
+//! `diff` and a refusal can say which field changed. `io.gemctl.exposure`
 //! tells whether an app container has its public ports (`public`) or only its
 //! health ports on 127.0.0.1 (`probe`).
 
@@ -17,6 +19,8 @@ pub const ROLE: &str = "io.gemctl.role";
 pub const GENERATION: &str = "io.gemctl.generation";
 /// Fingerprint of what the spec asked of this container.
 pub const SPEC_HASH: &str = "io.gemctl.spec-hash";
+/// The non-secret settings the container was made from, compact JSON.
+pub const SETTINGS: &str = "io.gemctl.settings";
 /// `probe` or `public` (app containers only).
 pub const EXPOSURE: &str = "io.gemctl.exposure";
 

@@ -24,6 +24,7 @@ pub mod records;
 pub mod render;
 pub mod repair;
 pub mod report;
+pub mod settings;
 pub mod spec;
 pub mod spec_error;
 pub mod status;

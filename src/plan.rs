@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::desired::{self, Role};
 use crate::labels;
 use crate::observed::{Container, GenerationData, History, Marker, Observed};
+use crate::settings::{Settings, Unrecorded};
 use crate::spec::{Scope, Spec};
 
 /// Options that change what the planner may do.
@@ -433,6 +434,9 @@ pub struct Evidence<'a> {
     pub served: Option<&'a BTreeSet<u64>>,
     /// The generation a rollback pin holds the host on.
     pub rollback_pin: Option<u64>,
+    /// The generation any pin names: its data is never deleted, except that a
+    /// restore pin's half-made generation is redone from its backup.
+    pub pinned: Option<u64>,
 }
 
 impl<'a> Evidence<'a> {
@@ -447,6 +451,7 @@ impl<'a> Evidence<'a> {
                 .as_ref()
                 .filter(|p| p.restore_from.is_none())
                 .map(|p| p.generation),
+            pinned: observed.storage.pin.as_ref().map(|p| p.generation),
         }
     }
 
@@ -480,7 +485,7 @@ impl<'a> Evidence<'a> {
             Some("it is recorded live".into())
         } else if served.contains(&n) {
             Some("it is in the record of generations that served".into())
-        } else if self.rollback_pin == Some(n) {
+        } else if self.rollback_pin == Some(n) || self.pinned == Some(n) {
             Some("the host is pinned to it".into())
         } else if public_app {
             Some("its app container was given the public ports".into())
@@ -644,16 +649,12 @@ pub fn plan(
             if let Some(k) = known
                 && k.hash() != Some(want.spec_hash().as_str())
             {
-                let image_note = if k.c.image != want.image {
-                    format!(" (it runs {}, the spec asks for {})", k.c.image, want.image)
-                } else {
-                    String::new()
-                };
                 problems.push(Problem {
                     container: Some(k.c.name.clone()),
                     seen: format!(
-                        "{} was made from a different spec for generation {target}{image_note}",
-                        k.c.name
+                        "{} was made from a different spec for generation {target}: {}",
+                        k.c.name,
+                        what_changed(k.c, &want)
                     ),
                     fix: format!(
                         "bump `generation` to {} to deploy the change as a new generation, \
@@ -709,11 +710,16 @@ pub fn plan(
     let mut source = None;
     if !tgen.ready() {
         if tgen.data.is_some() {
+            if restore_from.is_some() {
+                // The restore pin's own generation, rebuilt from its backup below.
+                b.evidence.pinned = None;
+            }
             b.remove_never_served(
                 target,
                 &tgen,
                 "half-made by an interrupted apply; it is redone from scratch",
             );
+            b.evidence.pinned = evidence.pinned;
         } else if tgen.app.is_some() || tgen.db.is_some() {
             b.remove_containers(
                 target,
@@ -1015,6 +1021,40 @@ fn untrusted_state(
         });
     }
     problems
+}
+
+/// The fields a container's recorded settings differ in from what the spec asks,
+/// for a refusal; what can be said when it recorded none.
+fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
+    let unrecorded = match Settings::recorded(c) {
+        Ok(made) => {
+            let changes: Vec<String> = made
+                .changes(&Settings::of(want))
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            return if changes.is_empty() {
+                "its recorded settings equal the spec's; only the fingerprint differs".into()
+            } else {
+                changes.join("; ")
+            };
+        }
+        Err(why) => why,
+    };
+    if c.image == want.image {
+        // The likeliest cause on an unchanged spec: ports used to be fingerprinted in
+        // the order the spec lists them.
+        let hint = match unrecorded {
+            Unrecorded::Missing => " (earlier gemctl also counted the order of `ports`)",
+            Unrecorded::Unreadable(_) => "",
+        };
+        format!("{unrecorded}; only the fingerprint differs{hint}")
+    } else {
+        format!(
+            "image changed: {} → {} ({unrecorded}, so other changes cannot be named)",
+            c.image, want.image
+        )
+    }
 }
 
 /// The generation whose data a new `target` starts from: the one serving now, else

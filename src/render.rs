@@ -2,12 +2,14 @@
 
 use std::fmt::Write;
 
+use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
 use crate::desired::{self, Role};
 use crate::labels;
 use crate::observed::{Container, Observed};
 use crate::plan::{Action, Mark, Plan, PlanKind, Refusal};
+use crate::settings::{Change, Settings, Unrecorded};
 use crate::spec::Spec;
 
 /// Whether to colour output: only on a terminal, and never with `NO_COLOR` set.
@@ -105,7 +107,10 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) ->
     }
     for diff in container_diffs(plan, spec, observed) {
         let _ = writeln!(out);
-        for line in diff.lines() {
+        if let Some(note) = &diff.note {
+            let _ = writeln!(out, "{} {note}", style.paint("33", "note:"));
+        }
+        for line in diff.text.lines() {
             let painted = match line.chars().next() {
                 Some('+') => style.paint("32", line),
                 Some('-') => style.paint("31", line),
@@ -119,9 +124,26 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) ->
     out
 }
 
-/// Unified diffs of the containers that change role-holder: the one running now
-/// (observed) against the one the plan makes (desired).
-fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<String> {
+/// What changes in one container: the settings the one running now was made from
+/// against those of the container the plan makes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ContainerDiff {
+    /// The container the plan makes.
+    pub container: String,
+    /// The one running now in its role, if any.
+    pub was: Option<String>,
+    /// Set when the running one recorded no readable settings: what can be said.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// Field by field (only the image when the running one recorded no settings).
+    pub changes: Vec<Change>,
+    /// A unified diff of the settings as `field: value` lines.
+    pub text: String,
+}
+
+/// The containers the plan makes, each against the one running now in its role,
+/// when their settings differ. Secrets never appear: settings hold none.
+pub fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<ContainerDiff> {
     let touches = |role: Role| {
         plan.steps.iter().any(|s| match &s.action {
             Action::CreateDb { generation, .. } => role == Role::Db && *generation == plan.target,
@@ -136,29 +158,69 @@ fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<String>
         if !touches(role) {
             continue;
         }
-        let current = current_container(observed, spec, role, plan.live);
-        let old_text = current.map(observed_text).unwrap_or_default();
-        let old_name = current.map_or("(none)".to_string(), |c| c.name.clone());
         let want = match role {
             Role::App => desired::app(spec, plan.target),
             Role::Db => desired::db(spec, plan.target),
         };
-        let new_text = desired_text(&want);
+        let wanted = Settings::of(&want);
+        let current = current_container(observed, spec, role, plan.live);
+        let (old_text, new_text, changes, note) = match current {
+            None => (String::new(), wanted.text(), wanted.added(), None),
+            Some(c) => match Settings::recorded(c) {
+                Ok(made) => (made.text(), wanted.text(), made.changes(&wanted), None),
+                Err(why) => unrecorded(c, &want, &why),
+            },
+        };
         let diff = TextDiff::from_lines(&old_text, &new_text);
         if diff.iter_all_changes().all(|c| c.tag() == ChangeTag::Equal) {
             continue;
         }
-        diffs.push(
-            diff.unified_diff()
-                .context_radius(10)
-                .header(
-                    &format!("{old_name} (observed)"),
-                    &format!("{} (desired)", want.name),
-                )
-                .to_string(),
-        );
+        let was = current.map(|c| c.name.clone());
+        let text = diff
+            .unified_diff()
+            .context_radius(10)
+            .header(
+                &format!("{} (observed)", was.as_deref().unwrap_or("(none)")),
+                &format!("{} (desired)", want.name),
+            )
+            .to_string();
+        diffs.push(ContainerDiff {
+            container: want.name,
+            was,
+            note,
+            changes,
+            text,
+        });
     }
     diffs
+}
+
+/// The diff of a container that recorded no readable settings: only its image and
+/// fingerprint are known, and a note says so.
+fn unrecorded(
+    c: &Container,
+    want: &desired::ContainerConfig,
+    why: &Unrecorded,
+) -> (String, String, Vec<Change>, Option<String>) {
+    let (what, changes) = if c.image == want.image {
+        ("only the fingerprint differs", Vec::new())
+    } else {
+        (
+            "only the image and the fingerprint can be compared",
+            vec![Change {
+                field: "image".into(),
+                from: Some(c.image.clone()),
+                to: Some(want.image.clone()),
+            }],
+        )
+    };
+    let hash = c.labels.get(labels::SPEC_HASH).map_or("?", String::as_str);
+    (
+        format!("image: {}\nspec-hash: {hash}\n", c.image),
+        format!("image: {}\nspec-hash: {}\n", want.image, want.spec_hash()),
+        changes,
+        Some(format!("{} was {why}; {what}", c.name)),
+    )
 }
 
 fn current_container<'a>(
@@ -172,51 +234,6 @@ fn current_container<'a>(
         .containers
         .iter()
         .find(|c| c.name == name && c.labels.get(labels::PROJECT) == Some(&spec.project))
-}
-
-fn observed_text(c: &Container) -> String {
-    let mut t = format!("name: {}\nimage: {}\nstate: {}\n", c.name, c.image, c.state);
-    if c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP) {
-        let exposure = c.labels.get(labels::EXPOSURE).map_or("?", String::as_str);
-        let _ = writeln!(t, "exposure: {exposure}");
-    }
-    // Docker lists IPv6 bindings too; the spec's syntax has no such twin.
-    for p in c
-        .ports
-        .iter()
-        .filter(|p| !p.starts_with("::") && !p.starts_with('['))
-    {
-        let _ = writeln!(t, "port: {p}");
-    }
-    let hash = c.labels.get(labels::SPEC_HASH).map_or("?", String::as_str);
-    let _ = writeln!(t, "spec-hash: {hash}");
-    t
-}
-
-fn desired_text(c: &desired::ContainerConfig) -> String {
-    let mut t = format!("name: {}\nimage: {}\nstate: running\n", c.name, c.image);
-    if c.role == Role::App {
-        let _ = writeln!(t, "exposure: {}", labels::EXPOSURE_PUBLIC);
-    }
-    for raw in &c.ports {
-        match crate::spec::PortMapping::parse(raw) {
-            Ok(p) => {
-                let _ = writeln!(
-                    t,
-                    "port: {}:{}->{}/{}",
-                    p.host_ip.as_deref().unwrap_or("0.0.0.0"),
-                    p.host_port.map_or("*".to_string(), |h| h.to_string()),
-                    p.container_port,
-                    p.proto
-                );
-            }
-            Err(_) => {
-                let _ = writeln!(t, "port: {raw}");
-            }
-        }
-    }
-    let _ = writeln!(t, "spec-hash: {}", c.spec_hash());
-    t
 }
 
 /// A refusal for humans.

@@ -355,7 +355,9 @@ proptest! {
                     prop_assert!(!ready || !keep.contains(generation),
                         "deletes retained data of {}: {:#?}", generation, p);
                     prop_assert!(live != Some(*generation), "deletes the live data of {}", generation);
-                    prop_assert!(obs.storage.pin.as_ref().is_none_or(|p| p.generation != *generation),
+                    let rebuilt = p.steps.iter().any(|s| matches!(&s.action,
+                        Action::RestoreBackup { generation: g, .. } if g == generation));
+                    prop_assert!(rebuilt || obs.storage.pin.as_ref().is_none_or(|p| p.generation != *generation),
                         "deletes pinned data of {}", generation);
                     if !ready {
                         // Not retention: the data must positively never have served.

@@ -7,6 +7,7 @@ use gemctl::desired;
 use gemctl::labels;
 use gemctl::observed::{ContainerState, Damage, FailedGeneration, History, Marker, Observed};
 use gemctl::plan::{self, Action, PlanKind, PlanOptions};
+use gemctl::render;
 use support::*;
 
 #[test]
@@ -207,6 +208,114 @@ fn image_changed_without_bumping_generation_is_refused() {
     assert_eq!(p.container.as_deref(), Some("gem-1"));
     assert!(p.seen.contains("example/shop:v1") && p.seen.contains("example/shop:v9"));
     assert!(p.fix.contains("bump `generation` to 2"), "{}", p.fix);
+}
+
+/// Defect 11: the refusal names the field, not only "a different spec".
+#[test]
+fn env_changed_without_bumping_generation_is_refused_naming_the_key() {
+    let obs = deployed(&[1]);
+    let mut s = spec(1);
+    s.db.env.insert("POSTGRES_USER".into(), "shop_owner".into());
+    s.app.env.insert("LOG_LEVEL".into(), "info".into());
+    let r = plan_for(&s, &obs).unwrap_err();
+    let seen: Vec<&str> = r.problems.iter().map(|p| p.seen.as_str()).collect();
+    assert_eq!(
+        seen,
+        [
+            "gem-1 was made from a different spec for generation 1: env.LOG_LEVEL added: info",
+            "db-1 was made from a different spec for generation 1: \
+             env.POSTGRES_USER changed: shop → shop_owner",
+        ]
+    );
+}
+
+/// Defect 11: ports are a set; their order in the spec means nothing.
+#[test]
+fn a_reordered_port_list_is_no_change() {
+    let obs = deployed(&[1]);
+    let mut s = spec(1);
+    s.app.ports.reverse();
+    let p = plan_for(&s, &obs).unwrap();
+    assert!(p.is_empty(), "{:?}", described(&p));
+    assert!(render::container_diffs(&p, &s, &obs).is_empty());
+}
+
+#[test]
+fn a_container_made_before_settings_were_recorded_is_refused_saying_so() {
+    let mut obs = deployed(&[1]);
+    for c in &mut obs.containers {
+        c.labels.remove(labels::SETTINGS);
+    }
+    let mut s = spec(1);
+    s.app.env.insert("LOG_LEVEL".into(), "info".into());
+    let r = plan_for(&s, &obs).unwrap_err();
+    assert_eq!(
+        r.problems[0].seen,
+        "gem-1 was made from a different spec for generation 1: \
+         made before gemctl recorded settings; only the fingerprint differs \
+         (earlier gemctl also counted the order of `ports`)"
+    );
+    let r = plan_for(&spec_with(1, 2, "v9", "host"), &obs).unwrap_err();
+    assert!(
+        r.problems[0].seen.ends_with(
+            "image changed: example/shop:v1 → example/shop:v9 \
+                 (made before gemctl recorded settings, so other changes cannot be named)"
+        ),
+        "{}",
+        r.problems[0].seen
+    );
+}
+
+/// Defect 11: `diff` shows an env-only release as the key with both values.
+#[test]
+fn diff_of_an_env_only_release_names_the_key_and_both_values() {
+    let mut obs = Observed::default();
+    let mut s1 = spec(1);
+    s1.app.env.insert("LOG_LEVEL".into(), "debug".into());
+    let p = plan_for(&s1, &obs).unwrap();
+    support::apply(&s1, &mut obs, &p).unwrap();
+
+    let mut s2 = s1.clone();
+    s2.generation.0 = 2;
+    s2.app.env.insert("LOG_LEVEL".into(), "info".into());
+    let p = plan_for(&s2, &obs).unwrap();
+    let diffs = render::container_diffs(&p, &s2, &obs);
+    let app = diffs.iter().find(|d| d.container == "gem-2").unwrap();
+    assert_eq!(app.was.as_deref(), Some("gem-1"));
+    assert!(app.note.is_none());
+    assert!(
+        app.text.contains("\n-env.LOG_LEVEL: debug\n")
+            && app.text.contains("\n+env.LOG_LEVEL: info\n"),
+        "{}",
+        app.text
+    );
+    let fields: Vec<String> = app.changes.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        fields,
+        [
+            "env.GEM_DB_HOST changed: db-1 → db-2",
+            "env.GEM_GENERATION changed: 1 → 2",
+            "env.LOG_LEVEL changed: debug → info",
+        ]
+    );
+}
+
+#[test]
+fn diff_against_a_container_without_recorded_settings_says_only_the_fingerprint_differs() {
+    let mut obs = deployed(&[1]);
+    for c in &mut obs.containers {
+        c.labels.remove(labels::SETTINGS);
+    }
+    let s = spec_with(2, 2, "v1", "host");
+    let p = plan_for(&s, &obs).unwrap();
+    let diffs = render::container_diffs(&p, &s, &obs);
+    let app = diffs.iter().find(|d| d.container == "gem-2").unwrap();
+    assert_eq!(
+        app.note.as_deref(),
+        Some("gem-1 was made before gemctl recorded settings; only the fingerprint differs")
+    );
+    assert!(app.changes.is_empty());
+    assert!(app.text.contains("-spec-hash: "), "{}", app.text);
 }
 
 #[test]
