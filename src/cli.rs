@@ -763,7 +763,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                         text.push_str(&format!("left: {l}\n"));
                     }
                     if code == exit::OK && !dry_run {
-                        text.push_str("the records can be trusted: `gemctl diff` shows what apply would do\n");
+                        text.push_str(
+                            "the records can be trusted: `gemctl diff` shows what apply would do\n",
+                        );
                     }
                     print(&text)?;
                 }

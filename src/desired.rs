@@ -119,6 +119,22 @@ pub fn data_dir(spec: &Spec, generation: u64) -> PathBuf {
     generation_dir(spec, generation).join("pgdata")
 }
 
+/// Whether a container's fingerprint says it was made as `want`: today's
+/// fingerprint, or — for an app made by a gemctl that fingerprinted `ports` in the
+/// spec's order — that one, so upgrading gemctl refuses nothing on its own.
+pub fn made_as(spec: &Spec, want: &ContainerConfig, hash: Option<&str>) -> bool {
+    let Some(hash) = hash else { return false };
+    if hash == want.spec_hash() {
+        return true;
+    }
+    let mut in_spec_order = want.clone();
+    in_spec_order.ports = match want.role {
+        Role::App => spec.app.ports.iter().map(|p| p.raw.clone()).collect(),
+        Role::Db => return false,
+    };
+    hash == in_spec_order.spec_hash()
+}
+
 /// The app container of a generation, as the spec asks for it.
 pub fn app(spec: &Spec, generation: u64) -> ContainerConfig {
     let mut env = spec.app.env.clone();

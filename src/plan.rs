@@ -647,7 +647,7 @@ pub fn plan(
             (tgen.db, desired::db(spec, target)),
         ] {
             if let Some(k) = known
-                && k.hash() != Some(want.spec_hash().as_str())
+                && !desired::made_as(spec, &want, k.hash())
             {
                 problems.push(Problem {
                     container: Some(k.c.name.clone()),
@@ -944,7 +944,7 @@ pub fn plan(
             spec.storage.display()
         ));
         if let Some(app) = tgen.app
-            && app.hash() != Some(desired::app(spec, target).spec_hash().as_str())
+            && !desired::made_as(spec, &desired::app(spec, target), app.hash())
         {
             notes.push(format!(
                 "{} runs as it was made ({}), not as the spec now describes it; \
@@ -1234,11 +1234,10 @@ impl<'s> Builder<'s> {
     /// only deletion of data outside retention.
     fn remove_never_served(&mut self, generation: u64, g: &Gen, why: &str) {
         let public_app = g.app.is_some_and(|a| a.public());
-        match self.evidence.may_have_served(
-            generation,
-            g.data.map(|d| &d.marker),
-            public_app,
-        ) {
+        match self
+            .evidence
+            .may_have_served(generation, g.data.map(|d| &d.marker), public_app)
+        {
             None => self.remove_generation(generation, g, why),
             Some(because) => self.problems.push(Problem {
                 container: None,

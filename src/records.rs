@@ -216,7 +216,10 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
             Ok(n) => storage.live = Some(n),
             _ => storage.damage.push(damage(
                 &file,
-                format!("does not hold a generation number (it holds {:?})", clip(&text)),
+                format!(
+                    "does not hold a generation number (it holds {:?})",
+                    clip(&text)
+                ),
                 "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
             )),
         },
@@ -234,9 +237,11 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
         Ok(None) => {}
         Ok(Some(text)) => match serde_json::from_str::<Pin>(&text) {
             Ok(pin) => storage.pin = Some(pin),
-            Err(e) => storage
-                .damage
-                .push(damage(&file, format!("is not a valid pin: {e}"), pin_fix)),
+            Err(e) => {
+                storage
+                    .damage
+                    .push(damage(&file, format!("is not a valid pin: {e}"), pin_fix))
+            }
         },
         Err(problem) => storage.damage.push(damage(&file, problem, pin_fix)),
     }
@@ -390,7 +395,10 @@ mod tests {
     #[test]
     fn markers_are_parsed_strictly_and_old_ones_still_read_as_ready() {
         let ready = |c| Marker::Ready { copied_from: c };
-        assert_eq!(parse_marker(r#"{"state":"ready","copied_from":3}"#), ready(Some(3)));
+        assert_eq!(
+            parse_marker(r#"{"state":"ready","copied_from":3}"#),
+            ready(Some(3))
+        );
         assert_eq!(parse_marker(r#"{"state":"preparing"}"#), Marker::Preparing);
         assert_eq!(parse_marker(r#"{"copied_from": 2}"#), ready(Some(2)));
         assert_eq!(parse_marker(r#"{"copied_from": null}"#), ready(None));
@@ -441,6 +449,10 @@ mod tests {
         assert_eq!(read_marker(&made), Marker::Preparing);
         assert!(!dir.path().join(".4.new").exists());
         let s = read_storage(dir.path()).unwrap();
-        assert_eq!(s.generations.len(), 1, "the temporary name is not a generation");
+        assert_eq!(
+            s.generations.len(),
+            1,
+            "the temporary name is not a generation"
+        );
     }
 }

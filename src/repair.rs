@@ -113,7 +113,10 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
                 live = Some(*g);
                 out.repairs.push(Repair::Live {
                     generation: *g,
-                    why: format!("{} {}; the app serving now is generation {g}", d.file, d.problem),
+                    why: format!(
+                        "{} {}; the app serving now is generation {g}",
+                        d.file, d.problem
+                    ),
                 });
             }
             _ => out.left.push(format!(
@@ -122,7 +125,11 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
                  after writing its number into the file",
                 d.file,
                 d.problem,
-                if running.is_empty() { "no" } else { "more than one" }
+                if running.is_empty() {
+                    "no"
+                } else {
+                    "more than one"
+                }
             )),
         }
     }
@@ -209,7 +216,8 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
     }
     for n in options.discard.iter().chain(&options.ready) {
         if !storage.generations.iter().any(|d| d.generation == *n) {
-            out.left.push(format!("generation {n} has no data directory on this host"));
+            out.left
+                .push(format!("generation {n} has no data directory on this host"));
         }
     }
 
@@ -226,7 +234,8 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
         }
     }
     if let Some(d) = damaged(crate::observed::PIN_FILE) {
-        out.left.push(format!("{} {}: {}", d.file, d.problem, d.fix));
+        out.left
+            .push(format!("{} {}: {}", d.file, d.problem, d.fix));
     }
     out
 }
@@ -286,11 +295,7 @@ impl std::fmt::Display for Repair {
         match self {
             Repair::Served { generations, why } => {
                 let list: Vec<String> = generations.iter().map(u64::to_string).collect();
-                write!(
-                    f,
-                    "rebuild {SERVED_FILE} as [{}] ({why})",
-                    list.join(", ")
-                )
+                write!(f, "rebuild {SERVED_FILE} as [{}] ({why})", list.join(", "))
             }
             Repair::Live { generation, why } => {
                 write!(f, "record generation {generation} as live ({why})")

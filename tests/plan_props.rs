@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 use gemctl::desired::{self, Role};
 use gemctl::labels;
 use gemctl::observed::{
-    Container, ContainerState, Damage, FailedGeneration, GenerationData, History, Marker,
-    Observed, Pin,
+    Container, ContainerState, Damage, FailedGeneration, GenerationData, History, Marker, Observed,
+    Pin,
 };
 use gemctl::plan::{self, Action, Plan, PlanOptions};
 use gemctl::spec::Spec;

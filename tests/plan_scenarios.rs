@@ -691,7 +691,10 @@ fn missing_ready_marker_of_the_live_generation_is_refused_not_deleted() {
 fn missing_ready_marker_of_a_retained_generation_is_refused_not_deleted() {
     let obs = deployed(&[1, 2]).marker(1, Marker::Missing);
     let text = refusal_text(&spec(2), &obs);
-    assert!(text.contains("/srv/shop/1/gemctl-ready.json is missing"), "{text}");
+    assert!(
+        text.contains("/srv/shop/1/gemctl-ready.json is missing"),
+        "{text}"
+    );
     let upgrade = refusal_text(&spec(3), &obs);
     assert!(upgrade.contains("generation 1's data"), "{upgrade}");
 }
@@ -705,7 +708,10 @@ fn damaged_state_file_is_refused_naming_the_file_and_the_fix() {
         fix: "run `gemctl unpin -f SPEC`".into(),
     });
     let text = refusal_text(&spec(1), &obs);
-    assert!(text.contains("/srv/shop/.gemctl/pin is not a valid pin"), "{text}");
+    assert!(
+        text.contains("/srv/shop/.gemctl/pin is not a valid pin"),
+        "{text}"
+    );
     assert!(text.contains("fix: run `gemctl unpin -f SPEC`"), "{text}");
 }
 
@@ -714,7 +720,10 @@ fn half_made_data_without_a_served_record_is_refused_not_redone() {
     let mut obs = deployed(&[1]).data(2, false);
     obs.storage.served = None;
     let text = refusal_text(&spec(2), &obs);
-    assert!(text.contains("no record of which generations served"), "{text}");
+    assert!(
+        text.contains("no record of which generations served"),
+        "{text}"
+    );
     assert!(text.contains("--discard 2"), "{text}");
 }
 
@@ -723,7 +732,10 @@ fn preparing_data_of_a_generation_that_served_is_refused() {
     let mut obs = deployed(&[1]).data(2, false);
     obs.storage.served.as_mut().unwrap().insert(2);
     let text = refusal_text(&spec(2), &obs);
-    assert!(text.contains("in the record of generations that served"), "{text}");
+    assert!(
+        text.contains("in the record of generations that served"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -756,5 +768,27 @@ fn failed_generation_that_was_exposed_keeps_its_data() {
         !steps.iter().any(|s| s.starts_with("delete the data")),
         "{steps:?}"
     );
-    assert!(p.notes.iter().any(|n| n.contains("its data is kept")), "{:?}", p.notes);
+    assert!(
+        p.notes.iter().any(|n| n.contains("its data is kept")),
+        "{:?}",
+        p.notes
+    );
+}
+
+#[test]
+fn an_app_fingerprinted_in_the_specs_port_order_by_an_older_gemctl_is_not_refused() {
+    let spec = spec(1);
+    let mut obs = deployed(&[1]);
+    let mut legacy = desired::app(&spec, 1);
+    legacy.ports = spec.app.ports.iter().map(|p| p.raw.clone()).collect();
+    let app = obs
+        .containers
+        .iter_mut()
+        .find(|c| c.name == "gem-1")
+        .unwrap();
+    app.labels
+        .insert(labels::SPEC_HASH.into(), legacy.spec_hash());
+    app.labels.remove(labels::SETTINGS);
+    let p = plan_for(&spec, &obs).expect("not refused");
+    assert!(p.is_empty(), "{:?}", described(&p));
 }

@@ -32,14 +32,21 @@ fn removed_emptied_or_truncated_ready_marker_of_the_live_generation_deletes_noth
         let diff = p.gemctl(&["diff"]);
         assert_eq!(diff.status.code(), Some(3), "{damage:?}: {}", text(&diff));
         let out = text(&diff);
-        assert!(out.contains(marker.to_str().unwrap()), "names the file: {out}");
+        assert!(
+            out.contains(marker.to_str().unwrap()),
+            "names the file: {out}"
+        );
         assert!(!out.contains("delete the data"), "{out}");
         let (code, out) = p.apply(&[]);
         assert_eq!(code, 3, "{damage:?}: {out}");
         assert!(out.contains("repair-state"), "says what to do: {out}");
         let status = p.gemctl(&["status"]);
         assert_eq!(status.status.code(), Some(3));
-        assert!(text(&status).contains("unknown (marker)"), "{}", text(&status));
+        assert!(
+            text(&status).contains("unknown (marker)"),
+            "{}",
+            text(&status)
+        );
 
         assert_eq!(p.table_digest(&p.db(1)), before, "no row lost ({damage:?})");
         assert_eq!(p.generations_on_disk(), [1]);
@@ -66,7 +73,11 @@ fn removed_ready_marker_of_a_retained_generation_is_refused_and_rollback_still_h
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
     assert!(out.contains(retained.to_str().unwrap()), "{out}");
-    assert_eq!(p.generations_on_disk(), [1, 2], "nothing deleted, nothing made");
+    assert_eq!(
+        p.generations_on_disk(),
+        [1, 2],
+        "nothing deleted, nothing made"
+    );
     let rollback = p.gemctl(&["rollback"]);
     assert_eq!(rollback.status.code(), Some(3), "{}", text(&rollback));
     assert!(
@@ -81,7 +92,10 @@ fn removed_ready_marker_of_a_retained_generation_is_refused_and_rollback_still_h
     let rollback = p.gemctl(&["rollback"]);
     assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
     let report = p.report();
-    assert!(report.contains("gen=1") && report.contains("rows=30"), "{report}");
+    assert!(
+        report.contains("gen=1") && report.contains("rows=30"),
+        "{report}"
+    );
 }
 
 #[test]
@@ -90,7 +104,11 @@ fn half_made_data_without_any_marker_is_refused_until_declared_debris() {
     assert_eq!(p.apply(&[]).0, 0);
     // What an older gemctl (or a hand) could leave: a directory with no marker.
     std::fs::create_dir_all(p.storage().join("2").join("pgdata")).unwrap();
-    std::fs::write(p.storage().join("2").join("pgdata").join("PG_VERSION"), "15\n").unwrap();
+    std::fs::write(
+        p.storage().join("2").join("pgdata").join("PG_VERSION"),
+        "15\n",
+    )
+    .unwrap();
     p.write_spec(2, "2", 2, "scope: project");
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
@@ -127,7 +145,11 @@ fn corrupt_pin_history_served_record_and_lock_are_refused_naming_the_file() {
     assert!(out.contains(state.join("pin").to_str().unwrap()), "{out}");
     assert!(out.contains("gemctl unpin"), "{out}");
     let status = p.gemctl(&["status"]);
-    assert!(text(&status).contains("is not a valid pin"), "{}", text(&status));
+    assert!(
+        text(&status).contains("is not a valid pin"),
+        "{}",
+        text(&status)
+    );
     assert_eq!(p.generations_on_disk(), [1]);
     assert_eq!(p.gemctl(&["unpin"]).status.code(), Some(0));
     p.write_spec(1, "1", 2, "scope: project");
@@ -159,7 +181,10 @@ fn corrupt_pin_history_served_record_and_lock_are_refused_naming_the_file() {
     let lock = state.join("lock");
     std::fs::write(&lock, "").unwrap();
     let (code, out) = p.apply(&[]);
-    assert_eq!(code, 1, "a fresh unreadable lock may be being written: {out}");
+    assert_eq!(
+        code, 1,
+        "a fresh unreadable lock may be being written: {out}"
+    );
     std::fs::File::options()
         .write(true)
         .open(&lock)

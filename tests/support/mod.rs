@@ -227,10 +227,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
 
 fn served(obs: &mut Observed, generation: u64) {
     let seed = gemctl::records::seed_served(&obs.storage);
-    obs.storage
-        .served
-        .get_or_insert(seed)
-        .insert(generation);
+    obs.storage.served.get_or_insert(seed).insert(generation);
 }
 
 fn need_network(spec: &Spec, obs: &Observed) -> Result<(), SimError> {
