@@ -140,7 +140,8 @@ enum Command {
     /// (<storage>/.gemctl/pin) so apply and reconcile do not move forward again
     /// while the spec still names the newer generation; `gemctl unpin` or a new
     /// `generation` in the spec ends the pin. The newer generation's data is kept;
-    /// writes made since the target generation was live are not in it.
+    /// writes made since the target generation was live are not in it. Under
+    /// `require_clean`, a spec with uncommitted changes is refused (exit 3).
     #[command(after_help = EXIT_CODES_APPLY)]
     Rollback {
         /// The spec file.
@@ -204,7 +205,8 @@ enum Command {
     /// is live again. The current generation's data is kept, so `gemctl rollback`
     /// can return to it. The host is pinned to the restored generation until the
     /// spec's `generation` moves past it (or `gemctl unpin`), so reconcile does
-    /// not undo the restore; `status` and `diff` say so.
+    /// not undo the restore; `status` and `diff` say so. Under `require_clean`, a
+    /// spec with uncommitted changes is refused (exit 3).
     #[command(after_help = EXIT_CODES_APPLY)]
     Restore {
         /// The spec file.
@@ -232,8 +234,11 @@ enum Command {
     /// Keep the host converged: every round re-reads the spec, plans, and applies
     /// when the host drifted or the spec changed.
     ///
-    /// Honours refusals (never acts past one; notifies once, not every round),
-    /// failed generations (not retried) and pins. One log line per round
+    /// Honours refusals (never acts past one), failed generations (not retried),
+    /// pins and `require_clean` (a spec with uncommitted changes refuses the round;
+    /// the loop goes on and deploys it once committed). Alerts are sent once per
+    /// incident (a failure, a refusal, an unreachable engine), not every round, and
+    /// `recovered` when a round runs clean after one. One log line per round
     /// (`--log-format json` for log shippers). SIGTERM / SIGINT end the loop after
     /// the current round, releasing the lock. `--once` runs a single round, for cron
     /// or a systemd timer; its exit code is that round's, as for `gemctl apply`.

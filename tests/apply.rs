@@ -686,9 +686,17 @@ fn notifiers_hear_of_a_failure_and_a_failing_notifier_changes_nothing() {
     assert!(out.contains("warning: notify command"), "{out}");
 }
 
-/// Every file under `<storage>/.gemctl` with its content, and the host's containers:
-/// what a command that touched nothing leaves as it was.
-fn host_state(p: &Project) -> (Vec<String>, Vec<String>, Vec<(std::path::PathBuf, Vec<u8>)>) {
+/// What a command that touched nothing leaves as it was: the project's
+/// containers, which of them publish ports, and every file under
+/// `<storage>/.gemctl` with its content.
+#[derive(Debug, PartialEq)]
+struct HostState {
+    containers: Vec<String>,
+    public: Vec<String>,
+    files: Vec<(std::path::PathBuf, Vec<u8>)>,
+}
+
+fn host_state(p: &Project) -> HostState {
     fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
@@ -702,7 +710,11 @@ fn host_state(p: &Project) -> (Vec<String>, Vec<String>, Vec<(std::path::PathBuf
     let mut files = Vec::new();
     walk(&p.storage().join(".gemctl"), &mut files);
     files.sort();
-    (p.containers(), p.with_public_ports(), files)
+    HostState {
+        containers: p.containers(),
+        public: p.with_public_ports(),
+        files,
+    }
 }
 
 #[test]
@@ -724,7 +736,7 @@ fn reconcile_rollback_and_restore_refuse_a_dirty_spec_under_require_clean() {
     assert_eq!(p.apply(&[]).0, 0);
     assert_eq!(p.gemctl(&["backup"]).status.code(), Some(0));
     let before = host_state(&p);
-    assert_eq!(before.1, [p.app(2)]);
+    assert_eq!(before.public, [p.app(2)]);
 
     // Generation 3 on disk, not committed: every command that would change the
     // live generation refuses with the same message and touches nothing.
