@@ -877,6 +877,59 @@ fn one_alert_per_incident_then_one_recovery_alert() {
 }
 
 #[test]
+fn a_release_that_fails_in_reconcile_is_told_once_while_held_and_its_fix_recovers() {
+    let p = Project::new("heldal");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.write_spec_with(2, "broken", 2, "scope: project", &p.notify_section());
+    let mut child = p.spawn_reconcile_with("300ms", &[]);
+    let codes = || -> Vec<i64> {
+        p.reconcile_rounds()
+            .iter()
+            .map(|r| r["fields"]["exit_code"].as_i64().unwrap())
+            .collect()
+    };
+    wait_until(
+        "the rollback and four held rounds",
+        Duration::from_secs(120),
+        || {
+            let c = codes();
+            c.first() == Some(&4) && c.iter().skip(1).filter(|c| **c == 3).count() >= 4
+        },
+    );
+    let sent = p.alerts();
+    assert_eq!(sent.len(), 1, "rounds {:?}: {sent:?}", codes());
+    assert_eq!(sent[0]["event"], "failed");
+    assert_eq!(sent[0]["report"]["outcome"], "rolled_back");
+    assert!(p.report().contains("gen=1"), "{}", p.report());
+
+    p.write_spec_with(3, "2", 2, "scope: project", &p.notify_section());
+    wait_until("generation 3 deployed", Duration::from_secs(120), || {
+        TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().contains("gen=3")
+    });
+    let rounds = codes().len();
+    wait_until("two more rounds", Duration::from_secs(30), || {
+        codes().len() >= rounds + 2
+    });
+    assert_eq!(terminate(&mut child), Some(0));
+    let sent = p.alerts();
+    let events: Vec<&str> = sent.iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["failed", "recovered"],
+        "rounds {:?}: {sent:?}",
+        codes()
+    );
+    assert!(
+        sent[1]["resolved"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed"),
+        "{}",
+        sent[1]
+    );
+}
+
+#[test]
 fn reconcile_repairs_drift_follows_the_spec_and_stops_cleanly_on_sigterm() {
     let p = Project::new("reco");
     assert_eq!(p.apply(&[]).0, 0);
