@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::error::{Error, exit};
 use crate::execute::{self, ApplyOptions, Event, Outcome};
+use crate::incident::{Alert, Event as AlertEvent, Incidents};
 use crate::observed::Observation;
 use crate::plan::{self, PlanOptions};
 use crate::render::{self, Style};
@@ -139,7 +140,8 @@ enum Command {
     /// (<storage>/.gemctl/pin) so apply and reconcile do not move forward again
     /// while the spec still names the newer generation; `gemctl unpin` or a new
     /// `generation` in the spec ends the pin. The newer generation's data is kept;
-    /// writes made since the target generation was live are not in it.
+    /// writes made since the target generation was live are not in it. Under
+    /// `require_clean`, a spec with uncommitted changes is refused (exit 3).
     #[command(after_help = EXIT_CODES_APPLY)]
     Rollback {
         /// The spec file.
@@ -203,7 +205,8 @@ enum Command {
     /// is live again. The current generation's data is kept, so `gemctl rollback`
     /// can return to it. The host is pinned to the restored generation until the
     /// spec's `generation` moves past it (or `gemctl unpin`), so reconcile does
-    /// not undo the restore; `status` and `diff` say so.
+    /// not undo the restore; `status` and `diff` say so. Under `require_clean`, a
+    /// spec with uncommitted changes is refused (exit 3).
     #[command(after_help = EXIT_CODES_APPLY)]
     Restore {
         /// The spec file.
@@ -231,8 +234,11 @@ enum Command {
     /// Keep the host converged: every round re-reads the spec, plans, and applies
     /// when the host drifted or the spec changed.
     ///
-    /// Honours refusals (never acts past one; notifies once, not every round),
-    /// failed generations (not retried) and pins. One log line per round
+    /// Honours refusals (never acts past one), failed generations (not retried),
+    /// pins and `require_clean` (a spec with uncommitted changes refuses the round;
+    /// the loop goes on and deploys it once committed). Alerts are sent once per
+    /// incident (a failure, a refusal, an unreachable engine), not every round, and
+    /// `recovered` when a round runs clean after one. One log line per round
     /// (`--log-format json` for log shippers). SIGTERM / SIGINT end the loop after
     /// the current round, releasing the lock. `--once` runs a single round, for cron
     /// or a systemd timer; its exit code is that round's, as for `gemctl apply`.
@@ -487,20 +493,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
                 }
                 None => (Spec::load(&file)?, crate::git::info(&file)),
             };
-            if (require_clean || spec.require_clean) && from_git.is_none() {
-                let dirty = match &git {
-                    None => vec![format!("{} (not in a git work tree)", file.display())],
-                    Some(_) => crate::git::dirty_files(&[file.as_path()]).map_err(Error::Usage)?,
-                };
-                if !dirty.is_empty() {
-                    let _ = writeln!(
-                        std::io::stderr(),
-                        "refused: the spec has uncommitted changes and a clean spec is required:\n  {}\n\
-                         Commit them (or deploy a commit with --from-git REV). Nothing was touched.",
-                        dirty.join("\n  ")
-                    );
-                    return Ok(exit::REFUSED);
-                }
+            if from_git.is_none() && unclean(&spec, &file, require_clean)?.is_some() {
+                return Ok(exit::REFUSED);
             }
             if dry_run {
                 let observation = observe_engine(&spec)?;
@@ -515,32 +509,25 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             }
             let _lock = take_lock(&spec)?;
             lapse_stale_pin(&spec)?;
-            apply(
+            apply_once(
                 &spec,
                 &file,
                 git,
                 output,
                 ApplyOptions { retry },
                 report_dir.as_deref(),
-                true,
             )
         }
         Command::Rollback { file, to, output } => {
             let spec = Spec::load(&file)?;
+            if unclean(&spec, &file, false)?.is_some() {
+                return Ok(exit::REFUSED);
+            }
             let _lock = take_lock(&spec)?;
             let storage = crate::observe::read_storage(&spec.storage)?;
             let git = crate::git::info(&file);
-            let rollback = |git| {
-                apply(
-                    &spec,
-                    &file,
-                    git,
-                    output,
-                    ApplyOptions::default(),
-                    None,
-                    true,
-                )
-            };
+            let rollback =
+                |git| apply_once(&spec, &file, git, output, ApplyOptions::default(), None);
             if !storage.damage.is_empty() || storage.generations.iter().any(|g| g.marker.unknown())
             {
                 // Nothing is pinned on records that cannot be trusted: the plan
@@ -949,27 +936,38 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
             term.and_then(|t| int.map(|i| (t, i)))
         })
         .map_err(|e| Error::io(Path::new("signal handlers"), "install", e))?;
-    let mut last_code: Option<u8> = None;
-    let mut backup_failing = false;
+    let mut incidents = Incidents::default();
+    // A spec that stops loading is told through the notifiers of the last one that loaded.
+    let mut notifier: Option<Spec> = None;
     let mut round: u64 = 0;
     loop {
         round += 1;
         let started = std::time::Instant::now();
-        let code =
-            match reconcile_round(file, last_code != Some(exit::REFUSED), &mut backup_failing) {
-                Ok(code) => code,
-                Err(e) => {
-                    tracing::error!(round, error = %e, "round failed");
-                    e.code()
+        let mut raised = Vec::new();
+        let result = Spec::load(file).map_err(Error::from).and_then(|spec| {
+            let code = reconcile_round(&spec, file, &mut raised);
+            notifier = Some(spec);
+            code
+        });
+        let code = match result {
+            Ok(code) => code,
+            Err(e) => {
+                tracing::error!(round, error = %e, "round failed");
+                if !raised.iter().any(Alert::is_incident) {
+                    raised.push(Alert::error(AlertEvent::Failed, e.to_string()));
                 }
-            };
+                e.code()
+            }
+        };
+        if let Some(spec) = &notifier {
+            send_alerts(spec, incidents.observe(raised));
+        }
         tracing::info!(
             round,
             exit_code = code,
             duration_ms = started.elapsed().as_millis() as u64,
             "reconcile round done"
         );
-        last_code = Some(code);
         let Some(every) = every else {
             return Ok(code);
         };
@@ -987,37 +985,38 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
     }
 }
 
-/// One round. `backup_failing` carries over between rounds so that a scheduled
-/// backup that keeps failing is notified once, not every round.
-fn reconcile_round(
-    file: &Path,
-    notify_refusal: bool,
-    backup_failing: &mut bool,
-) -> Result<u8, Error> {
-    let spec = Spec::load(file)?;
-    let _lock = take_lock(&spec)?;
-    lapse_stale_pin(&spec)?;
+/// One round; what it has to tell goes into `raised`. A spec with uncommitted
+/// changes under `require_clean` refuses the whole round, backup included.
+fn reconcile_round(spec: &Spec, file: &Path, raised: &mut Vec<Alert>) -> Result<u8, Error> {
+    if let Some(refusal) = unclean(spec, file, false)? {
+        raised.push(Alert::incident(
+            AlertEvent::Refused,
+            &refusal,
+            refusal.as_str(),
+        ));
+        return Ok(exit::REFUSED);
+    }
+    let _lock = take_lock(spec)?;
+    lapse_stale_pin(spec)?;
     let git = crate::git::info(file);
     let code = apply(
-        &spec,
+        spec,
         file,
         git,
         Output::Text,
         ApplyOptions::default(),
         None,
-        notify_refusal,
+        raised,
     )?;
     // The live generation is backed up on schedule whatever the round decided
     // (a held or refused deploy leaves a live generation worth backing up).
-    let backed_up = scheduled_backup(&spec, !*backup_failing);
-    *backup_failing = backed_up.is_err();
-    backed_up?;
+    scheduled_backup(spec, raised)?;
     Ok(code)
 }
 
 /// With `backup.every` set, takes a backup when the newest is that old (or there
-/// is none), then applies the retention. A failure is notified when `notify`.
-fn scheduled_backup(spec: &Spec, notify: bool) -> Result<(), Error> {
+/// is none), then applies the retention. A failure is raised as `backup_failed`.
+fn scheduled_backup(spec: &Spec, raised: &mut Vec<Alert>) -> Result<(), Error> {
     let Some(every) = spec.backup.as_ref().and_then(|b| b.every) else {
         return Ok(());
     };
@@ -1044,37 +1043,40 @@ fn scheduled_backup(spec: &Spec, notify: bool) -> Result<(), Error> {
         Ok(())
     };
     attempt().inspect_err(|e| {
-        if notify {
-            let message = format!("the scheduled backup failed: {e}");
-            alert(spec, "backup_failed", &message, None, None);
-        }
+        let message = format!("the scheduled backup failed: {e}");
+        raised.push(Alert::error(AlertEvent::BackupFailed, message));
     })
 }
 
-/// Sends one event to the spec's notifiers, if any. A failing notifier is a
+/// Sends alerts to the spec's notifiers, if any. A failing notifier is a
 /// warning: the outcome it reports stands.
-fn alert(
-    spec: &Spec,
-    event: &str,
-    message: &str,
-    report: Option<&crate::report::Report>,
-    refusal: Option<&crate::plan::Refusal>,
-) {
+fn send_alerts(spec: &Spec, alerts: Vec<Alert>) {
     let Some(n) = &spec.notify else { return };
-    let payload = serde_json::json!({
-        "event": event,
-        "project": spec.project,
-        "message": message,
-        "report": report,
-        "refusal": refusal,
-    });
-    for warning in crate::notify::send(n, &payload) {
-        tracing::warn!("{warning}");
-        let _ = writeln!(
-            std::io::stderr(),
-            "warning: {warning} (the outcome it reports stands)"
-        );
+    for alert in alerts {
+        let mut payload = serde_json::to_value(&alert).expect("serialisable");
+        payload["project"] = spec.project.clone().into();
+        for warning in crate::notify::send(n, &payload) {
+            tracing::warn!("{warning}");
+            let _ = writeln!(
+                std::io::stderr(),
+                "warning: {warning} (the outcome it reports stands)"
+            );
+        }
     }
+}
+
+/// `require_clean` (the spec's, or `--require-clean` when `flag`): the refusal,
+/// printed, while the spec has uncommitted changes. The caller exits 3 having
+/// touched nothing.
+fn unclean(spec: &Spec, file: &Path, flag: bool) -> Result<Option<String>, Error> {
+    if !(flag || spec.require_clean) {
+        return Ok(None);
+    }
+    let refusal = crate::git::require_clean(file)?;
+    if let Some(text) = &refusal {
+        let _ = writeln!(std::io::stderr(), "{text}");
+    }
+    Ok(refusal)
 }
 
 /// A pin made while the spec named another generation no longer applies: remove it.
@@ -1163,6 +1165,9 @@ fn backups_text(spec: &Spec, dir: &Path, list: &[crate::backup::BackupInfo]) -> 
 /// `gemctl restore`: verify, pin the next generation to the backup, apply.
 fn restore(file: &Path, backup: Option<&str>, latest: bool, output: Output) -> Result<u8, Error> {
     let spec = Spec::load(file)?;
+    if unclean(&spec, file, false)?.is_some() {
+        return Ok(exit::REFUSED);
+    }
     let _lock = take_lock(&spec)?;
     let path = match backup {
         Some(arg) => crate::backup::resolve(&spec, arg),
@@ -1201,15 +1206,7 @@ fn restore(file: &Path, backup: Option<&str>, latest: bool, output: Output) -> R
     };
     crate::records::set_pin(&spec.storage, &pin)?;
     let git = crate::git::info(file);
-    let result = apply(
-        &spec,
-        file,
-        git,
-        output,
-        ApplyOptions::default(),
-        None,
-        true,
-    );
+    let result = apply_once(&spec, file, git, output, ApplyOptions::default(), None);
     let unfinished = !matches!(result, Ok(exit::OK));
     let ours = crate::observe::read_storage(&spec.storage)?.pin.as_ref() == Some(&pin);
     if unfinished && ours {
@@ -1267,8 +1264,31 @@ fn history_text(reports: &[crate::report::Report]) -> String {
     out
 }
 
-/// Runs an apply with its printing, report and notifications. `notify_refusal`
-/// is false when reconcile already reported the same refusal last round.
+/// An apply by a command run once: what it raises is sent at once.
+fn apply_once(
+    spec: &Spec,
+    spec_file: &Path,
+    git: Option<crate::git::GitInfo>,
+    output: Output,
+    options: ApplyOptions,
+    report_dir: Option<&Path>,
+) -> Result<u8, Error> {
+    let mut raised = Vec::new();
+    let result = apply(
+        spec,
+        spec_file,
+        git,
+        output,
+        options,
+        report_dir,
+        &mut raised,
+    );
+    send_alerts(spec, Incidents::default().observe(raised));
+    result
+}
+
+/// Runs an apply with its printing and report; what the notifiers should hear
+/// of goes into `raised`.
 fn apply(
     spec: &Spec,
     spec_file: &Path,
@@ -1276,7 +1296,7 @@ fn apply(
     output: Output,
     options: ApplyOptions,
     report_dir: Option<&Path>,
-    notify_refusal: bool,
+    raised: &mut Vec<Alert>,
 ) -> Result<u8, Error> {
     let tty = std::io::stderr().is_terminal();
     let style = Style::detect(std::io::stdout().is_terminal());
@@ -1324,17 +1344,11 @@ fn apply(
         }
         Ok(Some(report))
     };
-    let notify = |event: &str,
-                  message: &str,
-                  report: Option<&crate::report::Report>,
-                  refusal: Option<&crate::plan::Refusal>| {
-        alert(spec, event, message, report, refusal)
-    };
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
             let report = write_report(recorder, "failed", e.code(), &e.to_string(), None)?;
-            notify("failed", &e.to_string(), report.as_ref(), None);
+            raised.push(Alert::error(AlertEvent::Failed, e.to_string()).with_report(report));
             return Err(e);
         }
     };
@@ -1392,19 +1406,22 @@ fn apply(
         _ => None,
     };
     let report = write_report(recorder, status, code, &message, failure)?;
-    match &outcome {
-        Outcome::RolledBack { .. } => notify("failed", &message, report.as_ref(), None),
-        Outcome::Refused(r) if notify_refusal => notify("refused", &message, None, Some(r)),
+    raised.extend(match &outcome {
+        Outcome::RolledBack { failed, .. } => {
+            Some(Alert::generation_failed(*failed, &message).with_report(report))
+        }
+        Outcome::Held { plan } => Some(Alert::held(plan.desired, &message)),
+        Outcome::Refused(r) => Some(Alert::refused(r, &message)),
         Outcome::Converged { plan }
             if matches!(plan.kind, crate::plan::PlanKind::Rollback { .. }) =>
         {
-            notify("rollback", &message, report.as_ref(), None)
+            Some(Alert::news(AlertEvent::Rollback, &message).with_report(report))
         }
         Outcome::Converged { plan } if plan.kind == crate::plan::PlanKind::Restore => {
-            notify("restore", &message, report.as_ref(), None)
+            Some(Alert::news(AlertEvent::Restore, &message).with_report(report))
         }
-        _ => {}
-    }
+        _ => None,
+    });
     match output {
         Output::Json => print(&(serde_json::json!({
             "event": "finished",

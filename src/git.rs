@@ -67,6 +67,24 @@ pub fn dirty_files(files: &[&Path]) -> Result<Vec<String>, String> {
         .collect())
 }
 
+/// `require_clean`: the refusal every command that deploys or changes the live
+/// generation makes while the spec file has uncommitted changes (or is not in a
+/// git work tree); `None` when it is committed as it is.
+pub fn require_clean(file: &Path) -> Result<Option<String>, Error> {
+    let dirty = match info(file) {
+        None => vec![format!("{} (not in a git work tree)", file.display())],
+        Some(_) => dirty_files(&[file]).map_err(Error::Usage)?,
+    };
+    Ok((!dirty.is_empty()).then(|| {
+        format!(
+            "refused: the spec has uncommitted changes and a clean spec is required \
+             (`require_clean: true` or `--require-clean`):\n  {}\nCommit them (or deploy a \
+             commit with `gemctl apply --from-git REV`). Nothing was touched.",
+            dirty.join("\n  ")
+        )
+    }))
+}
+
 /// The spec file as committed at `rev`, and that commit.
 pub fn show(file: &Path, rev: &str) -> Result<(String, String), Error> {
     let dir = dir_of(file);

@@ -14,6 +14,7 @@ pub mod error;
 pub mod execute;
 pub mod git;
 pub mod health;
+pub mod incident;
 pub mod labels;
 pub mod lock;
 pub mod notify;

@@ -48,12 +48,12 @@ pub struct Spec {
     /// alone under `scope: host`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignore: Vec<String>,
-    /// Refuse to apply while the spec file has uncommitted changes (as if
-    /// `gemctl apply --require-clean` were always given).
+    /// Refuse to apply, reconcile, roll back or restore while the spec file has
+    /// uncommitted changes (as if `gemctl apply --require-clean` were always given).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub require_clean: bool,
     /// Who to tell when a deploy fails, is refused or rolls back, a restore goes
-    /// live, or a scheduled backup fails.
+    /// live, or a scheduled backup fails; once per incident, and when it clears.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub notify: Option<NotifySpec>,
     /// Database backups: where they go, how often reconcile takes them, how long
@@ -69,10 +69,11 @@ pub struct Spec {
     pub db: DbSpec,
 }
 
-/// Alerts on failure, refusal, rollback, restore and failed scheduled backups.
+/// Alerts on failure, refusal, rollback, restore and failed scheduled backups,
+/// once per incident, and `recovered` when a reconcile round runs clean after one.
 /// Each receives a JSON document (the event — `failed`, `refused`, `rollback`,
-/// `restore` or `backup_failed` —, the project, a message, and the deployment
-/// report when there is one).
+/// `restore`, `backup_failed` or `recovered` —, the project, a message, and the
+/// deployment report when there is one).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NotifySpec {

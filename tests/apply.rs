@@ -686,6 +686,249 @@ fn notifiers_hear_of_a_failure_and_a_failing_notifier_changes_nothing() {
     assert!(out.contains("warning: notify command"), "{out}");
 }
 
+/// What a command that touched nothing leaves as it was: the project's
+/// containers, which of them publish ports, and every file under
+/// `<storage>/.gemctl` with its content.
+#[derive(Debug, PartialEq)]
+struct HostState {
+    containers: Vec<String>,
+    public: Vec<String>,
+    files: Vec<(std::path::PathBuf, Vec<u8>)>,
+}
+
+fn host_state(p: &Project) -> HostState {
+    fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else {
+                out.push((path.clone(), std::fs::read(&path).unwrap()));
+            }
+        }
+    }
+    let mut files = Vec::new();
+    walk(&p.storage().join(".gemctl"), &mut files);
+    files.sort();
+    HostState {
+        containers: p.containers(),
+        public: p.with_public_ports(),
+        files,
+    }
+}
+
+#[test]
+fn reconcile_rollback_and_restore_refuse_a_dirty_spec_under_require_clean() {
+    let p = Project::new("dirty");
+    let clean = |generation: u64| {
+        let extra = format!("require_clean: true\n{}", p.notify_section());
+        p.write_spec_with(generation, "1", 2, "scope: project", &extra);
+    };
+    git(&p.dir, &["init", "-q"]);
+    std::fs::write(p.dir.join(".gitignore"), "storage/\n*.log\n*.jsonl\n").unwrap();
+    clean(1);
+    git(&p.dir, &["add", "."]);
+    git(&p.dir, &["commit", "-qm", "generation 1"]);
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(7);
+    clean(2);
+    git(&p.dir, &["commit", "-qam", "generation 2"]);
+    assert_eq!(p.apply(&[]).0, 0);
+    assert_eq!(p.gemctl(&["backup"]).status.code(), Some(0));
+    let before = host_state(&p);
+    assert_eq!(before.public, [p.app(2)]);
+
+    // Generation 3 on disk, not committed: every command that would change the
+    // live generation refuses with the same message and touches nothing.
+    clean(3);
+    for args in [
+        &["rollback"][..],
+        &["restore", "--latest"],
+        &["reconcile", "--once"],
+        &["apply"],
+    ] {
+        let o = p.gemctl(args);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(3), "{args:?}: {err}");
+        assert!(
+            err.contains("uncommitted changes")
+                && err.contains("spec.yaml")
+                && err.contains("Nothing was touched"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(host_state(&p), before, "{args:?} touched the host");
+    }
+    assert!(!p.storage().join(".gemctl/pin").exists());
+    let sent = p.alerts();
+    assert_eq!(sent.len(), 1, "reconcile's refusal is told: {sent:?}");
+    assert_eq!(sent[0]["event"], "refused");
+    std::fs::remove_file(p.dir.join("alerts.jsonl")).unwrap();
+
+    // The loop refuses round after round, tells it once, and deploys the spec
+    // once it is committed.
+    let mut child = p.spawn_reconcile_with("300ms", &[]);
+    let refused = || {
+        p.reconcile_rounds()
+            .iter()
+            .filter(|r| r["fields"]["exit_code"] == 3)
+            .count()
+    };
+    wait_until("four refused rounds", Duration::from_secs(60), || {
+        refused() >= 4
+    });
+    assert_eq!(host_state(&p), before, "the loop touched the host");
+    git(&p.dir, &["commit", "-qam", "generation 3"]);
+    wait_until("generation 3 deployed", Duration::from_secs(120), || {
+        TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().contains("gen=3")
+    });
+    let rounds = p.reconcile_rounds().len();
+    wait_until("two more rounds", Duration::from_secs(30), || {
+        p.reconcile_rounds().len() >= rounds + 2
+    });
+    assert_eq!(terminate(&mut child), Some(0));
+    assert!(p.report().contains("rows=7"), "{}", p.report());
+    let sent = p.alerts();
+    let events: Vec<&str> = sent.iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["refused", "recovered"],
+        "{} refused rounds: {sent:?}",
+        refused()
+    );
+    assert!(
+        sent[1]["resolved"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("uncommitted changes"),
+        "{}",
+        sent[1]
+    );
+}
+
+#[test]
+fn one_alert_per_incident_then_one_recovery_alert() {
+    let p = Project::new("incid");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.write_spec_with(1, "1", 2, "scope: project", &p.notify_section());
+    // gemctl connects anew every round: the engine is unreachable until this
+    // path leads to its socket.
+    let engine = match std::env::var("DOCKER_HOST") {
+        Ok(h) => h
+            .strip_prefix("unix://")
+            .expect("this test needs the engine on a unix socket")
+            .to_string(),
+        Err(_) => "/var/run/docker.sock".to_string(),
+    };
+    let door = p.dir.join("engine.sock");
+    let docker_host = format!("unix://{}", door.display());
+    let mut child = p.spawn_reconcile_with("300ms", &[("DOCKER_HOST", &docker_host)]);
+    let codes = || -> Vec<i64> {
+        p.reconcile_rounds()
+            .iter()
+            .map(|r| r["fields"]["exit_code"].as_i64().unwrap())
+            .collect()
+    };
+    wait_until("ten rounds", Duration::from_secs(60), || {
+        codes().len() >= 10
+    });
+    assert!(
+        codes().iter().all(|c| *c == 1),
+        "every round failed: {:?}",
+        codes()
+    );
+    assert!(
+        p.reconcile_log().contains("cannot reach the Docker engine"),
+        "{}",
+        p.reconcile_log()
+    );
+    let sent = p.alerts();
+    assert_eq!(sent.len(), 1, "{} failed rounds: {sent:?}", codes().len());
+    assert_eq!(sent[0]["event"], "failed");
+    assert_eq!(sent[0]["project"], p.name.as_str());
+
+    std::os::unix::fs::symlink(&engine, &door).unwrap();
+    wait_until("a round that succeeds", Duration::from_secs(60), || {
+        codes().contains(&0)
+    });
+    let rounds = codes().len();
+    wait_until("three more rounds", Duration::from_secs(30), || {
+        codes().len() >= rounds + 3
+    });
+    assert_eq!(terminate(&mut child), Some(0));
+    assert!(
+        codes().iter().skip_while(|c| **c == 1).all(|c| *c == 0),
+        "{:?}",
+        codes()
+    );
+    let sent = p.alerts();
+    let events: Vec<&str> = sent.iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(events, ["failed", "recovered"], "{sent:?}");
+    assert_eq!(sent[1]["project"], p.name.as_str());
+    assert_eq!(sent[1]["resolved"][0]["event"], "failed");
+    assert!(
+        sent[1]["message"]
+            .as_str()
+            .unwrap()
+            .contains("cannot reach the Docker engine"),
+        "{}",
+        sent[1]
+    );
+    assert!(p.report().contains("gen=1"), "{}", p.report());
+}
+
+#[test]
+fn a_release_that_fails_in_reconcile_is_told_once_while_held_and_its_fix_recovers() {
+    let p = Project::new("heldal");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.write_spec_with(2, "broken", 2, "scope: project", &p.notify_section());
+    let mut child = p.spawn_reconcile_with("300ms", &[]);
+    let codes = || -> Vec<i64> {
+        p.reconcile_rounds()
+            .iter()
+            .map(|r| r["fields"]["exit_code"].as_i64().unwrap())
+            .collect()
+    };
+    wait_until(
+        "the rollback and four held rounds",
+        Duration::from_secs(120),
+        || {
+            let c = codes();
+            c.first() == Some(&4) && c.iter().skip(1).filter(|c| **c == 3).count() >= 4
+        },
+    );
+    let sent = p.alerts();
+    assert_eq!(sent.len(), 1, "rounds {:?}: {sent:?}", codes());
+    assert_eq!(sent[0]["event"], "failed");
+    assert_eq!(sent[0]["report"]["outcome"], "rolled_back");
+    assert!(p.report().contains("gen=1"), "{}", p.report());
+
+    p.write_spec_with(3, "2", 2, "scope: project", &p.notify_section());
+    wait_until("generation 3 deployed", Duration::from_secs(120), || {
+        TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().contains("gen=3")
+    });
+    let rounds = codes().len();
+    wait_until("two more rounds", Duration::from_secs(30), || {
+        codes().len() >= rounds + 2
+    });
+    assert_eq!(terminate(&mut child), Some(0));
+    let sent = p.alerts();
+    let events: Vec<&str> = sent.iter().map(|a| a["event"].as_str().unwrap()).collect();
+    assert_eq!(
+        events,
+        ["failed", "recovered"],
+        "rounds {:?}: {sent:?}",
+        codes()
+    );
+    assert!(
+        sent[1]["resolved"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("generation 2 failed"),
+        "{}",
+        sent[1]
+    );
+}
+
 #[test]
 fn reconcile_repairs_drift_follows_the_spec_and_stops_cleanly_on_sigterm() {
     let p = Project::new("reco");

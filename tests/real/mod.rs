@@ -314,15 +314,23 @@ impl Drop for Project {
 impl Project {
     /// Starts `gemctl reconcile --every 1s --log-format json` on this project's
     /// spec, its log lines going to [`Project::reconcile_log`]'s file.
-    pub fn spawn_reconcile(&self) -> std::process::Child {
+    pub fn spawn_reconcile(&self) -> Reconciler {
+        self.spawn_reconcile_with("1s", &[])
+    }
+
+    /// As [`Project::spawn_reconcile`], a round `every` (e.g. `300ms`), with
+    /// `env` added to gemctl's environment.
+    pub fn spawn_reconcile_with(&self, every: &str, env: &[(&str, &str)]) -> Reconciler {
         let log = std::fs::File::create(self.dir.join("reconcile.log")).unwrap();
-        Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        let child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
             .args(["reconcile", "-f", self.spec.to_str().unwrap()])
-            .args(["--every", "1s", "--log-format", "json"])
+            .args(["--every", every, "--log-format", "json"])
+            .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(log)
             .spawn()
-            .unwrap()
+            .unwrap();
+        Reconciler(child)
     }
 
     /// What the reconcile loop logged so far.
@@ -337,6 +345,52 @@ impl Project {
             .filter_map(|l| serde_json::from_str(l).ok())
             .filter(|v: &serde_json::Value| v["fields"]["message"] == "reconcile round done")
             .collect()
+    }
+}
+
+impl Project {
+    /// A `notify` section whose command appends every alert to [`Project::alerts`]'s file.
+    pub fn notify_section(&self) -> String {
+        let file = self.dir.join("alerts.jsonl");
+        format!(
+            "notify:\n  command: [\"sh\", \"-c\", \"cat >> {f}; echo >> {f}\"]\n",
+            f = file.display()
+        )
+    }
+
+    /// The alerts sent so far through [`Project::notify_section`], oldest first.
+    pub fn alerts(&self) -> Vec<serde_json::Value> {
+        let text = std::fs::read_to_string(self.dir.join("alerts.jsonl")).unwrap_or_default();
+        serde_json::Deserializer::from_str(&text)
+            .into_iter()
+            .map(Result::unwrap)
+            .collect()
+    }
+}
+
+/// A running `gemctl reconcile`, killed when a test ends without [`terminate`]
+/// (a failed assertion), so no loop outlives its test.
+pub struct Reconciler(std::process::Child);
+
+impl std::ops::Deref for Reconciler {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reconciler {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reconciler {
+    fn drop(&mut self) {
+        if let Ok(None) = self.0.try_wait() {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
     }
 }
 
