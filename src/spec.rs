@@ -1170,3 +1170,88 @@ fn env_file_errors(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Spec::parse_with(Path::new("/specs/s.yaml"), text, EnvFiles::Skip) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const REST: &str = "app: { image: \"a:1\" }\ndb: { image: \"postgres:15\" }\n";
+
+    #[test]
+    fn storage_is_resolved_then_refused_when_it_is_a_system_directory() {
+        assert!(storage_problem(Path::new("/var/lib/gemctl/x")).is_none());
+        assert!(storage_problem(Path::new("/srv/shop")).is_none());
+        for bad in ["/", "/etc", "/var/lib/../../usr", "/tmp/.", "/home/"] {
+            assert!(storage_problem(Path::new(bad)).is_some(), "{bad}");
+        }
+        let up = errors(&format!(
+            "project: p\ngeneration: 1\nstorage: ../..\n{REST}"
+        ));
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert!(up[0].starts_with("/specs/s.yaml:3:10: storage: the storage root is /:"));
+        let tilde = errors(&format!("project: p\ngeneration: 1\nstorage: ~/g\n{REST}"));
+        assert!(tilde[0].contains("does not expand `~`"), "{tilde:?}");
+    }
+
+    #[test]
+    fn a_host_port_clashes_on_overlapping_addresses_only() {
+        let clash = |a: &str, b: &str| {
+            let text = format!(
+                "project: p\ngeneration: 1\nstorage: s\n\
+                 app: {{ image: \"a:1\", ports: [\"{a}\", \"{b}\"] }}\ndb: {{ image: \"postgres:15\" }}\n"
+            );
+            !errors(&text).is_empty()
+        };
+        assert!(clash("80:80", "80:81"));
+        assert!(clash("0.0.0.0:80:80", "127.0.0.1:80:81"));
+        assert!(clash("127.0.0.1:80:80", "80:81"));
+        assert!(clash("127.0.0.1:80:80", "127.0.0.1:80:81"));
+        assert!(!clash("127.0.0.1:80:80", "127.0.0.2:80:81"));
+        assert!(!clash("53:53/udp", "53:53/tcp"));
+        assert!(!clash("80", "80"), "Docker picks distinct host ports");
+    }
+
+    #[test]
+    fn later_errors_keep_the_file_indices_of_a_shortened_sequence() {
+        let text = "project: p\ngeneration: 1\nstorage: s\napp:\n  image: \"a:1\"\n  ports:\n    - 1\n    - 2\n    - \"9:9\"\n    - \"9:8\"\ndb: { image: \"postgres:15\" }\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains(":7:7: app.ports[0]: 1 is a number"), "{e:?}");
+        assert!(e[1].contains(":8:7: app.ports[1]: 2 is a number"), "{e:?}");
+        assert!(
+            e[2].contains(":10:7: app.ports[3]: host port 9/tcp on every address is already taken by app.ports[2]"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_field_is_stood_in_for_so_the_rest_is_checked() {
+        let e = errors("project: p\nstorage: /\napp: { image: \"a\" }\ndb: { image: 15 }\n");
+        assert!(
+            e.iter().any(|e| e.contains("missing field `generation`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("storage: the storage root is /")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.contains("app.image: \"a\" has no tag")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("db.image: 15 is not an image reference")),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
+    }
+}
