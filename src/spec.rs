@@ -729,12 +729,15 @@ impl Spec {
             .collect();
             errors.extend(env_file_errors(path, &positions, &named));
         }
-        // In the spec's order, then the env files' own problems.
-        errors.sort_by_key(|e| (e.file != path, e.position.is_none(), e.position));
-        if errors.is_empty() {
+        // In the spec's order, then the env files' own problems, file by file.
+        let (mut own, env): (Vec<SpecError>, Vec<SpecError>) =
+            errors.into_iter().partition(|e| e.file == path);
+        own.sort_by_key(|e| (e.position.is_none(), e.position));
+        own.extend(env);
+        if own.is_empty() {
             Ok(spec)
         } else {
-            Err(SpecErrors(errors))
+            Err(SpecErrors(own))
         }
     }
 
@@ -821,7 +824,7 @@ impl Spec {
                         format!("{field}.{key}"),
                         format!(
                             "{key:?} is not an environment variable name \
-                             (no space, `=` or control character)"
+                             (printable ASCII, no space or `=`)"
                         ),
                     );
                 }
@@ -1113,7 +1116,7 @@ fn env_file_errors(
                 format!("{}: {message}", file.display()),
             )
         };
-        let bytes = match std::fs::metadata(file) {
+        match std::fs::metadata(file) {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 out.push(whole(
                     "no such file (a relative path is read from the spec's directory)".into(),
@@ -1130,18 +1133,19 @@ fn env_file_errors(
                 out.push(whole("is not a regular file".into()));
                 continue;
             }
-            _ => match std::fs::read(file) {
-                Ok(bytes) => bytes,
-                Err(e) => {
-                    out.push(whole(format!("cannot be read: {e}")));
-                    continue;
-                }
-            },
-        };
+            _ => {}
+        }
         if done.contains(file) {
             continue;
         }
         done.push(file);
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                out.push(whole(format!("cannot be read: {e}")));
+                continue;
+            }
+        };
         let users: Vec<&str> = named
             .iter()
             .filter(|(_, f)| f == file)
