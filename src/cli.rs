@@ -13,7 +13,7 @@ use crate::incident::{Alert, Event as AlertEvent, Incidents};
 use crate::observed::Observation;
 use crate::plan::{self, PlanOptions};
 use crate::render::{self, Style};
-use crate::spec::Spec;
+use crate::spec::{EnvFiles, Spec};
 
 const EXIT_CODES_APPLY: &str = "\
 Exit codes:
@@ -23,8 +23,8 @@ Exit codes:
      or --require-clean and the spec has uncommitted changes
   4  the new generation failed its health checks: it was removed and the
      previous generation is live again; see the failure report
-  1  any other error (bad spec, engine unreachable, a step failed, another
-     gemctl holds the project's lock)";
+  1  any other error (bad spec or arguments, engine unreachable, a step
+     failed, another gemctl holds the project's lock)";
 
 const EXIT_CODES_STATUS: &str = "\
 Exit codes:
@@ -32,7 +32,7 @@ Exit codes:
   2  not in sync: `gemctl apply` would act (or the desired generation is
      held back after a failure)
   3  unrecognised containers or an unsafe state: gemctl would refuse to act
-  1  any other error (bad spec, engine unreachable)";
+  1  any other error (bad spec or arguments, engine unreachable)";
 
 const EXIT_CODES_DIFF: &str = "\
 Exit codes:
@@ -40,7 +40,18 @@ Exit codes:
   2  changes pending: `gemctl apply` would act
   3  refused: unrecognised containers or an unsafe state (or the desired
      generation failed before and is held back); a human must look
-  1  any other error (bad spec, engine unreachable)";
+  1  any other error (bad spec or arguments, engine unreachable)";
+
+const EXIT_CODES: &str = "\
+Exit codes (each command's --help says which it uses):
+  0  success: in sync, converged, done (also --help and --version)
+  1  any error: a bad spec or env file, bad arguments, the engine
+     unreachable, a step failed
+  2  changes pending: `gemctl apply` would act (diff, status)
+  3  refused: an unsafe or unrecognised state, nothing touched (diff and
+     status: gemctl would refuse); backups --verify: a backup is damaged
+  4  the new generation failed its health checks; the previous one is
+     live again (apply, rollback, restore, reconcile --once)";
 
 /// gemctl deploys one app container and one PostgreSQL container onto a Docker host
 /// in numbered generations, from a YAML spec kept in git.
@@ -48,7 +59,7 @@ Exit codes:
 /// `gemctl diff -f prod.yaml` shows what would change; `gemctl validate` checks a
 /// spec alone; `gemctl schema` prints the JSON Schema editors use to check specs.
 #[derive(Debug, Parser)]
-#[command(name = "gemctl", version, propagate_version = true)]
+#[command(name = "gemctl", version, propagate_version = true, after_help = EXIT_CODES)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -56,14 +67,20 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Check a spec file: syntax, field names, values and cross-field rules.
+    /// Check a spec file: syntax, field names, values, cross-field rules (a safe
+    /// storage root, each host port once) and the env files it names (readable
+    /// UTF-8 KEY=value lines; values are never shown). The engine is not asked.
     ///
-    /// Prints every problem as FILE:LINE:COLUMN: FIELD: MESSAGE.
-    /// Exit codes: 0 valid, 1 invalid.
+    /// Prints every problem as FILE:LINE:COLUMN: FIELD: MESSAGE. Every command
+    /// that reads the spec makes the same checks.
+    /// Exit codes: 0 valid, 1 invalid (or bad arguments).
     Validate {
         /// The spec file.
         #[arg(short = 'f', long = "file", value_name = "SPEC")]
         file: PathBuf,
+        /// Do not read the env files (on a machine without the secrets, e.g. CI).
+        #[arg(long)]
+        no_env_files: bool,
     },
     /// Print the JSON Schema of the spec (committed as schema/gemctl.schema.json).
     ///
@@ -356,7 +373,8 @@ enum Command {
         /// The spec file.
         #[arg(short = 'f', long = "file", value_name = "SPEC")]
         file: PathBuf,
-        /// Plan against a saved observation (from `gemctl observe`) instead of the engine.
+        /// Plan against a saved observation (from `gemctl observe`) instead of the
+        /// engine; the spec's env files need not be on this machine.
         #[arg(long, value_name = "FILE")]
         observed: Option<PathBuf>,
         /// Output format.
@@ -397,7 +415,20 @@ pub enum Output {
 
 /// Parses the process arguments, runs the command, returns the exit code.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap would exit 2, which `diff` and `status` use for "changes
+            // pending": a script must not read a typo as a verdict.
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
+                _ => exit::ERROR,
+            });
+        }
+    };
     match &cli.command {
         Command::Reconcile { log_format, .. } => init_tracing("info", *log_format),
         _ => init_tracing("warn", LogFormat::Text),
@@ -449,14 +480,24 @@ fn json(value: &impl serde::Serialize) -> String {
 /// Runs one command; `Ok` carries the exit code of a command that ran to its verdict.
 pub fn run(cli: Cli) -> Result<u8, Error> {
     match cli.command {
-        Command::Validate { file } => {
-            let spec = Spec::load(&file)?;
+        Command::Validate { file, no_env_files } => {
+            let env_files = if no_env_files {
+                EnvFiles::Skip
+            } else {
+                EnvFiles::Check
+            };
+            let spec = Spec::load_with(&file, env_files)?;
             print(&format!(
-                "{}: valid (project {}, generation {}, retain {})\n",
+                "{}: valid (project {}, generation {}, retain {}){}\n",
                 file.display(),
                 spec.project,
                 spec.generation,
-                spec.retain.0
+                spec.retain.0,
+                if no_env_files {
+                    "; env files not checked"
+                } else {
+                    ""
+                }
             ))?;
             Ok(exit::OK)
         }
@@ -835,7 +876,12 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             output,
             retry,
         } => {
-            let spec = Spec::load(&file)?;
+            let env_files = if observed.is_some() {
+                EnvFiles::Skip
+            } else {
+                EnvFiles::Check
+            };
+            let spec = Spec::load_with(&file, env_files)?;
             let observation = match observed {
                 Some(path) => crate::observe::read_saved(&path)?,
                 None => observe_engine(&spec)?,

@@ -128,11 +128,8 @@ pub trait Engine {
     ) -> Result<Option<(String, u16)>, EngineError>;
 }
 
-/// Parses `KEY=value` lines of an env file (blank lines and `#` comments skipped).
+/// Parses `KEY=value` lines of an env file (blank lines and `#` comments skipped);
+/// see [`crate::env_file`], which checked the file when the spec was loaded.
 pub fn parse_env_file(text: &str) -> Vec<String> {
-    text.lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty() && !l.starts_with('#') && l.contains('='))
-        .map(|l| l.strip_prefix("export ").unwrap_or(l).to_string())
-        .collect()
+    crate::env_file::entries(text)
 }

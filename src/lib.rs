@@ -10,6 +10,7 @@ pub mod copy;
 pub mod desired;
 pub mod docker;
 pub mod engine;
+pub mod env_file;
 pub mod error;
 pub mod execute;
 pub mod git;

@@ -2,8 +2,9 @@
 //!
 //! Parsing is strict (`deny_unknown_fields`, newtypes that reject bad scalars) so a
 //! typo is an error with a file, line and column, never a silently ignored field.
-//! After parsing, [`Spec::validate`] runs the checks that span several fields.
-//! This module does no I/O beyond reading the spec file itself.
+//! After parsing, the checks that span several fields run, then those of the
+//! files the spec names (its env files). Every problem is reported, not only the
+//! first. The engine is never asked.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use schemars::JsonSchema;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::spec_error::{SpecError, SpecErrors, position_index};
+use crate::spec_error::{Positions, RemovedItems, SpecError, SpecErrors, recover, within};
 
 /// The whole spec file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -617,40 +618,82 @@ impl<'de> Deserialize<'de> for PortMapping {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         scalar(d, |v| match v {
             Scalar::Str(s) => PortMapping::parse(&s),
-            Scalar::Int(n) => PortMapping::parse(&n.to_string()),
+            Scalar::Int(n) => Err(format!(
+                "{n} is a number, not a port mapping: quote it, e.g. \"{n}:{n}\" to publish \
+                 host port {n} (a bare \"{n}\" lets Docker pick a random host port)"
+            )),
             other => Err(format!("{other} is not a port mapping (try \"8080:80\")")),
         })
     }
 }
 
+/// Whether loading a spec also checks the env files it names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EnvFiles {
+    /// Each must be a readable UTF-8 file of `KEY=value` lines.
+    Check,
+    /// Not read: for a machine without the secrets (CI, planning offline).
+    Skip,
+}
+
 impl Spec {
-    /// Reads, parses and validates a spec file. Relative paths in the spec are
-    /// resolved against the file's directory.
+    /// Reads, parses and validates a spec file and its env files. Relative paths
+    /// in the spec are resolved against the file's directory.
     pub fn load(path: &Path) -> Result<Spec, SpecErrors> {
+        Spec::load_with(path, EnvFiles::Check)
+    }
+
+    /// As [`Spec::load`], checking the env files or not.
+    pub fn load_with(path: &Path, env_files: EnvFiles) -> Result<Spec, SpecErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             SpecErrors::one(SpecError::file(path, format!("cannot read the spec: {e}")))
         })?;
-        Spec::parse(path, &text)
+        Spec::parse_with(path, &text, env_files)
     }
 
-    /// Parses and validates spec text; `path` names it in errors and anchors relative paths.
+    /// Parses and validates spec text and its env files; `path` names it in errors
+    /// and anchors relative paths.
     pub fn parse(path: &Path, text: &str) -> Result<Spec, SpecErrors> {
-        let index = position_index(text);
+        Spec::parse_with(path, text, EnvFiles::Check)
+    }
+
+    /// As [`Spec::parse`], checking the env files or not.
+    pub fn parse_with(path: &Path, text: &str, env_files: EnvFiles) -> Result<Spec, SpecErrors> {
         if text.trim().is_empty() {
             return Err(SpecErrors::one(SpecError::file(
                 path,
                 "the spec is empty (see specs/prod.yaml for an annotated example)".into(),
             )));
         }
-        let mut spec: Spec = serde_yaml::from_str(text)
-            .map_err(|e| SpecErrors::one(SpecError::from_yaml(path, &e, &index)))?;
-        let errors: Vec<SpecError> = spec
-            .problems()
-            .into_iter()
-            .map(|(field, message)| SpecError::at_field(path, &index, &field, message))
-            .collect();
-        if !errors.is_empty() {
-            return Err(SpecErrors(errors));
+        let positions = Positions::of(text);
+        let (mut spec, mut errors, replaced, removed) = match serde_yaml::from_str::<Spec>(text) {
+            Ok(spec) => (spec, Vec::new(), Vec::new(), RemovedItems::default()),
+            Err(e) => {
+                let first = SpecError::from_yaml(path, &e, &positions.fields);
+                let found = recover::<Spec>(path, text, &positions, first);
+                match found.value {
+                    Some(spec) => (spec, found.errors, found.replaced, found.removed),
+                    None => return Err(SpecErrors(found.errors)),
+                }
+            }
+        };
+        // A check of a value that was left out or stood in for would report what
+        // is not in the file; so would a health port, checked against app.ports.
+        let ports_replaced = replaced.iter().any(|r| within(r, &["app.ports".into()]));
+        let health_port =
+            |field: &str| field.starts_with("app.health[") && field.ends_with(".port");
+        let moot = |field: &str| within(field, &replaced) || (ports_replaced && health_port(field));
+        for (field, message) in spec.problems() {
+            let field = removed.file_indices(&field);
+            if !moot(&field) {
+                let message = removed.file_indices(&message);
+                errors.push(SpecError::at_field(
+                    path,
+                    &positions.fields,
+                    &field,
+                    message,
+                ));
+            }
         }
         let base = path.parent().unwrap_or(Path::new("."));
         let resolve = |p: &mut PathBuf| {
@@ -671,7 +714,32 @@ impl Spec {
         if let Some(b) = spec.bootstrap.as_mut() {
             resolve(&mut b.from_backup)
         }
-        Ok(spec)
+        if !moot("storage")
+            && let Some(message) = storage_problem(&spec.storage)
+        {
+            errors.push(SpecError::at_value(path, &positions, "storage", message));
+        }
+        if env_files == EnvFiles::Check {
+            let named: Vec<(&str, &PathBuf)> = [
+                ("app.env_file", spec.app.env_file.as_ref()),
+                ("db.env_file", spec.db.env_file.as_ref()),
+            ]
+            .into_iter()
+            .filter_map(|(field, file)| Some((field, file?)))
+            .filter(|(field, _)| !moot(field))
+            .collect();
+            errors.extend(env_file_errors(path, &positions, &named));
+        }
+        // In the spec's order, then the env files' own problems, file by file.
+        let (mut own, env): (Vec<SpecError>, Vec<SpecError>) =
+            errors.into_iter().partition(|e| e.file == path);
+        own.sort_by_key(|e| (e.position.is_none(), e.position));
+        own.extend(env);
+        if own.is_empty() {
+            Ok(spec)
+        } else {
+            Err(SpecErrors(own))
+        }
     }
 
     /// Where backups are written: `backup.dir`, else `<storage>/backups`.
@@ -735,6 +803,12 @@ impl Spec {
                 "the storage root is empty (e.g. storage: /var/lib/gemctl/prod)".into(),
             );
         }
+        if self.storage.starts_with("~") {
+            bad(
+                "storage".into(),
+                "gemctl does not expand `~`: write the whole path (e.g. /home/ops/gemctl)".into(),
+            );
+        }
         for (field, var) in [("app.db_host_var", &self.app.db_host_var)] {
             if var.is_empty() || var.contains('=') {
                 bad(
@@ -744,11 +818,32 @@ impl Spec {
             }
         }
         for (field, env) in [("app.env", &self.app.env), ("db.env", &self.db.env)] {
-            for key in env.keys() {
-                if key.is_empty() || key.contains('=') {
+            for (key, value) in env {
+                if key.is_empty() || key.contains('=') || !key.chars().all(|c| c.is_ascii_graphic())
+                {
                     bad(
                         format!("{field}.{key}"),
-                        format!("{key:?} is not an environment variable name"),
+                        format!(
+                            "{key:?} is not an environment variable name \
+                             (printable ASCII, no space or `=`)"
+                        ),
+                    );
+                }
+                // A line break is allowed here, unlike in an env file: a YAML
+                // block scalar is how a multi-line value (a certificate) is written.
+                if let Some((at, c)) = value
+                    .chars()
+                    .enumerate()
+                    .find(|(_, c)| *c != '\n' && crate::env_file::forbidden(*c))
+                {
+                    bad(
+                        format!("{field}.{key}"),
+                        format!(
+                            "the value contains {} at character {}: Docker cannot pass it to \
+                             the container (the value is not shown)",
+                            crate::env_file::describe(c),
+                            at + 1
+                        ),
                     );
                 }
             }
@@ -806,23 +901,33 @@ impl Spec {
             }
         }
 
-        // Ports: no two mappings may claim the same host address and port.
-        let mut seen: BTreeMap<(String, u16, String), usize> = BTreeMap::new();
+        // Ports: no two mappings may claim the same host port and protocol on
+        // overlapping addresses; no address (or 0.0.0.0, ::) means every address.
+        let every = |ip: &Option<String>| {
+            matches!(ip.as_deref(), None | Some("" | "0.0.0.0" | "::" | "[::]"))
+        };
         for (i, p) in self.app.ports.iter().enumerate() {
-            if let Some(hp) = p.host_port {
-                let ip = p.host_ip.clone().unwrap_or_else(|| "0.0.0.0".into());
-                let key = (ip.clone(), hp, p.proto.clone());
-                if let Some(first) = seen.get(&key) {
-                    bad(
-                        format!("app.ports[{i}]"),
-                        format!(
-                            "host port {hp}/{} on {ip} is already taken by app.ports[{first}] ({:?})",
-                            p.proto, self.app.ports[*first].raw
-                        ),
-                    );
+            let Some(hp) = p.host_port else { continue };
+            let first = self.app.ports[..i].iter().position(|q| {
+                q.host_port == Some(hp)
+                    && q.proto == p.proto
+                    && (every(&q.host_ip) || every(&p.host_ip) || q.host_ip == p.host_ip)
+            });
+            if let Some(first) = first {
+                let ip = if every(&p.host_ip) {
+                    "every address".to_string()
                 } else {
-                    seen.insert(key, i);
-                }
+                    p.host_ip.clone().unwrap_or_default()
+                };
+                bad(
+                    format!("app.ports[{i}]"),
+                    format!(
+                        "host port {hp}/{} on {ip} is already taken by app.ports[{first}] ({:?}); \
+                         a host port may appear once (a mapping without an address, or with \
+                         0.0.0.0, listens on every address)",
+                        p.proto, self.app.ports[first].raw
+                    ),
+                );
             }
         }
 
@@ -921,5 +1026,237 @@ impl Spec {
             }
         }
         out
+    }
+}
+
+/// Directories gemctl must never use as its storage root: it keeps one directory
+/// per generation in it and deletes those of old generations.
+const SYSTEM_DIRS: &[&str] = &[
+    "/",
+    "/bin",
+    "/boot",
+    "/dev",
+    "/etc",
+    "/home",
+    "/lib",
+    "/lib32",
+    "/lib64",
+    "/libx32",
+    "/media",
+    "/mnt",
+    "/opt",
+    "/proc",
+    "/root",
+    "/run",
+    "/sbin",
+    "/srv",
+    "/sys",
+    "/tmp",
+    "/usr",
+    "/usr/bin",
+    "/usr/lib",
+    "/usr/local",
+    "/usr/sbin",
+    "/usr/share",
+    "/var",
+    "/var/lib",
+    "/var/log",
+    "/var/run",
+    "/var/tmp",
+];
+
+/// Why the (resolved) storage root is unsafe, if it is.
+fn storage_problem(storage: &Path) -> Option<String> {
+    let absolute = std::path::absolute(storage).unwrap_or_else(|_| storage.to_path_buf());
+    let mut clean = PathBuf::from("/");
+    for part in absolute.components() {
+        match part {
+            std::path::Component::ParentDir => {
+                clean.pop();
+            }
+            std::path::Component::Normal(p) => clean.push(p),
+            _ => {}
+        }
+    }
+    let real = std::fs::canonicalize(&clean).unwrap_or_else(|_| clean.clone());
+    let system = |p: &Path| SYSTEM_DIRS.iter().any(|d| p == Path::new(d));
+    if !system(&clean) && !system(&real) {
+        return None;
+    }
+    let shown = if real != clean {
+        format!("{} (which is {})", clean.display(), real.display())
+    } else {
+        clean.display().to_string()
+    };
+    Some(format!(
+        "the storage root is {shown}: gemctl keeps each generation's data in \
+         <storage>/<n>/ and deletes old generations there, so it needs a directory of \
+         its own, e.g. storage: /var/lib/gemctl/<project>"
+    ))
+}
+
+/// How many problems of one env file are listed before the rest are counted.
+const ENV_FILE_PROBLEMS_SHOWN: usize = 10;
+
+/// The problems of each env file the spec names: the file itself (missing, a
+/// directory, unreadable) at the spec's field, its lines at the file's line and
+/// column. A file named twice is read once.
+fn env_file_errors(
+    spec: &Path,
+    positions: &Positions,
+    named: &[(&str, &PathBuf)],
+) -> Vec<SpecError> {
+    let mut out = Vec::new();
+    let mut done: Vec<&PathBuf> = Vec::new();
+    for (field, file) in named {
+        let whole = |message: String| {
+            SpecError::at_value(
+                spec,
+                positions,
+                field,
+                format!("{}: {message}", file.display()),
+            )
+        };
+        match std::fs::metadata(file) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                out.push(whole(
+                    "no such file (a relative path is read from the spec's directory)".into(),
+                ));
+                continue;
+            }
+            Ok(m) if m.is_dir() => {
+                out.push(whole(
+                    "is a directory, not a file of KEY=value lines".into(),
+                ));
+                continue;
+            }
+            Ok(m) if !m.is_file() => {
+                out.push(whole("is not a regular file".into()));
+                continue;
+            }
+            _ => {}
+        }
+        if done.contains(file) {
+            continue;
+        }
+        done.push(file);
+        let bytes = match std::fs::read(file) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                out.push(whole(format!("cannot be read: {e}")));
+                continue;
+            }
+        };
+        let users: Vec<&str> = named
+            .iter()
+            .filter(|(_, f)| f == file)
+            .map(|(f, _)| *f)
+            .collect();
+        let problems = crate::env_file::problems(&bytes);
+        for p in problems.iter().take(ENV_FILE_PROBLEMS_SHOWN) {
+            out.push(SpecError {
+                file: file.to_path_buf(),
+                position: Some((p.line, p.column)),
+                field: Some(users.join(", ")),
+                message: p.message.clone(),
+            });
+        }
+        if problems.len() > ENV_FILE_PROBLEMS_SHOWN {
+            out.push(SpecError {
+                file: file.to_path_buf(),
+                position: None,
+                field: Some(users.join(", ")),
+                message: format!(
+                    "and {} more problems: is this an env file of KEY=value lines?",
+                    problems.len() - ENV_FILE_PROBLEMS_SHOWN
+                ),
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors(text: &str) -> Vec<String> {
+        match Spec::parse_with(Path::new("/specs/s.yaml"), text, EnvFiles::Skip) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.0.iter().map(ToString::to_string).collect(),
+        }
+    }
+
+    const REST: &str = "app: { image: \"a:1\" }\ndb: { image: \"postgres:15\" }\n";
+
+    #[test]
+    fn storage_is_resolved_then_refused_when_it_is_a_system_directory() {
+        assert!(storage_problem(Path::new("/var/lib/gemctl/x")).is_none());
+        assert!(storage_problem(Path::new("/srv/shop")).is_none());
+        for bad in ["/", "/etc", "/var/lib/../../usr", "/tmp/.", "/home/"] {
+            assert!(storage_problem(Path::new(bad)).is_some(), "{bad}");
+        }
+        let up = errors(&format!(
+            "project: p\ngeneration: 1\nstorage: ../..\n{REST}"
+        ));
+        assert_eq!(up.len(), 1, "{up:?}");
+        assert!(up[0].starts_with("/specs/s.yaml:3:10: storage: the storage root is /:"));
+        let tilde = errors(&format!("project: p\ngeneration: 1\nstorage: ~/g\n{REST}"));
+        assert!(tilde[0].contains("does not expand `~`"), "{tilde:?}");
+    }
+
+    #[test]
+    fn a_host_port_clashes_on_overlapping_addresses_only() {
+        let clash = |a: &str, b: &str| {
+            let text = format!(
+                "project: p\ngeneration: 1\nstorage: s\n\
+                 app: {{ image: \"a:1\", ports: [\"{a}\", \"{b}\"] }}\ndb: {{ image: \"postgres:15\" }}\n"
+            );
+            !errors(&text).is_empty()
+        };
+        assert!(clash("80:80", "80:81"));
+        assert!(clash("0.0.0.0:80:80", "127.0.0.1:80:81"));
+        assert!(clash("127.0.0.1:80:80", "80:81"));
+        assert!(clash("127.0.0.1:80:80", "127.0.0.1:80:81"));
+        assert!(!clash("127.0.0.1:80:80", "127.0.0.2:80:81"));
+        assert!(!clash("53:53/udp", "53:53/tcp"));
+        assert!(!clash("80", "80"), "Docker picks distinct host ports");
+    }
+
+    #[test]
+    fn later_errors_keep_the_file_indices_of_a_shortened_sequence() {
+        let text = "project: p\ngeneration: 1\nstorage: s\napp:\n  image: \"a:1\"\n  ports:\n    - 1\n    - 2\n    - \"9:9\"\n    - \"9:8\"\ndb: { image: \"postgres:15\" }\n";
+        let e = errors(text);
+        assert_eq!(e.len(), 3, "{e:?}");
+        assert!(e[0].contains(":7:7: app.ports[0]: 1 is a number"), "{e:?}");
+        assert!(e[1].contains(":8:7: app.ports[1]: 2 is a number"), "{e:?}");
+        assert!(
+            e[2].contains(":10:7: app.ports[3]: host port 9/tcp on every address is already taken by app.ports[2]"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
+    fn a_missing_required_field_is_stood_in_for_so_the_rest_is_checked() {
+        let e = errors("project: p\nstorage: /\napp: { image: \"a\" }\ndb: { image: 15 }\n");
+        assert!(
+            e.iter().any(|e| e.contains("missing field `generation`")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("storage: the storage root is /")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter().any(|e| e.contains("app.image: \"a\" has no tag")),
+            "{e:?}"
+        );
+        assert!(
+            e.iter()
+                .any(|e| e.contains("db.image: 15 is not an image reference")),
+            "{e:?}"
+        );
+        assert_eq!(e.len(), 4, "{e:?}");
     }
 }

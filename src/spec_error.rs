@@ -1,12 +1,17 @@
 //! Errors in a spec file, each pointing at a file, line, column and field.
 //!
-//! serde_yaml reports where a parse failed; for checks that span fields (run after
-//! parsing) [`position_index`] maps each field path to where it is written.
+//! serde_yaml reports where a parse failed, and stops at the first error; [`recover`]
+//! carries on past each one so every problem is reported. For checks that span
+//! fields (run after parsing) [`Positions`] maps each field path to where it is
+//! written.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
+use serde_path_to_error::Segment;
+use serde_yaml::Value;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::Marker;
 
@@ -102,6 +107,20 @@ impl SpecError {
             message,
         }
     }
+
+    /// A problem with a field's value, located at the value where it is written
+    /// (at its key, or its nearest parent, when the value has no position of its own).
+    pub fn at_value(path: &Path, positions: &Positions, field: &str, message: String) -> SpecError {
+        match positions.values.get(field) {
+            Some(p) => SpecError {
+                file: path.to_path_buf(),
+                position: Some(*p),
+                field: Some(field.to_string()),
+                message,
+            },
+            None => SpecError::at_field(path, &positions.fields, field, message),
+        }
+    }
 }
 
 fn looks_like_path(s: &str) -> bool {
@@ -188,20 +207,270 @@ impl fmt::Display for SpecErrors {
 
 impl std::error::Error for SpecErrors {}
 
-/// Maps each field path (`app.ports[1]`, `app.health[0].timeout`) to the 1-based
-/// line and column where it is written. Unparseable text gives an empty index.
-pub fn position_index(text: &str) -> HashMap<String, (usize, usize)> {
-    let mut walker = Walker::default();
-    let mut parser = Parser::new_from_str(text);
-    if parser.load(&mut walker, false).is_err() {
-        return HashMap::new();
+/// Where each field path (`app.ports[1]`, `app.health[0].timeout`) is written,
+/// as 1-based line and column. Unparseable text gives empty maps.
+#[derive(Debug, Default)]
+pub struct Positions {
+    /// Where each field's key (or sequence item) starts; `""` is the document's root.
+    pub fields: HashMap<String, (usize, usize)>,
+    /// Where each scalar value written after a key starts.
+    pub values: HashMap<String, (usize, usize)>,
+}
+
+impl Positions {
+    /// Indexes a spec's text.
+    pub fn of(text: &str) -> Positions {
+        let mut walker = Walker::default();
+        let mut parser = Parser::new_from_str(text);
+        if parser.load(&mut walker, false).is_err() {
+            return Positions::default();
+        }
+        Positions {
+            fields: walker.index,
+            values: walker.values,
+        }
     }
-    walker.index
+}
+
+/// What [`recover`] found.
+pub struct Recovered<T> {
+    /// Every type error, the first one first.
+    pub errors: Vec<SpecError>,
+    /// The document parsed with each bad value left out (a default takes its
+    /// place) or, for a required field, a stand-in; `None` when no stand-in fits.
+    pub value: Option<T>,
+    /// The fields left out or stood in for: checks of these fields, or that
+    /// depend on them, would report what is not in the file.
+    pub replaced: Vec<String>,
+    /// The sequence items left out.
+    pub removed: RemovedItems,
+}
+
+/// Items taken out of sequences, by the sequence's path and the item's index in
+/// the file: a check of what is left counts items without them, and
+/// [`RemovedItems::file_indices`] turns its indices back into the file's.
+#[derive(Debug, Default)]
+pub struct RemovedItems(HashMap<String, BTreeSet<usize>>);
+
+impl RemovedItems {
+    /// The index in the file of the `index`th item left in sequence `seq`.
+    fn file_index(&self, seq: &str, index: usize) -> usize {
+        let gone = self.0.get(seq);
+        (0..)
+            .filter(|i| gone.is_none_or(|g| !g.contains(i)))
+            .nth(index)
+            .unwrap_or(index)
+    }
+
+    /// `text` with every `seq[i]` naming an item of a shortened sequence
+    /// rewritten to the item's index in the file.
+    pub fn file_indices(&self, text: &str) -> String {
+        let mut seqs: Vec<&String> = self.0.keys().collect();
+        // Outer sequences first: an inner one's path holds the outer's file index.
+        seqs.sort_by_key(|s| s.len());
+        let mut out = text.to_string();
+        for seq in seqs {
+            let re = regex::Regex::new(&format!(r"{}\[(\d+)\]", regex::escape(seq)))
+                .expect("an escaped path is a regular expression");
+            out = re
+                .replace_all(&out, |c: &regex::Captures| {
+                    let index = c[1].parse().unwrap_or(usize::MAX);
+                    format!("{seq}[{}]", self.file_index(seq, index))
+                })
+                .into_owned();
+        }
+        out
+    }
+}
+
+/// Values tried, in turn, in place of a required field that was left out.
+fn stand_ins() -> [Value; 4] {
+    [
+        Value::Number(1.into()),
+        Value::String("stand-in:1".into()),
+        Value::Sequence(vec![Value::String("stand-in".into())]),
+        Value::Mapping(Default::default()),
+    ]
+}
+
+/// Enough for any spec; a bound so a surprise cannot loop.
+const MAX_ROUNDS: usize = 200;
+
+/// serde stops at the first error. To report every one, parse the text as a YAML
+/// document, and each time deserialising fails, note the error with the field's
+/// position, take the bad value out (or stand in for a missing required field)
+/// and try again. `first` is serde_yaml's own report of the first error, which
+/// knows the exact position.
+pub fn recover<T: DeserializeOwned>(
+    path: &Path,
+    text: &str,
+    positions: &Positions,
+    first: SpecError,
+) -> Recovered<T> {
+    let mut out = Recovered {
+        errors: vec![first],
+        value: None,
+        replaced: Vec::new(),
+        removed: RemovedItems::default(),
+    };
+    let Ok(mut doc) = serde_yaml::from_str::<Value>(text) else {
+        return out;
+    };
+    let mut stand_in: HashMap<String, usize> = HashMap::new();
+    for round in 0..MAX_ROUNDS {
+        let err = match serde_path_to_error::deserialize::<_, T>(&doc) {
+            Ok(value) => {
+                out.value = Some(value);
+                return out;
+            }
+            Err(e) => e,
+        };
+        let mut at: Vec<Segment> = err
+            .path()
+            .iter()
+            .filter(|s| matches!(s, Segment::Seq { .. } | Segment::Map { .. }))
+            .cloned()
+            .collect();
+        let message = err.inner().to_string();
+        let message = message
+            .split_once(" at line ")
+            .map_or(message.as_str(), |(m, _)| m);
+        let named = message.split('`').nth(1).map(str::to_string);
+        let missing = message.starts_with("missing field");
+        if (missing || message.starts_with("unknown field"))
+            && let Some(name) = named
+            && at
+                .last()
+                .is_none_or(|l| !matches!(l, Segment::Map { key } if *key == name))
+        {
+            at.push(Segment::Map { key: name });
+        }
+        let field = file_path(&at, &out.removed);
+        let known = within(&field, &out.replaced);
+        if round > 0 && !known {
+            // An unknown field is pointed at by its key, a bad value by itself.
+            out.errors.push(if message.starts_with("unknown field") {
+                SpecError::at_field(path, &positions.fields, &field, with_suggestion(message))
+            } else {
+                SpecError::at_value(path, positions, &field, tidy_serde_message(message))
+            });
+        }
+        if missing || stand_in.contains_key(&field) {
+            let tried = stand_in.entry(field.clone()).or_insert(0);
+            let Some(value) = stand_ins().into_iter().nth(*tried) else {
+                return out;
+            };
+            *tried += 1;
+            if !set(&mut doc, &at, value) {
+                return out;
+            }
+        } else if !remove(&mut doc, &at, &field, &mut out.removed) {
+            return out;
+        }
+        if !known {
+            out.replaced.push(field);
+        }
+    }
+    out
+}
+
+/// Whether `field` is `base` or inside it, for any `base` in `bases`.
+pub fn within(field: &str, bases: &[String]) -> bool {
+    bases.iter().any(|b| {
+        field == b
+            || field
+                .strip_prefix(b.as_str())
+                .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
+    })
+}
+
+/// The dotted path of `at` as written in the file.
+fn file_path(at: &[Segment], removed: &RemovedItems) -> String {
+    let mut out = String::new();
+    for seg in at {
+        match seg {
+            Segment::Seq { index } => out = format!("{out}[{}]", removed.file_index(&out, *index)),
+            Segment::Map { key } if out.is_empty() => out = key.clone(),
+            Segment::Map { key } => out = format!("{out}.{key}"),
+            _ => {}
+        }
+    }
+    out
+}
+
+fn key_is(k: &Value, name: &str) -> bool {
+    match k {
+        Value::String(s) => s == name,
+        Value::Number(n) => n.to_string() == name,
+        Value::Bool(b) => b.to_string() == name,
+        _ => false,
+    }
+}
+
+/// The node at `at`, looking through tags.
+fn node<'a>(mut v: &'a mut Value, at: &[Segment]) -> Option<&'a mut Value> {
+    for seg in at {
+        while let Value::Tagged(t) = v {
+            v = &mut t.value;
+        }
+        v = match (seg, v) {
+            (Segment::Seq { index }, Value::Sequence(items)) => items.get_mut(*index)?,
+            (Segment::Map { key }, Value::Mapping(map)) => map
+                .iter_mut()
+                .find(|(k, _)| key_is(k, key))
+                .map(|(_, v)| v)?,
+            _ => return None,
+        };
+    }
+    while let Value::Tagged(t) = v {
+        v = &mut t.value;
+    }
+    Some(v)
+}
+
+/// Takes the node at `at` out of its parent; false if there is none to take.
+fn remove(doc: &mut Value, at: &[Segment], field: &str, removed: &mut RemovedItems) -> bool {
+    let Some((last, parent)) = at.split_last() else {
+        return false;
+    };
+    match (last, node(doc, parent)) {
+        (Segment::Seq { index }, Some(Value::Sequence(items))) if *index < items.len() => {
+            items.remove(*index);
+            if let Some((seq, item)) = field.rsplit_once('[')
+                && let Ok(i) = item.trim_end_matches(']').parse()
+            {
+                removed.0.entry(seq.to_string()).or_default().insert(i);
+            }
+            true
+        }
+        (Segment::Map { key }, Some(Value::Mapping(map))) => {
+            let before = map.len();
+            map.retain(|k, _| !key_is(k, key));
+            map.len() < before
+        }
+        _ => false,
+    }
+}
+
+/// Puts `value` at `at` (a key of a mapping); false if the parent is no mapping.
+fn set(doc: &mut Value, at: &[Segment], value: Value) -> bool {
+    let Some((Segment::Map { key }, parent)) = at.split_last() else {
+        return false;
+    };
+    match node(doc, parent) {
+        Some(Value::Mapping(map)) => {
+            map.retain(|k, _| !key_is(k, key));
+            map.insert(Value::String(key.clone()), value);
+            true
+        }
+        _ => false,
+    }
 }
 
 #[derive(Default)]
 struct Walker {
     index: HashMap<String, (usize, usize)>,
+    values: HashMap<String, (usize, usize)>,
     stack: Vec<Frame>,
 }
 
@@ -251,10 +520,14 @@ impl MarkedEventReceiver for Walker {
                     *key = Some(value);
                     return;
                 }
-                self.enter_value(mark);
+                if let Some(path) = self.enter_value(mark) {
+                    self.values.insert(path, (mark.line(), mark.col() + 1));
+                }
             }
             Event::MappingStart(..) => {
                 let path = if self.stack.is_empty() {
+                    self.index
+                        .insert(String::new(), (mark.line(), mark.col() + 1));
                     Some(String::new())
                 } else {
                     self.enter_value(mark)
@@ -286,7 +559,10 @@ mod tests {
     #[test]
     fn index_points_at_keys_and_items() {
         let text = "project: x\napp:\n  ports:\n    - \"80:80\"\n    - \"81:80\"\n  health:\n    - tcp: {port: 80}\n      timeout: 5s\n";
-        let idx = position_index(text);
+        let positions = Positions::of(text);
+        let idx = &positions.fields;
+        assert_eq!(positions.values["project"], (1, 10));
+        assert_eq!(positions.values["app.health[0].timeout"], (8, 16));
         assert_eq!(idx["project"], (1, 1));
         assert_eq!(idx["app.ports"], (3, 3));
         assert_eq!(idx["app.ports[1]"], (5, 7));

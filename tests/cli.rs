@@ -90,10 +90,11 @@ fn bad_specs_are_reported_with_file_line_column_and_field() {
 
 #[test]
 fn example_specs_start_with_the_schema_line_and_validate() {
-    for file in [
-        "specs/prod.yaml",
-        "specs/demo.yaml",
-        "tests/specs/shop-gen1.yaml",
+    // prod.yaml names env files under /etc/gemctl that only its host has.
+    for (file, flags) in [
+        ("specs/prod.yaml", &["--no-env-files"][..]),
+        ("specs/demo.yaml", &[][..]),
+        ("tests/specs/shop-gen1.yaml", &[][..]),
     ] {
         let text = std::fs::read_to_string(file).unwrap();
         assert!(
@@ -103,10 +104,20 @@ fn example_specs_start_with_the_schema_line_and_validate() {
                 .starts_with("# yaml-language-server: $schema="),
             "{file}"
         );
-        let o = gemctl(&["validate", "-f", file]);
+        let mut args = vec!["validate", "-f", file];
+        args.extend(flags);
+        let o = gemctl(&args);
         assert_eq!(code(&o), 0, "{file}: {}", stderr(&o));
         assert!(stdout(&o).contains("valid"));
     }
+    let o = gemctl(&["validate", "-f", "specs/prod.yaml"]);
+    assert_eq!(code(&o), 1, "the env files are read without the flag");
+    assert!(
+        stderr(&o)
+            .contains("specs/prod.yaml:50:13: app.env_file: /etc/gemctl/gem.env: no such file"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
@@ -353,5 +364,311 @@ fn every_command_explains_its_exit_codes_in_help() {
             stdout(&o).to_lowercase().contains("exit codes"),
             "{command} --help says nothing of exit codes"
         );
+    }
+}
+
+/// A spec in its own directory, written from `body` (the fields after `project`).
+fn spec_file(dir: &Path, body: &str) -> String {
+    let path = dir.join("spec.yaml");
+    std::fs::write(&path, format!("project: v\ngeneration: 1\n{body}")).unwrap();
+    path.to_str().unwrap().to_string()
+}
+
+const APP_DB: &str = "app:\n  image: example/app:1\ndb:\n  image: postgres:15\n";
+
+#[test]
+fn validate_refuses_storage_root_slash() {
+    let dir = tempfile::tempdir().unwrap();
+    let depth = dir.path().components().count();
+    let up = vec![".."; depth].join("/");
+    for (storage, shown) in [
+        ("/", "/"),
+        ("/var", "/var"),
+        ("/tmp/", "/tmp"),
+        ("/usr/../etc", "/etc"),
+        (up.as_str(), "/"),
+    ] {
+        let spec = spec_file(dir.path(), &format!("storage: {storage}\n{APP_DB}"));
+        let o = gemctl(&["validate", "-f", &spec]);
+        assert_eq!(code(&o), 1, "{storage}: {}", stderr(&o));
+        let expected = format!("spec.yaml:3:10: storage: the storage root is {shown}:");
+        assert!(stderr(&o).contains(&expected), "{storage}: {}", stderr(&o));
+    }
+    for storage in ["/var/lib/gemctl/v", "data", "/tmp/gemctl-v"] {
+        let spec = spec_file(dir.path(), &format!("storage: {storage}\n{APP_DB}"));
+        let o = gemctl(&["validate", "-f", &spec]);
+        assert_eq!(code(&o), 0, "{storage}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn validate_refuses_the_same_host_port_twice() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (r#"["127.0.0.1:18080:8080", "0.0.0.0:18080:7000"]"#, true),
+        (r#"["18080:8080", "127.0.0.1:18080:7000"]"#, true),
+        (r#"["127.0.0.1:18080:8080", "18080:7000"]"#, true),
+        (r#"["18080:8080", "18080:8080"]"#, true),
+        (r#"["127.0.0.1:18080:8080", "127.0.0.2:18080:7000"]"#, false),
+        (r#"["53:53/udp", "53:53"]"#, false),
+        (r#"["8080", "8080"]"#, false),
+    ];
+    for (ports, clash) in cases {
+        let spec = spec_file(
+            dir.path(),
+            &format!(
+                "storage: s\napp:\n  image: example/app:1\n  ports: {ports}\ndb:\n  image: postgres:15\n"
+            ),
+        );
+        let o = gemctl(&["validate", "-f", &spec]);
+        if clash {
+            assert_eq!(code(&o), 1, "{ports}");
+            let column = ports.find(", ").unwrap() + 12;
+            let expected = format!("spec.yaml:6:{column}: app.ports[1]: host port 18080/tcp on ");
+            assert!(stderr(&o).contains(&expected), "{ports}: {}", stderr(&o));
+            assert!(stderr(&o).contains("is already taken by app.ports[0]"));
+        } else {
+            assert_eq!(code(&o), 0, "{ports}: {}", stderr(&o));
+        }
+    }
+}
+
+#[test]
+fn validate_refuses_an_integer_port() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = spec_file(
+        dir.path(),
+        "storage: s\napp:\n  image: example/app:1\n  ports:\n    - \"7000:7000\"\n    - 8080\ndb:\n  image: postgres:15\n",
+    );
+    let o = gemctl(&["validate", "-f", &spec]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains(
+            "spec.yaml:8:7: app.ports[1]: 8080 is a number, not a port mapping: quote it, e.g. \"8080:8080\""
+        ),
+        "{}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn validate_refuses_env_file_missing_directory_or_not_utf8() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("dir.env")).unwrap();
+    std::fs::write(dir.path().join("latin1.env"), b"OK=1\nNAME=Jos\xe9\n").unwrap();
+    std::fs::write(
+        dir.path().join("lines.env"),
+        "# comment\n\nexport A=1\nno equals sign\nBAD KEY=1\n=1\n",
+    )
+    .unwrap();
+    let cases = [
+        (
+            "missing.env",
+            "spec.yaml:6:13: app.env_file: ",
+            "missing.env: no such file",
+        ),
+        (
+            "dir.env",
+            "spec.yaml:6:13: app.env_file: ",
+            "dir.env: is a directory",
+        ),
+        (
+            "latin1.env",
+            "latin1.env:2:9: app.env_file: this line is not UTF-8 text",
+            "",
+        ),
+        (
+            "lines.env",
+            "lines.env:4:1: app.env_file: this line has no '='",
+            "lines.env:5:4: app.env_file: the name before '=' contains a space",
+        ),
+    ];
+    for (file, first, second) in cases {
+        let spec = spec_file(
+            dir.path(),
+            &format!(
+                "storage: s\napp:\n  image: example/app:1\n  env_file: {file}\ndb:\n  image: postgres:15\n"
+            ),
+        );
+        let o = gemctl(&["validate", "-f", &spec]);
+        assert_eq!(code(&o), 1, "{file}");
+        assert!(stderr(&o).contains(first), "{file}: {}", stderr(&o));
+        assert!(stderr(&o).contains(second), "{file}: {}", stderr(&o));
+        // The same checks stop every command that reads the spec, before the engine.
+        let o = gemctl(&["diff", "-f", &spec]);
+        assert_eq!(code(&o), 1, "{file}");
+        assert!(stderr(&o).contains(first), "diff {file}: {}", stderr(&o));
+        // Offline planning and --no-env-files do not read them.
+        let o = gemctl(&["validate", "--no-env-files", "-f", &spec]);
+        assert_eq!(code(&o), 0, "{file}: {}", stderr(&o));
+        assert!(stdout(&o).contains("env files not checked"));
+        let o = gemctl(&[
+            "diff",
+            "-f",
+            &spec,
+            "--observed",
+            "tests/observed/shop-gen1.json",
+        ]);
+        assert!(
+            !stderr(&o).contains(file),
+            "diff --observed {file}: {}",
+            stderr(&o)
+        );
+    }
+    let o = gemctl(&[
+        "validate",
+        "-f",
+        &spec_file(
+            dir.path(),
+            "storage: s\napp:\n  image: example/app:1\n  env_file: lines.env\ndb:\n  image: postgres:15\n  env_file: lines.env\n",
+        ),
+    ]);
+    assert_eq!(
+        stderr(&o)
+            .matches("lines.env:4:1: app.env_file, db.env_file: this line has no '='")
+            .count(),
+        1,
+        "a file named twice is reported once: {}",
+        stderr(&o)
+    );
+}
+
+#[test]
+fn validate_rejects_control_characters_without_echoing_the_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("secrets.env"),
+        b"POSTGRES_PASSWORD=hunter2\0tail\nPGPASSWORD=hunter2\rtail\r\nOTHER=hunter2\x1b[0m\nline-hunter2\nCRLF=fine\r\n",
+    )
+    .unwrap();
+    let spec = spec_file(
+        dir.path(),
+        "storage: s\napp:\n  image: example/app:1\n  env:\n    TOKEN: \"hunter2\\0x\"\n    CERT: \"a\\nb\\tc\"\n  env_file: secrets.env\ndb:\n  image: postgres:15\n",
+    );
+    for args in [&["validate", "-f", &spec][..], &["apply", "-f", &spec][..]] {
+        let o = gemctl(args);
+        assert_eq!(code(&o), 1, "{args:?}");
+        let err = stderr(&o);
+        for expected in [
+            "spec.yaml:7:5: app.env.TOKEN: the value contains a NUL byte at character 8",
+            "secrets.env:1:26: app.env_file: the value of POSTGRES_PASSWORD contains a NUL byte",
+            "secrets.env:2:19: app.env_file: the value of PGPASSWORD contains a carriage return",
+            "secrets.env:3:14: app.env_file: the value of OTHER contains the control character U+001B",
+            "secrets.env:4:1: app.env_file: this line has no '='",
+        ] {
+            assert!(
+                err.contains(expected),
+                "{args:?}: missing {expected:?} in {err}"
+            );
+        }
+        assert!(
+            !err.contains("CERT"),
+            "a line break and a tab are allowed in env: {err}"
+        );
+        assert!(!err.contains("CRLF"), "a CRLF line end is allowed: {err}");
+        assert!(
+            !format!("{}{err}", stdout(&o)).contains("hunter2"),
+            "{args:?} echoed the secret: {err}"
+        );
+    }
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_position() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.env"), "A=1\nB\n").unwrap();
+    let path = dir.path().join("spec.yaml");
+    std::fs::write(
+        &path,
+        "project: v
+generation: 0
+retian: 2
+storage: /
+app:
+  image: example/app
+  env_file: a.env
+  ports:
+    - 8080
+    - \"127.0.0.1:18080:8080\"
+    - \"18080:7000\"
+  health:
+    - tcp: { port: 7000 }
+      timeout: 5 sekunden
+db:
+  image: postgres:15
+  env_file: missing.env
+  copy: teleport
+",
+    )
+    .unwrap();
+    let o = gemctl(&["validate", "-f", path.to_str().unwrap()]);
+    assert_eq!(code(&o), 1);
+    let err = stderr(&o);
+    let expected = [
+        "spec.yaml:2:13: generation: 0 is not a generation",
+        "spec.yaml:3:1: retian: unknown field `retian` (did you mean `retain`?)",
+        "spec.yaml:4:10: storage: the storage root is /",
+        "spec.yaml:6:10: app.image: \"example/app\" has no tag",
+        "spec.yaml:9:7: app.ports[0]: 8080 is a number",
+        "spec.yaml:11:7: app.ports[2]: host port 18080/tcp on every address is already taken by app.ports[1]",
+        "spec.yaml:14:16: app.health[0].timeout: \"5 sekunden\" is not a duration",
+        "spec.yaml:17:13: db.env_file: ",
+        "spec.yaml:18:9: db.copy: unknown variant `teleport`",
+        "a.env:2:1: app.env_file: this line has no '='",
+    ];
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{err}");
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(
+            line.contains(want),
+            "expected {want:?}, got {line:?}\n{err}"
+        );
+    }
+    assert!(
+        !err.contains("7000 is not among app.ports"),
+        "the health port is not checked against a port list missing a bad item: {err}"
+    );
+}
+
+#[test]
+fn usage_errors_exit_1_not_2() {
+    for args in [
+        &[
+            "diff",
+            "--outptu",
+            "json",
+            "-f",
+            "tests/specs/shop-gen1.yaml",
+        ][..],
+        &["diff", "-o", "yaml", "-f", "tests/specs/shop-gen1.yaml"][..],
+        &["diff"][..],
+        &["deploy"][..],
+        &[][..],
+    ] {
+        let o = gemctl(args);
+        assert_eq!(code(&o), 1, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).is_empty(), "{args:?} says what is wrong");
+        assert!(stdout(&o).is_empty(), "{args:?}");
+    }
+    assert!(stderr(&gemctl(&["diff", "--outptu", "json"])).contains("--outptu"));
+    for args in [
+        &["--help"][..],
+        &["--version"][..],
+        &["diff", "--help"][..],
+        &["help"][..],
+    ] {
+        let o = gemctl(args);
+        assert_eq!(code(&o), 0, "{args:?}");
+        assert!(!stdout(&o).is_empty(), "{args:?}");
+    }
+    let help = stdout(&gemctl(&["--help"]));
+    for line in [
+        "0  success",
+        "1  any error: a bad spec or env file, bad arguments",
+        "2  changes pending",
+        "3  refused",
+        "4  the new generation failed its health checks",
+    ] {
+        assert!(help.contains(line), "{help}");
     }
 }
