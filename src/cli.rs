@@ -694,7 +694,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             output,
         } => restore(&file, backup.as_deref(), latest, output),
         Command::Unpin { file } => {
-            let spec = Spec::load(&file)?;
+            let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
             let _lock = take_lock(&spec)?;
             if crate::records::clear_pin(&spec.storage)? {
                 print(&format!(
@@ -714,7 +714,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             log_format: _,
         } => reconcile(&file, if once { None } else { every }),
         Command::Unlock { file, yes } => {
-            let spec = Spec::load(&file)?;
+            let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
             let path = crate::lock::path(&spec.storage);
             let who = match crate::lock::holder(&spec.storage) {
                 None => {
@@ -749,7 +749,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             dry_run,
             output,
         } => {
-            let spec = Spec::load(&file)?;
+            let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
             let _lock = take_lock(&spec)?;
             let observation = observe_engine(&spec)?;
             let options = crate::repair::RepairOptions {
@@ -801,7 +801,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             Ok(code)
         }
         Command::History { file, show, output } => {
-            let spec = Spec::load(&file)?;
+            let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
             let reports = crate::report::list(&spec.storage)?;
             if let Some(id) = show {
                 let report = reports.iter().find(|r| r.id == id).ok_or_else(|| {
@@ -827,7 +827,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             follow,
             tail,
         } => {
-            let spec = Spec::load(&file)?;
+            let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
             let storage = crate::observe::read_storage(&spec.storage)?;
             let generation = generation.or(storage.live).unwrap_or(spec.generation.0);
             let role = match role {
@@ -851,7 +851,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
             Ok(exit::OK)
         }
         Command::Status { file, output } => {
-            let spec = Spec::load(&file)?;
+            let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
             let observation = observe_engine(&spec)?;
             let planned = plan::plan(
                 &spec,
