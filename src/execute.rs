@@ -201,10 +201,7 @@ impl StepFailure {
 fn fall_back_from(plan: &Plan, failure: &StepFailure) -> Option<u64> {
     let index = failure.index?;
     let t = plan.target;
-    if matches!(failure.error, StepError::Stale(_))
-        || plan.hold.is_some()
-        || plan.live == Some(t)
-    {
+    if matches!(failure.error, StepError::Stale(_)) || plan.hold.is_some() || plan.live == Some(t) {
         return None;
     }
     let makes_new = |a: &Action| {
@@ -781,7 +778,7 @@ impl<'a, E: Engine> Run<'a, E> {
         };
         if port_holder::is_port_conflict(&error) {
             for holder in port_holder::explain(self.engine, &error, &public_ports(spec)).await {
-                error.push_str(&format!("\n{holder}"));
+                error.push_str(&format!("; {holder}"));
             }
         }
         let why = error.lines().next().unwrap_or_default().to_string();
@@ -790,9 +787,9 @@ impl<'a, E: Engine> Run<'a, E> {
             Some(outcome) => outcome.summary(),
             None => format!("{step} failed: {why}"),
         };
-        let previous = plan
-            .live
-            .map_or("no generation (bootstrap)".into(), |l| format!("generation {l}"));
+        let previous = plan.live.map_or("no generation (bootstrap)".into(), |l| {
+            format!("generation {l}")
+        });
         (self.on_event)(Event::Failure {
             message: format!(
                 "generation {generation} failed at {step}: {error}\nReturning to {previous}."
@@ -858,7 +855,10 @@ impl<'a, E: Engine> Run<'a, E> {
                     }
                 }
             } else {
-                observation.history.failed.retain(|f| f.generation != generation);
+                observation
+                    .history
+                    .failed
+                    .retain(|f| f.generation != generation);
                 observation.history.failed.push(failed.clone());
             }
         }
@@ -885,7 +885,10 @@ impl<'a, E: Engine> Run<'a, E> {
         (self.on_event)(Event::Plan { plan: back.clone() });
         if let Err(f) = self.steps(&back).await {
             let why = match f.error {
-                StepError::Unhealthy { generation: g, outcome } => format!(
+                StepError::Unhealthy {
+                    generation: g,
+                    outcome,
+                } => format!(
                     "generation {g} fails its health checks too: {}",
                     outcome.summary()
                 ),
@@ -947,9 +950,10 @@ impl<'a, E: Engine> Run<'a, E> {
     ) -> Error {
         let spec = self.spec;
         let mut why = why.to_string();
-        if port_holder::is_port_conflict(&why) {
+        let conflict = port_holder::is_port_conflict(&why);
+        if conflict {
             for holder in port_holder::explain(self.engine, &why, &public_ports(spec)).await {
-                why.push_str(&format!("\n{holder}"));
+                why.push_str(&format!("; {holder}"));
             }
         }
         let serving = self
@@ -974,12 +978,17 @@ impl<'a, E: Engine> Run<'a, E> {
             ),
             (None, None) => "No app is running (no generation was live before).".into(),
         };
+        let fix = if conflict {
+            "Free the port"
+        } else {
+            "Fix that"
+        };
         let next = match previous {
             Some(p) => format!(
-                "Fix that, then run `gemctl apply`: it brings generation {p} back (the failed \
+                "{fix}, then run `gemctl apply`: it brings generation {p} back (the failed \
                  generation stays held back; `gemctl apply --retry` tries it again)."
             ),
-            None => "Fix that, then run `gemctl apply`.".into(),
+            None => format!("{fix}, then run `gemctl apply`."),
         };
         let e = Error::Apply(format!(
             "{cause}\nReturning to {} failed too: {why}\n{now} {next}",

@@ -22,8 +22,10 @@ pub fn is_port_conflict(message: &str) -> bool {
 /// 0.0.0.0:8080 failed: …`).
 fn ports_in(message: &str) -> Vec<(Option<IpAddr>, u16)> {
     static ADDR: LazyLock<Regex> = LazyLock::new(|| {
-        Regex::new(r"(?:listen tcp[46]? |Bind for |host port for )\[?([0-9a-fA-F.:]*?)\]?:(\d{1,5})\b")
-            .expect("valid regex")
+        Regex::new(
+            r"(?:listen tcp[46]? |Bind for |host port for )\[?([0-9a-fA-F.:]*?)\]?:(\d{1,5})\b",
+        )
+        .expect("valid regex")
     });
     ADDR.captures_iter(message)
         .filter_map(|c| Some((c[1].parse().ok(), c[2].parse().ok()?)))
@@ -51,9 +53,11 @@ pub async fn explain<E: Engine>(
         };
         let by_container = containers.iter().find(|c| {
             c.state.is_up()
-                && c.ports
-                    .iter()
-                    .any(|p| p.split("->").next().is_some_and(|h| h.ends_with(&format!(":{port}"))))
+                && c.ports.iter().any(|p| {
+                    p.split("->")
+                        .next()
+                        .is_some_and(|h| h.ends_with(&format!(":{port}")))
+                })
         });
         if let Some(c) = by_container {
             out.push(format!(

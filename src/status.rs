@@ -233,10 +233,7 @@ pub fn render(s: &Status) -> String {
             );
         }
         (None, Some(l)) => {
-            let _ = writeln!(
-                out,
-                "no app running; generation {l} is the last good one"
-            );
+            let _ = writeln!(out, "no app running; generation {l} is the last good one");
         }
         _ => {}
     }
