@@ -832,7 +832,10 @@ impl<'a, E: Engine> Run<'a, E> {
         failed.report = report.as_ref().ok().map(|p| p.display().to_string());
         let mut recorded = self.record_failed(restore, &failed);
 
-        let cause = format!("generation {generation} failed at {step}: {error}");
+        let mut cause = format!("generation {generation} failed at {step}: {error}");
+        if let Ok(path) = &report {
+            cause.push_str(&format!("\nFailure report: {}", path.display()));
+        }
         let mut observation = match observe::observe(self.engine, spec).await {
             Ok(o) => o,
             Err(e) => {

@@ -405,3 +405,46 @@ fn a_report_that_cannot_be_written_is_said_after_the_cause() {
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
 }
+
+#[test]
+fn apply_killed_during_the_fall_back_converges_on_the_last_good_generation() {
+    let p = Project::new("kfall");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(70);
+    let before = p.table_digest(&p.db(1));
+
+    let extra = free_port();
+    p.write_spec(2, "slow", 2, "scope: project");
+    let text = std::fs::read_to_string(&p.spec).unwrap().replace(
+        &format!("\"127.0.0.1:{}:7000\"]", p.tcp),
+        &format!("\"127.0.0.1:{}:7000\", \"127.0.0.1:{extra}:9000\"]", p.tcp),
+    );
+    std::fs::write(&p.spec, text).unwrap();
+    let mut child = spawn_apply(&p);
+    wait_stopped(&p.app(1));
+    let stranger = take_port(extra);
+    // Killed the moment the failure is on record: the fall back has not run (or
+    // not all of it).
+    let history = p.storage().join(".gemctl/history.json");
+    wait_until("the failure record", Duration::from_secs(120), || {
+        std::fs::read_to_string(&history).is_ok_and(|t| t.contains("\"generation\": 2"))
+    });
+    child.kill().unwrap();
+    let _ = finish(child);
+    assert!(
+        p.with_public_ports().is_empty(),
+        "killed before generation 1 was back"
+    );
+
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 3, "held on generation 1: {out}");
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+    assert!(
+        p.report().contains("gen=1") && p.report().contains("rows=70"),
+        "{}",
+        p.report()
+    );
+    assert_eq!(p.table_digest(&p.db(1)), before);
+    assert_eq!(p.generations_on_disk(), [1]);
+    drop(stranger);
+}
