@@ -21,8 +21,10 @@ Exit codes:
   3  refused: unrecognised containers or an unsafe state, nothing touched;
      or the desired generation failed before and is held back (use --retry);
      or --require-clean and the spec has uncommitted changes
-  4  the new generation failed its health checks: it was removed and the
-     previous generation is live again; see the failure report
+  4  the new generation failed (its db would not start, the copy, its health
+     checks, exposing it: any step until it is live): it was removed and the
+     previous generation serves (again); see the failure report. If even that
+     fall back fails, the exit code is 1 and the message names the cause
   1  any other error (bad spec or arguments, engine unreachable, a step
      failed, another gemctl holds the project's lock)";
 
@@ -333,9 +335,10 @@ enum Command {
     },
     /// Show the generations on the host and whether it is in sync with the spec.
     ///
-    /// One row per generation: its status (live, retained, rolled back from,
-    /// failed, incomplete), app and db state and health, image, creation time,
-    /// data directory and size. Uses DOCKER_HOST when set.
+    /// One row per generation: its status (live; last good when no app of it
+    /// runs; retained, rolled back from, failed, incomplete, pending), app and db
+    /// state and health, image, creation time, data directory and size; and a
+    /// line when no app is running. Uses DOCKER_HOST when set.
     #[command(after_help = EXIT_CODES_STATUS)]
     Status {
         /// The spec file.
@@ -1393,9 +1396,23 @@ fn apply(
     let outcome = match result {
         Ok(o) => o,
         Err(e) => {
-            let report = write_report(recorder, "failed", e.code(), &e.to_string(), None)?;
-            raised.push(Alert::error(AlertEvent::Failed, e.to_string()).with_report(report));
-            return Err(e);
+            return Err(
+                match write_report(recorder, "failed", e.code(), &e.to_string(), None) {
+                    Ok(report) => {
+                        raised.push(
+                            Alert::error(AlertEvent::Failed, e.to_string()).with_report(report),
+                        );
+                        e
+                    }
+                    Err(w) => {
+                        raised.push(Alert::error(AlertEvent::Failed, e.to_string()));
+                        Error::Also {
+                            source: Box::new(e),
+                            also: vec![format!("the deployment report could not be written: {w}")],
+                        }
+                    }
+                },
+            );
         }
     };
     let (code, status, message) = match &outcome {
@@ -1423,19 +1440,27 @@ fn apply(
             restore,
             failed,
             restored,
+            step,
+            kept_serving,
             report,
             reason,
+            ..
         } => (
             exit::ROLLED_BACK,
             "rolled_back",
             format!(
-                "generation {failed} failed its health checks ({reason}) and was removed; {}. \
+                "generation {failed} failed at {step}: {reason}. It was removed; {}. \
                  Failure report: {}. {}",
-                restored.map_or(
-                    "no generation is live (this was the first)".to_string(),
-                    |g| format!("generation {g} is live again")
-                ),
-                report.display(),
+                match restored {
+                    None => "no generation is live (this was the first)".to_string(),
+                    Some(g) if *kept_serving => {
+                        format!("generation {g} kept serving (it was never stopped)")
+                    }
+                    Some(g) => format!("generation {g} is live again"),
+                },
+                report
+                    .as_ref()
+                    .map_or("none (see below)".into(), |r| r.display().to_string()),
                 if *restore {
                     "The restore's pin is removed; the backup itself is untouched.".to_string()
                 } else {
@@ -1447,11 +1472,14 @@ fn apply(
             ),
         ),
     };
-    let failure = match &outcome {
-        Outcome::RolledBack { report, .. } => Some(report.clone()),
-        _ => None,
+    let (failure, mut also) = match &outcome {
+        Outcome::RolledBack { report, also, .. } => (report.clone(), also.clone()),
+        _ => (None, Vec::new()),
     };
-    let report = write_report(recorder, status, code, &message, failure)?;
+    let report = write_report(recorder, status, code, &message, failure).unwrap_or_else(|w| {
+        also.push(format!("the deployment report could not be written: {w}"));
+        None
+    });
     raised.extend(match &outcome {
         Outcome::RolledBack { failed, .. } => {
             Some(Alert::generation_failed(*failed, &message).with_report(report))
@@ -1474,9 +1502,15 @@ fn apply(
             "status": status,
             "exit_code": code,
             "message": message,
+            "also": also,
             "refusal": match &outcome { Outcome::Refused(r) => serde_json::to_value(r).ok(), _ => None },
         }).to_string() + "\n"))?,
-        Output::Text => print(&format!("{}\n", message.trim_end()))?,
+        Output::Text => {
+            print(&format!("{}\n", message.trim_end()))?;
+            for a in &also {
+                let _ = writeln!(std::io::stderr(), "also: {a}");
+            }
+        }
     }
     Ok(code)
 }

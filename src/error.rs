@@ -15,7 +15,8 @@ pub mod exit {
     pub const CHANGES: u8 = 2;
     /// Refused: unrecognised or unsafe state, nothing touched.
     pub const REFUSED: u8 = 3;
-    /// `apply`: the new generation failed its health checks; the previous one is live again.
+    /// `apply`: the new generation failed (its health checks or any step of it); it was
+    /// removed and the previous one serves (again).
     pub const ROLLED_BACK: u8 = 4;
 }
 
@@ -44,6 +45,27 @@ pub enum Error {
     /// An apply step failed; the message says what state the host is in.
     #[error("{0}")]
     Apply(String),
+    /// A step of a plan failed: which one, then why.
+    #[error("step {index}/{total} ({step}) failed: {source}")]
+    Step {
+        /// 1-based position in its plan.
+        index: usize,
+        /// Number of steps.
+        total: usize,
+        /// The step's description.
+        step: String,
+        /// Why it failed.
+        source: Box<Error>,
+    },
+    /// An error, and what else went wrong while handling it (recording it, writing
+    /// a report): shown after the cause, never instead of it.
+    #[error("{source}{}", also.iter().map(|a| format!("\nalso: {a}")).collect::<String>())]
+    Also {
+        /// The cause.
+        source: Box<Error>,
+        /// The secondary errors.
+        also: Vec<String>,
+    },
 }
 
 impl Error {
@@ -58,6 +80,9 @@ impl Error {
 
     /// The process exit code for this error.
     pub fn code(&self) -> u8 {
-        exit::ERROR
+        match self {
+            Error::Step { source, .. } | Error::Also { source, .. } => source.code(),
+            _ => exit::ERROR,
+        }
     }
 }

@@ -2,10 +2,13 @@
 //!
 //! Before each destructive step the executor looks at the engine again and stops if
 //! the container it is about to touch is no longer the one the plan saw (a stale
-//! plan). When the new generation fails its health checks, the failure is recorded
-//! first (so a crash from here on still falls back, I4), a report with the health
-//! output and logs is written, and the planner — now holding the failed generation
-//! back — produces the plan that returns the host to the previous generation.
+//! plan). When a step of a new generation fails — its health checks, or anything
+//! from its database's start (or the old app's stop) until it is recorded live —
+//! the cause is shown first, the failure is recorded (so a crash from here on still
+//! falls back, I4), a report with the error and the logs is written, and the
+//! planner — now holding the failed generation back — produces the plan that
+//! returns the host to the previous generation. Trouble recording or reporting is
+//! shown after the cause, never instead of it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -20,8 +23,9 @@ use crate::error::Error;
 use crate::health::{self, HealthOutcome, ProbeEvent};
 use crate::labels;
 use crate::observe;
-use crate::observed::{FailedGeneration, Observation};
+use crate::observed::{ContainerState, FailedGeneration, Marker, Observation};
 use crate::plan::{self, Action, Plan, PlanKind, PlanOptions, Refusal, Step};
+use crate::port_holder;
 use crate::records;
 use crate::spec::{PullPolicy, Spec};
 
@@ -94,7 +98,8 @@ pub enum Outcome {
         /// The plan that ran (maybe empty).
         plan: Plan,
     },
-    /// The new generation failed its health checks and the previous one is live again.
+    /// A step of the new generation failed; it was removed and the previous
+    /// generation serves (again).
     RolledBack {
         /// The failed generation was a restore (not recorded as a failed release).
         restore: bool,
@@ -102,10 +107,17 @@ pub enum Outcome {
         failed: u64,
         /// The generation live now, if any.
         restored: Option<u64>,
-        /// The failure report.
-        report: PathBuf,
-        /// One line: why it failed.
+        /// The step that failed (`step 9/14 (expose gem-2 on its public ports)`).
+        step: String,
+        /// Whether the previous generation's app served throughout (the failure came
+        /// before it was stopped).
+        kept_serving: bool,
+        /// The failure report, if it could be written.
+        report: Option<PathBuf>,
+        /// One line: why it failed (the first line of the error).
         reason: String,
+        /// What went wrong recording or reporting the failure (shown after it).
+        also: Vec<String>,
     },
 }
 
@@ -122,8 +134,13 @@ pub struct FailureReport {
     pub at: String,
     /// One line.
     pub reason: String,
-    /// Every check's outcome.
-    pub health: HealthOutcome,
+    /// The step that failed.
+    pub step: String,
+    /// The whole error (for a db that would not start, its last log lines).
+    pub error: String,
+    /// Every check's outcome, when the health checks failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health: Option<HealthOutcome>,
     /// Last lines of the new app's logs.
     pub app_logs: String,
     /// Last lines of the new db's logs.
@@ -135,7 +152,74 @@ enum StepError {
         generation: u64,
         outcome: HealthOutcome,
     },
+    /// The host changed under the plan: someone else is acting on it, and gemctl
+    /// must not fight them with a fall back.
+    Stale(Error),
     Failed(Error),
+}
+
+/// Where a walk through a plan stopped.
+struct StepFailure {
+    /// 0-based position of the failing step; `None`: before the first (preflight).
+    index: Option<usize>,
+    error: StepError,
+}
+
+impl StepFailure {
+    /// The error as reported when there is no fall back: which step, then why.
+    fn into_error(self, spec: &Spec, plan: &Plan) -> Error {
+        match self.error {
+            StepError::Unhealthy {
+                generation,
+                outcome,
+            } => Error::Apply(format!(
+                "{} fails its health checks: {}. Nothing was rolled back: it is the generation \
+                 that was live. Look at `docker logs {}`",
+                desired::container_name(spec, Role::App, generation),
+                outcome.summary(),
+                desired::container_name(spec, Role::App, generation),
+            )),
+            StepError::Stale(e) => e,
+            StepError::Failed(e) => match self.index {
+                Some(i) => Error::Step {
+                    index: i + 1,
+                    total: plan.steps.len(),
+                    step: plan.steps[i].action.describe(),
+                    source: Box::new(e),
+                },
+                None => e,
+            },
+        }
+    }
+}
+
+/// The generation a failure falls back from: the plan's target, when the plan
+/// makes it new and the failure came at or after the first step that makes it (or
+/// stops the old app: the freeze) and before it was recorded live. After that the
+/// new generation is live and what failed is clean-up; before, nothing of it
+/// exists. A stale plan never falls back.
+fn fall_back_from(plan: &Plan, failure: &StepFailure) -> Option<u64> {
+    let index = failure.index?;
+    let t = plan.target;
+    if matches!(failure.error, StepError::Stale(_)) || plan.hold.is_some() || plan.live == Some(t) {
+        return None;
+    }
+    let makes_new = |a: &Action| {
+        matches!(a, Action::CreateDb { generation, fresh: true, .. }
+            | Action::CreateAppProbe { generation, .. } if *generation == t)
+    };
+    if !plan.steps.iter().any(|s| makes_new(&s.action)) {
+        return None;
+    }
+    let first = plan
+        .steps
+        .iter()
+        .position(|s| makes_new(&s.action) || matches!(s.action, Action::StopApp { .. }))?;
+    let live = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.action, Action::SetLive { generation } if generation == t))?;
+    (first..=live).contains(&index).then_some(t)
 }
 
 impl From<Error> for StepError {
@@ -184,26 +268,10 @@ pub async fn apply<E: Engine>(
         } else {
             Outcome::Converged { plan }
         }),
-        Err(StepError::Failed(e)) => Err(e),
-        Err(StepError::Unhealthy {
-            generation,
-            outcome,
-        }) => {
-            let new_generation = plan.live != Some(generation)
-                && plan.steps.iter().any(|s| {
-                    matches!(s.action, Action::CreateAppProbe { generation: g, .. } if g == generation)
-                });
-            if !new_generation {
-                return Err(Error::Apply(format!(
-                    "{} fails its health checks: {}. Nothing was rolled back: it is the generation \
-                     that was live. Look at `docker logs {}`",
-                    desired::container_name(spec, Role::App, generation),
-                    outcome.summary(),
-                    desired::container_name(spec, Role::App, generation),
-                )));
-            }
-            run.fail_and_fall_back(&plan, generation, outcome).await
-        }
+        Err(failure) => match fall_back_from(&plan, &failure) {
+            Some(generation) => run.fail_and_fall_back(&plan, generation, failure).await,
+            None => Err(failure.into_error(spec, &plan)),
+        },
     }
 }
 
@@ -240,8 +308,10 @@ impl<'a, E: Engine> Run<'a, E> {
         (self.on_event)(Event::Progress { message });
     }
 
-    async fn steps(&mut self, plan: &Plan) -> Result<(), StepError> {
-        self.preflight(plan).await?;
+    async fn steps(&mut self, plan: &Plan) -> Result<(), StepFailure> {
+        self.preflight(plan)
+            .await
+            .map_err(|error| StepFailure { index: None, error })?;
         let total = plan.steps.len();
         for (i, step) in plan.steps.iter().enumerate() {
             let index = i + 1;
@@ -251,8 +321,14 @@ impl<'a, E: Engine> Run<'a, E> {
                 step: step.clone(),
             });
             let started = Instant::now();
-            self.check_not_stale(&step.action, index).await?;
-            self.step(&step.action).await?;
+            let done = match self.check_not_stale(&step.action, index).await {
+                Ok(()) => self.step(&step.action).await,
+                Err(e) => Err(e),
+            };
+            done.map_err(|error| StepFailure {
+                index: Some(i),
+                error,
+            })?;
             (self.on_event)(Event::StepFinished {
                 index,
                 total,
@@ -339,7 +415,7 @@ impl<'a, E: Engine> Run<'a, E> {
         };
         let now = self.engine.list_containers().await?;
         let stale = |detail: String| {
-            StepError::Failed(Error::Apply(format!(
+            StepError::Stale(Error::Apply(format!(
                 "the host changed while applying: {detail}. Stopped before step {index} ({}); \
                  the steps before it are done. Run `gemctl diff` to see what is left.",
                 action.describe()
@@ -582,6 +658,20 @@ impl<'a, E: Engine> Run<'a, E> {
                 Ok(out) => last = format!("{}{}", out.stdout, out.stderr).trim().to_string(),
                 Err(e) => last = e.to_string(),
             }
+            // A db that exits (no space for initdb, a bad setting) is restarted by
+            // Docker again and again and never answers: say so now, in its own
+            // words, rather than after the whole timeout.
+            let state = self
+                .engine
+                .list_containers()
+                .await?
+                .into_iter()
+                .find(|c| c.name == container)
+                .map(|c| c.state);
+            let restarting = last.contains("is restarting");
+            if state != Some(ContainerState::Running) || restarting {
+                return Err(self.db_cannot_start(container, state, restarting).await);
+            }
             self.progress(format!(
                 "waiting for {container} to accept queries ({}s)",
                 started.elapsed().as_secs()
@@ -595,6 +685,43 @@ impl<'a, E: Engine> Run<'a, E> {
             logs.trim_end()
         ))
         .into())
+    }
+
+    /// Why a db will not start: its state, the line of its logs that says why, and
+    /// its last log lines.
+    async fn db_cannot_start(
+        &self,
+        container: &str,
+        state: Option<ContainerState>,
+        restarting: bool,
+    ) -> StepError {
+        let logs = self
+            .engine
+            .logs(container, 30)
+            .await
+            .unwrap_or_else(|e| format!("(its logs cannot be read: {e})"));
+        let how = match state {
+            None => "it is gone".to_string(),
+            Some(ContainerState::Restarting) => "it exits and Docker restarts it".to_string(),
+            Some(_) if restarting => "it exits and Docker restarts it".to_string(),
+            Some(s) => format!("it is {s}"),
+        };
+        let telling = logs
+            .lines()
+            .rev()
+            .find(|l| {
+                let l = l.to_ascii_lowercase();
+                ["fatal", "error", "panic", "no space left"]
+                    .iter()
+                    .any(|w| l.contains(w))
+            })
+            .or_else(|| logs.lines().rev().find(|l| !l.trim().is_empty()))
+            .unwrap_or("it logged nothing")
+            .trim();
+        StepError::Failed(Error::Apply(format!(
+            "{container} cannot start ({how}): {telling}\nIts last log lines:\n{}",
+            logs.trim_end()
+        )))
     }
 
     async fn check_health(&mut self, container: &str) -> Result<HealthOutcome, StepError> {
@@ -633,17 +760,53 @@ impl<'a, E: Engine> Run<'a, E> {
         Ok(health::wait_healthy(self.engine, &target, &self.spec.app.health, &mut on_probe).await)
     }
 
-    /// The new generation failed: record it, report it, and let the planner take
-    /// the host back to the previous generation.
+    /// The new generation failed: say why, record it, report it, and let the
+    /// planner take the host back to the previous generation.
     async fn fail_and_fall_back(
         &mut self,
         plan: &Plan,
         generation: u64,
-        outcome: HealthOutcome,
+        failure: StepFailure,
     ) -> Result<Outcome, Error> {
         let spec = self.spec;
         let at = records::now_rfc3339();
-        let reason = outcome.summary();
+        let index = failure.index.unwrap_or_default();
+        let step = format!(
+            "step {}/{} ({})",
+            index + 1,
+            plan.steps.len(),
+            plan.steps[index].action.describe()
+        );
+        let kept_serving = !plan.steps[..index]
+            .iter()
+            .any(|s| matches!(s.action, Action::StopApp { .. }));
+        let (mut error, health) = match failure.error {
+            StepError::Unhealthy { outcome, .. } => (
+                format!("it failed its health checks: {}", outcome.summary()),
+                Some(outcome),
+            ),
+            StepError::Failed(e) | StepError::Stale(e) => (e.to_string(), None),
+        };
+        if port_holder::is_port_conflict(&error) {
+            for holder in port_holder::explain(self.engine, &error, &public_ports(spec)).await {
+                error.push_str(&format!("; {holder}"));
+            }
+        }
+        let why = error.lines().next().unwrap_or_default().to_string();
+        // The history's line is what `diff` shows for a held generation.
+        let recorded_reason = match &health {
+            Some(outcome) => outcome.summary(),
+            None => format!("{step} failed: {why}"),
+        };
+        let previous = plan.live.map_or("no generation (bootstrap)".into(), |l| {
+            format!("generation {l}")
+        });
+        (self.on_event)(Event::Failure {
+            message: format!(
+                "generation {generation} failed at {step}: {error}\nReturning to {previous}."
+            ),
+        });
+
         let app = desired::container_name(spec, Role::App, generation);
         let db = desired::container_name(spec, Role::Db, generation);
         let app_logs = self
@@ -656,73 +819,86 @@ impl<'a, E: Engine> Run<'a, E> {
             .logs(&db, LOG_LINES)
             .await
             .unwrap_or_else(|e| e.to_string());
-        let report = records::write_failure_report(
-            &spec.storage,
+        let body = FailureReport {
+            project: spec.project.clone(),
             generation,
-            &at,
-            &FailureReport {
-                project: spec.project.clone(),
-                generation,
-                previous: plan.live,
-                at: at.clone(),
-                reason: reason.clone(),
-                health: outcome,
-                app_logs,
-                db_logs,
-            },
-        )?;
-        let restore = plan.kind == PlanKind::Restore;
-        // Given up before it was exposed, its data positively never served and the
-        // plan below clears it away; once exposed, it stays. The order keeps a kill
-        // between two writes safe: a restore is redone, a release stays held.
-        let served = records::ensure_served_record(&spec.storage)?;
-        let discard = |at: &str| -> Result<(), Error> {
-            if served.contains(&generation) {
-                return Ok(());
-            }
-            records::mark_discarded(
-                &desired::generation_dir(spec, generation),
-                &format!("failed its health checks at {at}: {reason}"),
-            )
+            previous: plan.live,
+            at: at.clone(),
+            reason: recorded_reason.clone(),
+            step: step.clone(),
+            error: error.clone(),
+            health,
+            app_logs,
+            db_logs,
         };
-        if restore {
-            // The spec is not at fault, so no failure is recorded; the restore's
-            // pin goes and the next plan returns to the previous generation.
-            discard(&at)?;
-            records::clear_pin(&spec.storage)?;
-        } else {
-            records::record_failure(
-                &spec.storage,
-                FailedGeneration {
-                    generation,
-                    spec_hash: desired::generation_hash(spec, generation),
-                    at: at.clone(),
-                    reason: reason.clone(),
-                    report: Some(report.display().to_string()),
-                },
-            )?;
-            discard(&at)?;
-        }
-        (self.on_event)(Event::Failure {
-            message: format!(
-                "generation {generation} failed its health checks ({reason}); report: {}. \
-                 Returning to {}",
-                report.display(),
-                plan.live
-                    .map_or("no generation (bootstrap)".into(), |l| format!(
-                        "generation {l}"
-                    ))
-            ),
-        });
+        let restore = plan.kind == PlanKind::Restore;
+        let mut failed = FailedGeneration {
+            generation,
+            spec_hash: desired::generation_hash(spec, generation),
+            at: at.clone(),
+            reason: recorded_reason,
+            report: None,
+        };
+        let mut report = records::write_failure_report(&spec.storage, generation, &at, &body);
+        failed.report = report.as_ref().ok().map(|p| p.display().to_string());
+        let mut recorded = self.record_failed(restore, &failed);
 
-        let observation = observe::observe(self.engine, spec).await?;
-        let back = plan::plan(
+        let mut cause = format!("generation {generation} failed at {step}: {error}");
+        if let Ok(path) = &report {
+            cause.push_str(&format!("\nFailure report: {}", path.display()));
+        }
+        let mut observation = match observe::observe(self.engine, spec).await {
+            Ok(o) => o,
+            Err(e) => {
+                let also = secondary(&report, &recorded);
+                return Err(self
+                    .cannot_fall_back(&cause, plan.live, &e.to_string(), also)
+                    .await);
+            }
+        };
+        if recorded.is_err() {
+            // Not on disk (a full disk, most often), but the planner must know all
+            // the same, or it would redo the failed generation instead of going
+            // back. Removing that generation frees its space; the record is
+            // written again below.
+            let storage = &mut observation.observed.storage;
+            if storage
+                .served
+                .as_ref()
+                .is_some_and(|s| !s.contains(&generation))
+            {
+                for g in &mut storage.generations {
+                    if g.generation == generation {
+                        g.marker = Marker::Discarded {
+                            reason: failed.reason.clone(),
+                        };
+                    }
+                }
+            }
+            if restore {
+                storage.pin = None;
+            } else {
+                observation
+                    .history
+                    .failed
+                    .retain(|f| f.generation != generation);
+                observation.history.failed.push(failed.clone());
+            }
+        }
+        let back = match plan::plan(
             spec,
             &observation.observed,
             &observation.history,
             PlanOptions::default(),
-        )
-        .map_err(|r| Error::Apply(format!("cannot fall back after the failure: {r}")))?;
+        ) {
+            Ok(back) => back,
+            Err(r) => {
+                let also = secondary(&report, &recorded);
+                return Err(self
+                    .cannot_fall_back(&cause, plan.live, &r.to_string(), also)
+                    .await);
+            }
+        };
         self.known = observation
             .observed
             .containers
@@ -730,25 +906,162 @@ impl<'a, E: Engine> Run<'a, E> {
             .map(|c| (c.name.clone(), c.id.clone()))
             .collect();
         (self.on_event)(Event::Plan { plan: back.clone() });
-        match self.steps(&back).await {
-            Ok(()) => Ok(Outcome::RolledBack {
-                restore,
-                failed: generation,
-                restored: (back.target != generation).then_some(back.target),
-                report,
-                reason,
-            }),
-            Err(StepError::Failed(e)) => Err(Error::Apply(format!(
-                "generation {generation} failed its health checks, and returning to the \
-                 previous generation failed too: {e}"
-            ))),
-            Err(StepError::Unhealthy { generation: g, .. }) => Err(Error::Apply(format!(
-                "generation {generation} failed its health checks, and generation {g} fails \
-                 them too after the fall back; the report is {}",
-                report.display()
-            ))),
+        if let Err(f) = self.steps(&back).await {
+            let why = match f.error {
+                StepError::Unhealthy {
+                    generation: g,
+                    outcome,
+                } => format!(
+                    "generation {g} fails its health checks too: {}",
+                    outcome.summary()
+                ),
+                other => StepFailure {
+                    index: f.index,
+                    error: other,
+                }
+                .into_error(spec, &back)
+                .to_string(),
+            };
+            let also = secondary(&report, &recorded);
+            return Err(self.cannot_fall_back(&cause, plan.live, &why, also).await);
+        }
+
+        if report.is_err() || recorded.is_err() {
+            if report.is_err() {
+                report = records::write_failure_report(&spec.storage, generation, &at, &body);
+                failed.report = report.as_ref().ok().map(|p| p.display().to_string());
+            }
+            recorded = self.record_failed(restore, &failed);
+        }
+        Ok(Outcome::RolledBack {
+            restore,
+            failed: generation,
+            restored: (back.target != generation).then_some(back.target),
+            step,
+            kept_serving,
+            also: secondary(&report, &recorded),
+            report: report.ok(),
+            reason: why,
+        })
+    }
+
+    /// Records that `generation` failed, so that the planner returns to the
+    /// previous generation and a later run holds it back (I6).
+    fn record_failed(&self, restore: bool, failed: &FailedGeneration) -> Result<(), Error> {
+        let spec = self.spec;
+        // Given up before it was exposed, its data positively never served and the
+        // plan clears it away; once exposed, it stays. The order keeps a kill
+        // between two writes safe: a restore is redone, a release stays held.
+        let served = records::ensure_served_record(&spec.storage)?;
+        let discard = || -> Result<(), Error> {
+            if served.contains(&failed.generation) {
+                return Ok(());
+            }
+            records::mark_discarded(
+                &desired::generation_dir(spec, failed.generation),
+                &format!("failed at {}: {}", failed.at, failed.reason),
+            )
+        };
+        if restore {
+            // The spec is not at fault, so no failure is recorded; the restore's
+            // pin goes and the next plan returns to the previous generation.
+            discard()?;
+            records::clear_pin(&spec.storage)?;
+        } else {
+            records::record_failure(&spec.storage, failed.clone())?;
+            discard()?;
+        }
+        Ok(())
+    }
+
+    /// The error when even the fall back failed: the cause first, then why the
+    /// fall back failed (naming whoever holds a port), what runs now, and what to
+    /// do; what could not be recorded comes last.
+    async fn cannot_fall_back(
+        &self,
+        cause: &str,
+        previous: Option<u64>,
+        why: &str,
+        also: Vec<String>,
+    ) -> Error {
+        let spec = self.spec;
+        let mut why = why.to_string();
+        let conflict = port_holder::is_port_conflict(&why);
+        if conflict {
+            for holder in port_holder::explain(self.engine, &why, &public_ports(spec)).await {
+                why.push_str(&format!("; {holder}"));
+            }
+        }
+        let serving = self
+            .engine
+            .list_containers()
+            .await
+            .ok()
+            .and_then(|cs| {
+                cs.into_iter().find(|c| {
+                    c.labels.get(labels::PROJECT) == Some(&spec.project)
+                        && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
+                        && c.labels.get(labels::EXPOSURE).map(String::as_str)
+                            == Some(labels::EXPOSURE_PUBLIC)
+                        && c.state.is_up()
+                })
+            })
+            .map(|c| c.name);
+        let now = match (serving, previous) {
+            (Some(app), _) => format!("{app} is running."),
+            (None, Some(p)) => format!(
+                "No app is running; generation {p} is the last good one (its data is untouched)."
+            ),
+            (None, None) => "No app is running (no generation was live before).".into(),
+        };
+        let fix = if conflict {
+            "Free the port"
+        } else {
+            "Fix that"
+        };
+        let next = match previous {
+            Some(p) => format!(
+                "{fix}, then run `gemctl apply`: it brings generation {p} back (the failed \
+                 generation stays held back; `gemctl apply --retry` tries it again)."
+            ),
+            None => format!("{fix}, then run `gemctl apply`."),
+        };
+        let e = Error::Apply(format!(
+            "{cause}\nReturning to {} failed too: {why}\n{now} {next}",
+            previous.map_or("no generation".into(), |p| format!("generation {p}"))
+        ));
+        if also.is_empty() {
+            e
+        } else {
+            Error::Also {
+                source: Box::new(e),
+                also,
+            }
         }
     }
+}
+
+/// The host addresses and ports the spec publishes, to look for their holders.
+fn public_ports(spec: &Spec) -> Vec<(Option<std::net::IpAddr>, u16)> {
+    spec.app
+        .ports
+        .iter()
+        .filter_map(|p| Some((p.host_ip.as_deref()?.parse().ok(), p.host_port?)))
+        .collect()
+}
+
+/// What could not be written about a failure, after the fall back tried again.
+fn secondary(report: &Result<PathBuf, Error>, recorded: &Result<(), Error>) -> Vec<String> {
+    let mut also = Vec::new();
+    if let Err(e) = report {
+        also.push(format!("the failure report could not be written: {e}"));
+    }
+    if let Err(e) = recorded {
+        also.push(format!(
+            "the failure could not be recorded ({e}); a later apply tries this generation again"
+        ));
+    }
+    also
 }
 
 /// The lines of a role's env file (secrets; never printed).

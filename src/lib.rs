@@ -22,6 +22,7 @@ pub mod notify;
 pub mod observe;
 pub mod observed;
 pub mod plan;
+pub mod port_holder;
 pub mod records;
 pub mod render;
 pub mod repair;

@@ -1,5 +1,6 @@
-//! `gemctl status`: the generations on the host, what each one is (live, retained,
-//! rolled back from, failed, incomplete), and whether the host is in sync.
+//! `gemctl status`: the generations on the host, what each one is (live, last good,
+//! retained, rolled back from, failed, incomplete, pending), which app serves, and
+//! whether the host is in sync.
 
 use std::fmt::Write;
 use std::path::Path;
@@ -21,6 +22,8 @@ pub struct Status {
     pub desired: u64,
     /// The generation recorded live.
     pub live: Option<u64>,
+    /// The generation whose app is up with its public ports; `None`: no app serves.
+    pub serving: Option<u64>,
     /// `in_sync`, `changes_pending` or `refused`.
     pub sync: &'static str,
     /// Steps `gemctl apply` would take.
@@ -43,9 +46,11 @@ pub struct Status {
 pub struct GenerationStatus {
     /// Number.
     pub generation: u64,
-    /// `live`, `retained`, `rolled back from`, `failed`, `incomplete`, `discarded`
-    /// (never served; the next apply deletes it), `unknown (marker)` (its marker is
-    /// missing or unreadable: see `gemctl repair-state`), `pending`.
+    /// `live`; `last good` (recorded live, but its app is not serving); `retained`,
+    /// `rolled back from`, `failed`, `incomplete`, `discarded` (never served; the
+    /// next apply deletes it), `unknown (marker)` (its marker is missing or
+    /// unreadable: see `gemctl repair-state`), `pending` (the next apply makes it
+    /// live).
     pub status: String,
     /// The app container.
     pub app: Option<ContainerStatus>,
@@ -122,6 +127,21 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 .flatten()
         }))
         .collect();
+    let serving = observed
+        .containers
+        .iter()
+        .filter(|c| {
+            c.labels.get(labels::PROJECT) == Some(&spec.project)
+                && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
+                && c.labels.get(labels::EXPOSURE).map(String::as_str)
+                    == Some(labels::EXPOSURE_PUBLIC)
+                && c.state.is_up()
+        })
+        .filter_map(|c| c.labels.get(labels::GENERATION)?.parse().ok())
+        .max();
+    // The generation `gemctl apply` would make live: a newer one than the live one
+    // is then an upgrade under way, not one rolled back from.
+    let target = plan.as_ref().map_or(spec.generation.0, |p| p.target);
     numbers.sort_unstable_by(|a, b| b.cmp(a));
     numbers.dedup();
     let generations = numbers
@@ -137,13 +157,15 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 "unknown (marker)"
             } else if observation.history.failure(g).is_some() && live != Some(g) {
                 "failed"
-            } else if live == Some(g) {
+            } else if live == Some(g) && serving == Some(g) {
                 "live"
+            } else if live == Some(g) {
+                "last good"
             } else if data.is_some_and(|d| matches!(d.marker, Marker::Discarded { .. })) {
                 "discarded"
             } else if !data.is_some_and(|d| d.ready()) {
                 "incomplete"
-            } else if live.is_some_and(|l| g > l) {
+            } else if live.is_some_and(|l| g > l) && g != target {
                 "rolled back from"
             } else if live.is_some_and(|l| g < l) {
                 "retained"
@@ -170,6 +192,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         project: spec.project.clone(),
         desired: spec.generation.0,
         live,
+        serving,
         sync,
         pending_steps,
         pinned,
@@ -208,6 +231,18 @@ pub fn render(s: &Status) -> String {
         ),
     };
     let _ = writeln!(out, "project {}: {head}", s.project);
+    match (s.serving, s.live) {
+        (Some(g), Some(l)) if g != l => {
+            let _ = writeln!(
+                out,
+                "serving: generation {g}'s app, while generation {l} is recorded live"
+            );
+        }
+        (None, Some(l)) => {
+            let _ = writeln!(out, "no app running; generation {l} is the last good one");
+        }
+        _ => {}
+    }
     if let Some(p) = &s.pinned {
         let _ = writeln!(out, "pinned: {p}");
     }
