@@ -466,15 +466,21 @@ fn a_restore_that_cannot_load_the_backup_changes_nothing_that_serves() {
     .unwrap();
 
     let o = p.gemctl(&["restore", forged.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&o.stderr);
+    // Like any failure of a new generation before it is live: it is removed and
+    // the previous generation serves (it never stopped).
+    assert_eq!(o.status.code(), Some(4));
+    let err = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     assert!(err.contains("pg_restore"), "{err}");
     assert!(err.contains("pin is removed"), "{err}");
     assert!(p.report().contains("gen=1 rows=7"), "the app never stopped");
     assert!(!p.storage().join(".gemctl/pin").exists());
-    // The next apply clears what the attempt left and stays on generation 1.
-    assert_eq!(p.apply(&[]).0, 0);
+    // The fall back cleared what the attempt left: generation 1 only.
     assert_eq!(p.generations_on_disk(), vec![1]);
+    assert_eq!(p.apply(&[]).0, 0);
     assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
 }
 
