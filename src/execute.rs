@@ -240,6 +240,8 @@ const DB_READY_TIMEOUT: Duration = Duration::from_secs(180);
 const DB_STOP_GRACE: Duration = Duration::from_secs(60);
 const APP_STOP_GRACE: Duration = Duration::from_secs(10);
 const LOG_LINES: usize = 200;
+/// What an empty PostgreSQL data directory takes, with room to start.
+const FRESH_DB_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Observes, plans and carries out the plan.
 pub async fn apply<E: Engine>(
@@ -378,7 +380,61 @@ impl<'a, E: Engine> Run<'a, E> {
             self.env_file(Role::App)?;
             self.env_file(Role::Db)?;
         }
+        self.check_space(plan)?;
         Ok(())
+    }
+
+    /// New data needs room: a fresh database, plus about as much as the data it
+    /// is copied from or a few times the backup it is restored from. Refused
+    /// before anything is touched, rather than failing in the middle.
+    fn check_space(&self, plan: &Plan) -> Result<(), Error> {
+        let mut need: u64 = 0;
+        let mut what = Vec::new();
+        for step in &plan.steps {
+            match &step.action {
+                Action::CreateDb {
+                    fresh: true,
+                    generation,
+                    ..
+                } => {
+                    need += FRESH_DB_BYTES;
+                    what.push(format!(
+                        "a fresh database for generation {generation} (about {})",
+                        crate::status::human_bytes(FRESH_DB_BYTES)
+                    ));
+                }
+                Action::CopyData { from, .. } => {
+                    let size = crate::status::dir_size(&desired::data_dir(self.spec, *from));
+                    need += size + size / 10;
+                    what.push(format!(
+                        "a copy of generation {from}'s data ({})",
+                        crate::status::human_bytes(size)
+                    ));
+                }
+                Action::RestoreBackup { backup, .. } => {
+                    let size = std::fs::metadata(backup).map(|m| m.len()).unwrap_or(0);
+                    need += size * 4;
+                    what.push(format!(
+                        "the data of backup {backup} ({}, about four times that loaded)",
+                        crate::status::human_bytes(size)
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let storage = &self.spec.storage;
+        match records::free_bytes(storage) {
+            Some(free) if need > free => Err(Error::Apply(format!(
+                "not enough space under {}: {} free, about {} needed for {}. Free some space \
+                 (`gemctl status` shows each generation's size; a lower `retain` prunes old \
+                 ones) or give the storage a larger file system. Nothing was touched.",
+                storage.display(),
+                crate::status::human_bytes(free),
+                crate::status::human_bytes(need),
+                what.join(" and ")
+            ))),
+            _ => Ok(()),
+        }
     }
 
     async fn pull(&mut self, image: &str) -> Result<(), StepError> {

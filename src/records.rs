@@ -76,6 +76,14 @@ fn write_marker(generation_dir: &Path, marker: &Marker) -> Result<(), Error> {
     write_atomic(&generation_dir.join(READY_MARKER), &json(marker))
 }
 
+/// Bytes free for an unprivileged writer on the file system holding `path` (or
+/// its nearest existing parent); `None` when it cannot be told.
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    let existing = path.ancestors().find(|p| p.exists())?;
+    let st = rustix::fs::statvfs(existing).ok()?;
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Creates `<storage>/<n>/` for new data, with its `preparing` marker already in
 /// it: the directory is made under a temporary name and renamed into place, so no
 /// generation directory ever exists without a marker that says what it is.
