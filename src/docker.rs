@@ -95,6 +95,9 @@ impl Docker {
     }
 }
 
+/// How long a re-run waits for a container removal already under way.
+const REMOVAL_WAIT: Duration = Duration::from_secs(60);
+
 impl Engine for Docker {
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();
@@ -281,6 +284,24 @@ impl Engine for Docker {
             .build();
         match self.client.remove_container(name, Some(options)).await {
             Err(e) if status(&e) == Some(404) => Ok(()),
+            // A removal asked for by a gemctl that was killed goes on in the engine;
+            // a re-run waits for it instead of failing (I4).
+            Err(e) if status(&e) == Some(409) && e.to_string().contains("already in progress") => {
+                let started = std::time::Instant::now();
+                while started.elapsed() < REMOVAL_WAIT {
+                    match self.client.inspect_container(name, None).await {
+                        Err(e) if status(&e) == Some(404) => return Ok(()),
+                        _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                    }
+                }
+                Err(EngineError::Failed {
+                    op: format!("remove {name}"),
+                    message: format!(
+                        "its removal was still in progress after {}s",
+                        REMOVAL_WAIT.as_secs()
+                    ),
+                })
+            }
             other => other.map_err(failed(format!("remove {name}"))),
         }
     }
