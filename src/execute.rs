@@ -655,9 +655,6 @@ impl<'a, E: Engine> Run<'a, E> {
                 generation,
                 container,
             } => {
-                // From here on clients may write to it: its data is never deleted
-                // as debris again.
-                records::record_served(&spec.storage, *generation)?;
                 self.remove(container).await?;
                 let bindings = spec
                     .app
@@ -676,6 +673,10 @@ impl<'a, E: Engine> Run<'a, E> {
                     bindings,
                 )
                 .await?;
+                // Clients may have written to it from the moment it started (until
+                // this is on disk, its running public container says so): its data
+                // is never deleted as debris again.
+                records::record_served(&spec.storage, *generation)?;
             }
             Action::SetLive { generation } => {
                 records::record_served(&spec.storage, *generation)?;

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::desired::{self, Role};
 use crate::labels;
-use crate::observed::{Container, GenerationData, History, Marker, Observed};
+use crate::observed::{Container, ContainerState, GenerationData, History, Marker, Observed};
 use crate::settings::{Settings, Unrecorded};
 use crate::spec::{Scope, Spec};
 
@@ -400,6 +400,10 @@ struct Known<'a> {
 }
 
 impl Known<'_> {
+    /// Given the public ports and started at least once: it may have served.
+    fn exposed(&self) -> bool {
+        self.public() && self.c.state != ContainerState::Created
+    }
     fn up(&self) -> bool {
         self.c.state.is_up()
     }
@@ -457,7 +461,7 @@ impl<'a> Evidence<'a> {
 
     /// Why generation `n`'s data may have served an app, or `None` when the host
     /// proves it never did: its marker says so positively, no record names it, and
-    /// no app of it was ever given the public ports. Deleting data needs this
+    /// no app of it was ever started with the public ports. Deleting data needs this
     /// proof (I3); a missing or unreadable marker or record is never it.
     pub fn may_have_served(
         &self,
@@ -488,7 +492,7 @@ impl<'a> Evidence<'a> {
         } else if self.rollback_pin == Some(n) || self.pinned == Some(n) {
             Some("the host is pinned to it".into())
         } else if public_app {
-            Some("its app container was given the public ports".into())
+            Some("its app container was started with the public ports".into())
         } else {
             None
         }
@@ -581,7 +585,7 @@ pub fn plan(
                 .max()
         });
         hold = Some(format!(
-            "generation {desired} failed its health checks at {} ({}); the host stays on {}. \
+            "generation {desired} failed at {} ({}); the host stays on {}. \
              Fix the release and bump `generation`, or run `gemctl apply --retry` to try it again",
             failed.at,
             failed.reason,
@@ -998,7 +1002,7 @@ fn untrusted_state(
         let served = evidence.live == Some(*n)
             || evidence.served.is_some_and(|s| s.contains(n))
             || evidence.rollback_pin == Some(*n)
-            || g.app.is_some_and(|a| a.public());
+            || g.app.is_some_and(|a| a.exposed());
         problems.push(Problem {
             container: None,
             seen: format!(
@@ -1233,7 +1237,7 @@ impl<'s> Builder<'s> {
     /// Removes a generation whose data must never have served, or refuses: the
     /// only deletion of data outside retention.
     fn remove_never_served(&mut self, generation: u64, g: &Gen, why: &str) {
-        let public_app = g.app.is_some_and(|a| a.public());
+        let public_app = g.app.is_some_and(|a| a.exposed());
         match self
             .evidence
             .may_have_served(generation, g.data.map(|d| &d.marker), public_app)
@@ -1259,7 +1263,7 @@ impl<'s> Builder<'s> {
     /// What a failed generation left: cleared away when it never served; when its
     /// app was already given the public ports, its containers go and its data stays.
     fn remove_failed(&mut self, generation: u64, g: &Gen) {
-        let public_app = g.app.is_some_and(|a| a.public());
+        let public_app = g.app.is_some_and(|a| a.exposed());
         let marker = g.data.map(|d| &d.marker);
         if g.data.is_none()
             || self

@@ -85,7 +85,7 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
     };
     let damaged = |name: &str| storage.damage.iter().find(|d| d.file == state_file(name));
 
-    // Apps of this project that were given the public ports: they served.
+    // Apps of this project started with the public ports: they may have served.
     let public: Vec<(u64, bool)> = observation
         .observed
         .containers
@@ -95,6 +95,7 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
                 && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
                 && c.labels.get(labels::EXPOSURE).map(String::as_str)
                     == Some(labels::EXPOSURE_PUBLIC)
+                && c.state != crate::observed::ContainerState::Created
                 && c.name
                     == desired::container_name(
                         spec,

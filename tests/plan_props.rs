@@ -369,6 +369,7 @@ proptest! {
                         let exposed = obs.containers.iter().any(|c| {
                             c.labels.get(labels::GENERATION) == Some(&generation.to_string())
                                 && c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+                                && c.state != ContainerState::Created
                         });
                         prop_assert!(!exposed, "deletes data of {} whose app was public", generation);
                     }
