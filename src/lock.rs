@@ -105,9 +105,12 @@ fn read_holder(mut file: &File) -> Result<Holder, String> {
 /// Opens the lock file, creating it if absent (`true` when this call created it);
 /// `None` when it vanished between the two tries.
 fn open(path: &Path) -> Result<Option<(File, bool)>, Error> {
-    let mut options = OpenOptions::new();
-    options.read(true).write(true);
-    match options.clone().create_new(true).open(path) {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
         Ok(file) => return Ok(Some((file, true))),
         Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
         Err(e) => return Err(Error::io(path, "create", e)),
@@ -278,5 +281,58 @@ mod tests {
             let holder = holder(dir.path()).unwrap().unwrap();
             assert_eq!(holder.pid, std::process::id());
         }
+    }
+
+    #[test]
+    fn a_left_lock_naming_a_live_pid_is_taken_over_since_nobody_holds_it() {
+        // The pid of a gone gemctl may be reused by another process (here: this one).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_DIR).join("lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let left = Holder {
+            command: "gemctl reconcile".into(),
+            ..Holder::me("")
+        };
+        std::fs::write(&path, serde_json::to_string(&left).unwrap()).unwrap();
+        let lock = acquire(dir.path(), "gemctl apply").unwrap();
+        assert_eq!(lock.took_over, Some(left));
+        assert_eq!(holder(dir.path()).unwrap().unwrap().command, "gemctl apply");
+    }
+
+    #[test]
+    fn a_left_lock_naming_another_host_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_DIR).join("lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let elsewhere = Holder {
+            host: "elsewhere".into(),
+            ..Holder::me("gemctl apply")
+        };
+        let text = serde_json::to_string(&elsewhere).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let err = acquire(dir.path(), "gemctl apply").unwrap_err().to_string();
+        assert!(
+            err.contains("@elsewhere") && err.contains("really gone"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "left as it was"
+        );
+    }
+
+    #[test]
+    fn the_lock_is_held_until_dropped_and_a_taker_waiting_on_a_removed_file_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = acquire(dir.path(), "gemctl apply").unwrap();
+        // A taker that opened the file while it was held, and locks it after release.
+        let late = File::open(path(dir.path())).unwrap();
+        assert!(matches!(late.try_lock(), Err(TryLockError::WouldBlock)));
+        drop(first);
+        late.try_lock().unwrap();
+        assert!(!still_named(&path(dir.path()), &late), "its file is gone");
+        let second = acquire(dir.path(), "gemctl apply").unwrap();
+        assert!(second.took_over.is_none());
     }
 }

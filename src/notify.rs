@@ -100,18 +100,27 @@ fn post(url: &str, ca: Option<&Path>, body: &[u8]) -> Result<(), String> {
         .post(url)
         .content_type("application/json")
         .send(body)
-        .map_err(|e| match e {
-            ureq::Error::Rustls(e) => format!(
-                "TLS: {e}; if the server's certificate is signed by a private CA, name the \
+        .map_err(|e| match tls_error(&e) {
+            Some(tls) => format!(
+                "TLS: {tls}; if the server's certificate is signed by a private CA, name the \
                  CA's PEM file in notify.webhook_ca"
             ),
-            e => e.to_string(),
+            None => e.to_string(),
         })?;
     let status = reply.status();
     if status.is_success() {
         Ok(())
     } else {
         Err(format!("HTTP {}", status.as_u16()))
+    }
+}
+
+/// The TLS failure behind a request's error, if that is what it is.
+fn tls_error(e: &ureq::Error) -> Option<&rustls::Error> {
+    match e {
+        ureq::Error::Rustls(e) => Some(e),
+        ureq::Error::Io(e) => e.get_ref()?.downcast_ref(),
+        _ => None,
     }
 }
 
