@@ -174,3 +174,28 @@ fn an_untrusted_webhook_certificate_is_a_clear_warning_and_changes_nothing_else(
         assert_eq!(alert["event"], "failed");
     }
 }
+
+#[test]
+fn a_webhook_that_is_not_http_or_https_and_a_ca_without_an_https_webhook_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = write_spec(dir.path(), "  webhook: \"ftp://127.0.0.1/alerts\"\n");
+    let mut text = std::fs::read_to_string(&spec).unwrap();
+    text.push_str("  webhook_ca: ca.pem\n");
+    std::fs::write(&spec, text).unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(["validate", "-f", spec.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(
+            "notify.webhook: \"ftp://127.0.0.1/alerts\": a webhook is an http:// or https:// URL"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("notify.webhook_ca: a CA file is for an https:// webhook"),
+        "{err}"
+    );
+}
