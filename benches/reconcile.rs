@@ -8,6 +8,8 @@
 //! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
 
 mod common;
+#[path = "../tests/real/spec.rs"]
+mod spec;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -34,24 +36,20 @@ fn main() {
     let name = format!("gr{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("gemctl-bench-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("secrets.env"),
-        "POSTGRES_PASSWORD=b\nPGPASSWORD=b\n",
-    )
-    .unwrap();
+    spec::write_secrets(&dir);
     let spec = dir.join("spec.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "project: {name}\ngeneration: 1\nstorage: storage\npull: never\nscope: project\n\
-             app:\n  name: {name}-gem\n  image: gemctl-test/app:1\n  env: {{ PGUSER: app, PGDATABASE: app }}\n\
-             \x20 env_file: secrets.env\n  ports: [\"127.0.0.1::7000\"]\n  health:\n\
-             \x20   - tcp: {{ port: 7000, expect: \"OK\" }}\n\
-             db:\n  name: {name}-db\n  image: gemctl-test/postgres:15\n\
-             \x20 env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}\n  env_file: secrets.env\n"
-        ),
-    )
-    .unwrap();
+    let text = spec::SpecTemplate {
+        name: &name,
+        generation: 1,
+        tag: "1",
+        retain: None,
+        scope: "scope: project",
+        ports: "\"127.0.0.1::7000\"",
+        health: "    - tcp: { port: 7000, expect: \"OK\" }\n",
+        extra: "",
+    }
+    .text();
+    std::fs::write(&spec, text).unwrap();
     let spec = spec.to_str().unwrap().to_string();
 
     let result = std::panic::catch_unwind(|| {

@@ -8,6 +8,8 @@
 //! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
 
 mod common;
+#[path = "../tests/real/spec.rs"]
+mod spec;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -29,31 +31,11 @@ fn free_port() -> u16 {
         .port()
 }
 
-fn spec_text(name: &str, generation: u64, tag: &str, http: u16, tcp: u16) -> String {
-    format!(
-        r#"project: {name}
-generation: {generation}
-storage: storage
-pull: never
-scope: project
-app:
-  name: {name}-gem
-  image: gemctl-test/app:{tag}
-  env: {{ PGUSER: app, PGDATABASE: app }}
-  env_file: secrets.env
-  ports: ["127.0.0.1:{http}:8080", "127.0.0.1:{tcp}:7000"]
-  health:
-    - tcp: {{ port: 7000, send: "status\n", expect_regex: "^OK " }}
+/// The bench's health check: the TCP one, polled often, with room for a big copy.
+const HEALTH: &str = r#"    - tcp: { port: 7000, send: "status\n", expect_regex: "^OK " }
       interval: 100ms
       deadline: 60s
-db:
-  name: {name}-db
-  image: gemctl-test/postgres:15
-  env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
-  env_file: secrets.env
-"#
-    )
-}
+"#;
 
 fn du_bytes(path: &Path) -> u64 {
     let out = Command::new("du").arg("-sb").arg(path).output().unwrap();
@@ -160,15 +142,23 @@ fn main() {
     let name = format!("gb{}", std::process::id());
     let dir = std::env::temp_dir().join(format!("gemctl-bench-{name}"));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("secrets.env"),
-        "POSTGRES_PASSWORD=bench\nPGPASSWORD=bench\n",
-    )
-    .unwrap();
+    spec::write_secrets(&dir);
     let (http, tcp) = (free_port(), free_port());
+    let ports = format!("\"127.0.0.1:{http}:8080\", \"127.0.0.1:{tcp}:7000\"");
     let spec_path = dir.join("spec.yaml");
-    let load = |g: u64, tag: &str| {
-        std::fs::write(&spec_path, spec_text(&name, g, tag, http, tcp)).unwrap();
+    let load = |generation: u64, tag: &str| {
+        let text = spec::SpecTemplate {
+            name: &name,
+            generation,
+            tag,
+            retain: None,
+            scope: "scope: project",
+            ports: &ports,
+            health: HEALTH,
+            extra: "",
+        }
+        .text();
+        std::fs::write(&spec_path, text).unwrap();
         Spec::load(&spec_path).unwrap()
     };
     let rt = tokio::runtime::Runtime::new().unwrap();

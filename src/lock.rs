@@ -1,8 +1,16 @@
-//! One writer at a time per project and host (I7): `<storage>/.gemctl/lock`, made
-//! with create-new so two gemctls cannot both take it, holding who took it. A lock
-//! whose process is gone from this host is stale and taken over.
+//! One writer at a time per project and host (I7): `<storage>/.gemctl/lock`, an OS
+//! file lock (`flock`, through std's `File::try_lock`) held for as long as the
+//! [`Lock`] lives, in a file that names who took it. The kernel lets go of the lock
+//! when its process ends, however it ends, so a lock file that nobody holds was
+//! left by a process that is gone and is taken over — pid reuse cannot keep it.
+//!
+//! Not for several hosts sharing the storage (NFS and the like): whether their
+//! locks reach each other depends on the file system, so a left lock that names
+//! another host is never taken over; a person removes it with `gemctl unlock -f`.
 
-use std::io::Write;
+use std::fs::{File, OpenOptions, TryLockError};
+use std::io::{ErrorKind, Read, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -39,12 +47,16 @@ impl std::fmt::Display for Holder {
 #[derive(Debug)]
 pub struct Lock {
     path: PathBuf,
+    /// Holds the OS lock until it is closed, after `drop` removed the file.
+    _file: File,
     /// A stale holder that was taken over, if any.
     pub took_over: Option<Holder>,
 }
 
 impl Drop for Lock {
     fn drop(&mut self) {
+        // Removed while still locked: a gemctl that opened the file before this and
+        // locks it once it is closed sees that the path no longer names it.
         let _ = std::fs::remove_file(&self.path);
     }
 }
@@ -68,21 +80,55 @@ impl Holder {
     }
 }
 
-/// An unreadable lock older than this was left by a crash, not being written.
+/// An unreadable lock nobody holds is taken over once it is this old: younger, it
+/// may be one another gemctl has just created and is about to lock, and gemctl
+/// gives way to it rather than race it.
 const UNREADABLE_STALE: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long ago the file was last written; a file that cannot be inspected counts
 /// as brand new (so it is not taken over).
-fn age(path: &Path) -> std::time::Duration {
-    std::fs::metadata(path)
+fn age(file: &File) -> std::time::Duration {
+    file.metadata()
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.elapsed().ok())
         .unwrap_or_default()
 }
 
-fn alive(pid: u32) -> bool {
-    Path::new("/proc").join(pid.to_string()).exists()
+/// The holder a lock file names, or its text when it names none.
+fn read_holder(mut file: &File) -> Result<Holder, String> {
+    let mut text = String::new();
+    let _ = file.read_to_string(&mut text);
+    serde_json::from_str(&text).map_err(|_| text)
+}
+
+/// Opens the lock file, creating it if absent (`true` when this call created it);
+/// `None` when it vanished between the two tries.
+fn open(path: &Path) -> Result<Option<(File, bool)>, Error> {
+    match OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+    {
+        Ok(file) => return Ok(Some((file, true))),
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(Error::io(path, "create", e)),
+    }
+    match OpenOptions::new().read(true).open(path) {
+        Ok(file) => Ok(Some((file, false))),
+        Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(path, "open", e)),
+    }
+}
+
+/// Whether `path` still names the file `file` was opened from: a holder removes
+/// its file on release, so a lock won on a removed file is no lock.
+fn still_named(path: &Path, file: &File) -> bool {
+    match (std::fs::metadata(path), file.metadata()) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
+    }
 }
 
 /// Takes the lock of the project whose storage root is `storage`, or fails at once
@@ -92,63 +138,32 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
     let path = dir.join("lock");
     let mut took_over = None;
-    for _ in 0..2 {
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&path)
-        {
-            Ok(mut file) => {
-                let text = serde_json::to_string(&Holder::me(command)).expect("serialisable");
-                file.write_all(text.as_bytes())
-                    .map_err(|e| Error::io(&path, "write", e))?;
-                return Ok(Lock { path, took_over });
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                let holder = std::fs::read_to_string(&path)
-                    .ok()
-                    .and_then(|t| serde_json::from_str::<Holder>(&t).ok());
-                match holder {
-                    Some(h) if h.host == hostname() && !alive(h.pid) => {
-                        // Its process is gone: a crash or a kill left it.
-                        let _ = std::fs::remove_file(&path);
-                        took_over = Some(h);
-                    }
-                    Some(h) => {
-                        return Err(Error::Usage(format!(
-                            "another gemctl is working on this project: {h}. Wait for it to \
-                             finish; if that process is really gone, remove {}",
-                            path.display()
-                        )));
-                    }
-                    None if age(&path) >= UNREADABLE_STALE => {
-                        // A holder writes its line right after creating the file; one
-                        // still empty or garbled after this long was left by a crash.
-                        let _ = std::fs::remove_file(&path);
-                        took_over = Some(Holder {
-                            pid: 0,
-                            user: "unknown".into(),
-                            host: "unknown".into(),
-                            command: format!(
-                                "an unreadable lock file, {}s old",
-                                age(&path).as_secs()
-                            ),
-                            since: "unknown".into(),
-                        });
-                    }
-                    None => {
-                        return Err(Error::Usage(format!(
-                            "{} exists but cannot be read yet (a gemctl may be writing it right \
-                             now); try again in a few seconds: an unreadable lock older than {}s \
-                             is taken over. `gemctl unlock -f SPEC` removes it by force",
-                            path.display(),
-                            UNREADABLE_STALE.as_secs()
-                        )));
-                    }
-                }
-            }
-            Err(e) => return Err(Error::io(&path, "create", e)),
+    for _ in 0..3 {
+        let Some((mut file, created)) = open(&path)? else {
+            continue;
+        };
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(TryLockError::WouldBlock) => return Err(held(&path, &file)),
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
         }
+        if !still_named(&path, &file) {
+            continue;
+        }
+        if created {
+            let text = serde_json::to_string(&Holder::me(command)).expect("serialisable");
+            file.write_all(text.as_bytes())
+                .map_err(|e| Error::io(&path, "write", e))?;
+            return Ok(Lock {
+                path,
+                _file: file,
+                took_over,
+            });
+        }
+        // Nobody holds it: whoever wrote it is gone. Removed under the lock so that
+        // one gemctl takes it over, and made anew by create-new on the next turn.
+        took_over = Some(left_behind(&path, &file)?);
+        std::fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
     }
     Err(Error::Usage(format!(
         "another gemctl took the lock {} at the same moment; try again",
@@ -156,13 +171,55 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
     )))
 }
 
+/// The refusal while another gemctl holds the lock.
+fn held(path: &Path, file: &File) -> Error {
+    Error::Usage(match read_holder(file) {
+        Ok(h) => format!(
+            "another gemctl is working on this project: {h}. Wait for it to finish: the lock \
+             goes with that process, however it ends"
+        ),
+        Err(_) => format!(
+            "another gemctl is taking the lock {} right now; try again in a moment",
+            path.display()
+        ),
+    })
+}
+
+/// Who left a lock file nobody holds (locked now by this process), or why it is not
+/// taken over: it names another host, or it is unreadable and still fresh.
+fn left_behind(path: &Path, file: &File) -> Result<Holder, Error> {
+    match read_holder(file) {
+        Ok(h) if h.host == hostname() => Ok(h),
+        Ok(h) => Err(Error::Usage(format!(
+            "another gemctl is working on this project: {h}. Wait for it to finish; if that \
+             process is really gone, remove {}",
+            path.display()
+        ))),
+        Err(_) if age(file) >= UNREADABLE_STALE => Ok(Holder {
+            pid: 0,
+            user: "unknown".into(),
+            host: "unknown".into(),
+            command: format!("an unreadable lock file, {}s old", age(file).as_secs()),
+            since: "unknown".into(),
+        }),
+        Err(_) => Err(Error::Usage(format!(
+            "{} exists but cannot be read yet (a gemctl may be writing it right now); try \
+             again in a few seconds: an unreadable lock older than {}s is taken over. \
+             `gemctl unlock -f SPEC` removes it by force",
+            path.display(),
+            UNREADABLE_STALE.as_secs()
+        ))),
+    }
+}
+
 /// The lock file of a storage root.
 pub fn path(storage: &Path) -> PathBuf {
     storage.join(STATE_DIR).join("lock")
 }
 
-/// Who holds the lock now, if anyone (an unreadable lock file counts as held by
-/// an unknown holder).
+/// Who the lock file names, if there is one (an unreadable lock file counts as
+/// held by an unknown holder). It may be a holder that is gone and whose lock the
+/// next taker takes over.
 pub fn holder(storage: &Path) -> Option<Result<Holder, String>> {
     let text = std::fs::read_to_string(path(storage)).ok()?;
     Some(serde_json::from_str(&text).map_err(|_| text))
@@ -224,5 +281,58 @@ mod tests {
             let holder = holder(dir.path()).unwrap().unwrap();
             assert_eq!(holder.pid, std::process::id());
         }
+    }
+
+    #[test]
+    fn a_left_lock_naming_a_live_pid_is_taken_over_since_nobody_holds_it() {
+        // The pid of a gone gemctl may be reused by another process (here: this one).
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_DIR).join("lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let left = Holder {
+            command: "gemctl reconcile".into(),
+            ..Holder::me("")
+        };
+        std::fs::write(&path, serde_json::to_string(&left).unwrap()).unwrap();
+        let lock = acquire(dir.path(), "gemctl apply").unwrap();
+        assert_eq!(lock.took_over, Some(left));
+        assert_eq!(holder(dir.path()).unwrap().unwrap().command, "gemctl apply");
+    }
+
+    #[test]
+    fn a_left_lock_naming_another_host_is_not_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(STATE_DIR).join("lock");
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let elsewhere = Holder {
+            host: "elsewhere".into(),
+            ..Holder::me("gemctl apply")
+        };
+        let text = serde_json::to_string(&elsewhere).unwrap();
+        std::fs::write(&path, &text).unwrap();
+        let err = acquire(dir.path(), "gemctl apply").unwrap_err().to_string();
+        assert!(
+            err.contains("@elsewhere") && err.contains("really gone"),
+            "{err}"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            text,
+            "left as it was"
+        );
+    }
+
+    #[test]
+    fn the_lock_is_held_until_dropped_and_a_taker_waiting_on_a_removed_file_starts_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = acquire(dir.path(), "gemctl apply").unwrap();
+        // A taker that opened the file while it was held, and locks it after release.
+        let late = File::open(path(dir.path())).unwrap();
+        assert!(matches!(late.try_lock(), Err(TryLockError::WouldBlock)));
+        drop(first);
+        late.try_lock().unwrap();
+        assert!(!still_named(&path(dir.path()), &late), "its file is gone");
+        let second = acquire(dir.path(), "gemctl apply").unwrap();
+        assert!(second.took_over.is_none());
     }
 }

@@ -9,7 +9,9 @@ use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const PG_IMAGE: &str = "gemctl-test/postgres:15";
+pub mod spec;
+
+pub use spec::PG_IMAGE;
 
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
@@ -52,6 +54,21 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// The tests' health checks: one of each kind, quick to pass, quick to fail.
+const HEALTH_OF_EVERY_KIND: &str = r#"    - tcp: { port: 7000, send: "status\n", expect_regex: "^OK " }
+      interval: 300ms
+      timeout: 2s
+      deadline: 20s
+    - http: { port: 8080, path: /health, status: 200 }
+      interval: 300ms
+      timeout: 2s
+      deadline: 20s
+    - exec: { command: ["sh", "-c", "test \"$GEM_GENERATION\" -ge 1"] }
+      interval: 300ms
+      timeout: 5s
+      deadline: 20s
+"#;
+
 /// One test's project: names, ports and storage of its own, cleaned up on drop.
 pub struct Project {
     pub name: String,
@@ -73,11 +90,7 @@ impl Project {
         let dir = std::env::temp_dir().join(format!("gemctl-test-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(
-            dir.join("secrets.env"),
-            "POSTGRES_PASSWORD=s3cret\nPGPASSWORD=s3cret\n",
-        )
-        .unwrap();
+        spec::write_secrets(&dir);
         let p = Project {
             spec: dir.join("spec.yaml"),
             name,
@@ -114,43 +127,21 @@ impl Project {
         scope: &str,
         extra: &str,
     ) {
-        let text = format!(
-            r#"project: {name}
-generation: {generation}
-retain: {retain}
-storage: storage
-pull: never
-{scope}
-app:
-  name: {name}-gem
-  image: gemctl-test/app:{tag}
-  env: {{ PGUSER: app, PGDATABASE: app }}
-  env_file: secrets.env
-  ports: ["127.0.0.1:{http}:8080", "127.0.0.1:{tcp}:7000"]
-  health:
-    - tcp: {{ port: 7000, send: "status\n", expect_regex: "^OK " }}
-      interval: 300ms
-      timeout: 2s
-      deadline: 20s
-    - http: {{ port: 8080, path: /health, status: 200 }}
-      interval: 300ms
-      timeout: 2s
-      deadline: 20s
-    - exec: {{ command: ["sh", "-c", "test \"$GEM_GENERATION\" -ge 1"] }}
-      interval: 300ms
-      timeout: 5s
-      deadline: 20s
-db:
-  name: {name}-db
-  image: {PG_IMAGE}
-  env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
-  env_file: secrets.env
-{extra}
-"#,
-            name = self.name,
-            http = self.http,
-            tcp = self.tcp,
+        let ports = format!(
+            "\"127.0.0.1:{}:8080\", \"127.0.0.1:{}:7000\"",
+            self.http, self.tcp
         );
+        let text = spec::SpecTemplate {
+            name: &self.name,
+            generation,
+            tag,
+            retain: Some(retain),
+            scope,
+            ports: &ports,
+            health: HEALTH_OF_EVERY_KIND,
+            extra,
+        }
+        .text();
         std::fs::write(&self.spec, text).unwrap();
     }
 

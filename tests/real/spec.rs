@@ -1,0 +1,76 @@
+//! The spec the real-engine tests and benchmarks deploy, written in one place: the
+//! fixture app (`gemctl-test/app:TAG`) beside the test PostgreSQL, both never
+//! pulled, with their passwords in `secrets.env` beside the spec. Included by
+//! `tests/real/mod.rs` and, by path, by `benches/`. Not for a test's one-off spec
+//! that exercises a single field: that test writes its own few lines.
+
+use std::path::Path;
+
+/// The test PostgreSQL image (`scripts/build-images`).
+pub const PG_IMAGE: &str = "gemctl-test/postgres:15";
+
+/// The parts of the spec that tests and benchmarks vary.
+pub struct SpecTemplate<'a> {
+    /// The project's name, also the stem of its containers' names.
+    pub name: &'a str,
+    pub generation: u64,
+    /// The fixture app's tag: `1`, `2`, `broken`, `slow`.
+    pub tag: &'a str,
+    /// `retain`, when not the default.
+    pub retain: Option<u32>,
+    /// The `scope` line.
+    pub scope: &'a str,
+    /// The app's `ports`, inside the brackets.
+    pub ports: &'a str,
+    /// The app's `health` items, each line indented by four spaces, ending in a newline.
+    pub health: &'a str,
+    /// Top-level YAML appended (`notify`, `backup`…).
+    pub extra: &'a str,
+}
+
+impl SpecTemplate<'_> {
+    /// The spec's text.
+    pub fn text(&self) -> String {
+        let SpecTemplate {
+            name,
+            generation,
+            tag,
+            retain,
+            scope,
+            ports,
+            health,
+            extra,
+        } = self;
+        let retain = retain.map_or(String::new(), |r| format!("retain: {r}\n"));
+        format!(
+            r#"project: {name}
+generation: {generation}
+{retain}storage: storage
+pull: never
+{scope}
+app:
+  name: {name}-gem
+  image: gemctl-test/app:{tag}
+  env: {{ PGUSER: app, PGDATABASE: app }}
+  env_file: secrets.env
+  ports: [{ports}]
+  health:
+{health}db:
+  name: {name}-db
+  image: {PG_IMAGE}
+  env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
+  env_file: secrets.env
+{extra}
+"#
+        )
+    }
+}
+
+/// The passwords the spec names, in `secrets.env` in `dir` (beside the spec).
+pub fn write_secrets(dir: &Path) {
+    std::fs::write(
+        dir.join("secrets.env"),
+        "POSTGRES_PASSWORD=s3cret\nPGPASSWORD=s3cret\n",
+    )
+    .unwrap();
+}
