@@ -1,0 +1,77 @@
+//! Pruning: what goes besides the target's own work. First the debris of interrupted
+//! or failed applies (copy containers, generations whose data never became ready),
+//! which never served and is removed only with that proof; last the generations past
+//! retention, each deletion a visible step.
+
+use std::collections::BTreeSet;
+
+use crate::labels;
+
+use super::Action;
+use super::builder::Builder;
+use super::hold::Hold;
+use super::recognise::Host;
+
+/// Removes what interrupted or failed applies left, other than the target's own
+/// half-made work (which its kind of plan redoes).
+pub(super) fn clear_debris(b: &mut Builder, host: &Host, target: u64, hold: Option<&Hold>) {
+    for (n, c) in &host.copies {
+        b.push(
+            Action::RemoveContainer {
+                generation: *n,
+                container: c.name.clone(),
+                role: labels::ROLE_COPY.into(),
+            },
+            "left over from an interrupted data copy, restore or backup",
+        );
+    }
+    let failed = hold.and_then(|h| Some((h.failed, host.gens.get(&h.failed)?)));
+    if let Some((n, g)) = failed {
+        b.remove_failed(n, g);
+    }
+    for (n, g) in &host.gens {
+        if *n == target || g.ready() || failed.is_some_and(|(f, _)| f == *n) {
+            continue;
+        }
+        if g.data.is_some() {
+            b.remove_never_served(*n, g, "never became ready (interrupted or failed apply)");
+        } else {
+            b.remove_containers(*n, g, "its data directory is gone");
+        }
+    }
+}
+
+/// The generations kept for rollback: the `m` newest ready ones below the target,
+/// the one its data came from, and the one any pin names. Newer generations (after a
+/// rollback) are never pruned, so they need no place here.
+pub(super) fn retained(
+    host: &Host,
+    target: u64,
+    m: usize,
+    copied_from: Option<u64>,
+    pinned: Option<u64>,
+) -> BTreeSet<u64> {
+    let mut keep: BTreeSet<u64> = host
+        .ready_generations()
+        .rev()
+        .filter(|n| *n < target)
+        .take(m)
+        .collect();
+    keep.extend(copied_from);
+    keep.extend(pinned);
+    keep
+}
+
+/// Deletes every ready generation below the target that is not kept.
+pub(super) fn past_retention(b: &mut Builder, host: &Host, target: u64, keep: &BTreeSet<u64>) {
+    let retain = b.spec.retain.0;
+    let why = format!(
+        "older than the {retain} retained generation{}",
+        if retain == 1 { "" } else { "s" }
+    );
+    for (n, g) in &host.gens {
+        if *n < target && g.ready() && !keep.contains(n) {
+            b.remove_generation(*n, g, &why);
+        }
+    }
+}
