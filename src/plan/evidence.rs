@@ -137,3 +137,103 @@ pub(super) fn untrusted_state(
     }
     problems
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::{Evidence, untrusted_state};
+    use crate::observed::ContainerState::Exited;
+    use crate::observed::{Damage, Marker};
+    use crate::plan::fixture::{app, data, observed, ready, spec};
+    use crate::plan::recognise::recognise;
+
+    fn evidence(served: Option<&BTreeSet<u64>>) -> Evidence<'_> {
+        Evidence {
+            live: Some(1),
+            served,
+            rollback_pin: Some(2),
+            pinned: Some(3),
+        }
+    }
+
+    #[test]
+    fn only_a_never_served_marker_with_nothing_against_it_proves_never_served() {
+        let served = BTreeSet::from([4]);
+        let e = evidence(Some(&served));
+        let discarded = Marker::Discarded {
+            reason: "test".into(),
+        };
+        assert_eq!(e.may_have_served(5, Some(&Marker::Preparing), false), None);
+        assert_eq!(e.may_have_served(5, Some(&discarded), false), None);
+    }
+
+    #[test]
+    fn anything_that_says_it_may_have_served_stops_the_deletion() {
+        let served = BTreeSet::from([4]);
+        let e = evidence(Some(&served));
+        let preparing = Some(&Marker::Preparing);
+        let why = |n, marker, public| {
+            e.may_have_served(n, marker, public)
+                .expect("may have served")
+        };
+        assert!(why(5, Some(&Marker::Ready { copied_from: None }), false).contains("ready"));
+        assert!(why(5, Some(&Marker::Missing), false).contains("missing or unreadable"));
+        assert!(why(5, None, false).contains("no data directory"));
+        assert!(why(1, preparing, false).contains("recorded live"));
+        assert!(why(4, preparing, false).contains("served"));
+        assert!(why(2, preparing, false).contains("pinned"));
+        assert!(why(3, preparing, false).contains("pinned"));
+        assert!(why(5, preparing, true).contains("public ports"));
+    }
+
+    #[test]
+    fn without_a_record_of_what_served_nothing_is_proven() {
+        let e = evidence(None);
+        let why = e.may_have_served(5, Some(&Marker::Preparing), false);
+        assert!(why.is_some_and(|w| w.contains("no record")));
+    }
+
+    #[test]
+    fn a_clean_host_is_trusted() {
+        let s = spec(2);
+        let obs = observed(vec![], vec![ready(1), data(2, Marker::Preparing)]);
+        let host = recognise(&s, &obs).unwrap();
+        assert!(untrusted_state(&s, &obs, &host, &Evidence::of(&obs)).is_empty());
+    }
+
+    #[test]
+    fn damaged_state_files_are_untrusted_with_their_fix() {
+        let s = spec(1);
+        let mut obs = observed(vec![], vec![]);
+        obs.storage.damage.push(Damage {
+            file: "live".into(),
+            problem: "is empty".into(),
+            fix: "write the live generation".into(),
+        });
+        let host = recognise(&s, &obs).unwrap();
+        let problems = untrusted_state(&s, &obs, &host, &Evidence::of(&obs));
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].seen, "live is empty");
+        assert_eq!(problems[0].fix, "write the live generation");
+    }
+
+    #[test]
+    fn a_missing_marker_is_untrusted_and_the_fix_depends_on_whether_it_served() {
+        let s = spec(3);
+        let obs = observed(
+            vec![app(&s, 2, Exited, true)],
+            vec![data(1, Marker::Missing), data(2, Marker::Missing)],
+        );
+        let host = recognise(&s, &obs).unwrap();
+        let problems = untrusted_state(&s, &obs, &host, &Evidence::of(&obs));
+        assert_eq!(problems.len(), 2);
+        assert!(problems[0].seen.contains("generation 1's data"));
+        assert!(problems[0].fix.contains("--discard 1"), "{:?}", problems[0]);
+        assert!(
+            problems[1].fix.starts_with("generation 2 served"),
+            "{:?}",
+            problems[1]
+        );
+    }
+}

@@ -18,6 +18,8 @@ mod bootstrap;
 mod builder;
 mod cutover;
 mod evidence;
+#[cfg(test)]
+mod fixture;
 mod hold;
 mod pin;
 mod prune;
@@ -188,6 +190,8 @@ pub fn plan(
     let course =
         Course::pick(&host, live, target, pin.as_ref()).map_err(|p| refusal(spec, vec![p]))?;
     let tgen = host.generation(target);
+    // The spec must still describe the target's containers, unless the host is held
+    // back or rolled back: then the generation runs as it was made.
     if course == Course::Repair && hold.is_none() {
         let drift = repair::spec_drift(spec, &host, target, &tgen);
         if !drift.is_empty() {
@@ -209,14 +213,7 @@ pub fn plan(
     let copied_from = course
         .source()
         .or_else(|| tgen.data.and_then(GenerationData::copied_from));
-    let keep = prune::retained(
-        &host,
-        target,
-        spec.retain.0 as usize,
-        copied_from,
-        evidence.pinned,
-    );
-    prune::past_retention(&mut b, &host, target, &keep);
+    prune::past_retention(&mut b, &host, target, copied_from);
 
     let (steps, mut notes) = b.finish().map_err(|problems| refusal(spec, problems))?;
     if course == Course::Rollback && hold.is_none() && !steps.is_empty() {
@@ -313,5 +310,86 @@ fn refusal(spec: &Spec, problems: Vec<Problem>) -> Refusal {
     Refusal {
         project: spec.project.clone(),
         problems,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::{data, observed, ready, spec};
+    use super::pin::Pinned;
+    use super::recognise::recognise;
+    use super::{Course, PlanKind, glob_match};
+    use crate::observed::Marker;
+
+    #[test]
+    fn glob_matches_like_a_shell() {
+        assert!(glob_match("monitoring-*", "monitoring-agent"));
+        assert!(glob_match("*", "anything"));
+        assert!(glob_match("backup-?", "backup-1"));
+        assert!(glob_match("a*b*c", "axxbyyc"));
+        assert!(!glob_match("backup-?", "backup-12"));
+        assert!(!glob_match("monitoring-*", "redis"));
+        assert!(!glob_match("", "redis"));
+    }
+
+    #[test]
+    fn the_course_follows_the_target_data() {
+        let obs = observed(vec![], vec![ready(1), ready(3), data(4, Marker::Preparing)]);
+        let host = recognise(&spec(4), &obs).unwrap();
+        assert_eq!(Course::pick(&host, Some(1), 3, None), Ok(Course::Repair));
+        assert_eq!(Course::pick(&host, Some(3), 1, None), Ok(Course::Rollback));
+        assert_eq!(
+            Course::pick(&host, Some(1), 4, None),
+            Ok(Course::Upgrade { from: 1 })
+        );
+        assert!(
+            Course::pick(&host, Some(3), 2, None).is_err(),
+            "behind newer data"
+        );
+
+        let pin = Pinned {
+            generation: 4,
+            rebuild_from: Some("/backups/b.tar".into()),
+            message: String::new(),
+        };
+        assert_eq!(
+            Course::pick(&host, Some(3), 4, Some(&pin)),
+            Ok(Course::Restore {
+                backup: "/backups/b.tar".into()
+            })
+        );
+
+        let empty = observed(vec![], vec![]);
+        let host = recognise(&spec(1), &empty).unwrap();
+        assert_eq!(Course::pick(&host, None, 1, None), Ok(Course::Bootstrap));
+    }
+
+    #[test]
+    fn the_kind_shown_is_in_sync_without_steps_else_the_way_the_live_generation_moves() {
+        assert_eq!(
+            Course::Upgrade { from: 1 }.kind(true, Some(1), 2),
+            PlanKind::InSync
+        );
+        assert_eq!(
+            Course::Upgrade { from: 1 }.kind(false, Some(1), 2),
+            PlanKind::Upgrade { from: 1 }
+        );
+        assert_eq!(Course::Bootstrap.kind(false, None, 1), PlanKind::Bootstrap);
+        let restore = Course::Restore {
+            backup: String::new(),
+        };
+        assert_eq!(restore.kind(false, Some(5), 6), PlanKind::Restore);
+        for course in [Course::Repair, Course::Rollback] {
+            assert_eq!(
+                course.kind(false, Some(3), 2),
+                PlanKind::Rollback { from: 3 }
+            );
+            assert_eq!(
+                course.kind(false, Some(1), 2),
+                PlanKind::Upgrade { from: 1 }
+            );
+            assert_eq!(course.kind(false, Some(2), 2), PlanKind::Repair);
+            assert_eq!(course.kind(false, None, 2), PlanKind::Repair);
+        }
     }
 }

@@ -62,9 +62,17 @@ pub(super) fn retained(
     keep
 }
 
-/// Deletes every ready generation below the target that is not kept.
-pub(super) fn past_retention(b: &mut Builder, host: &Host, target: u64, keep: &BTreeSet<u64>) {
+/// Deletes every ready generation below the target that is not [`retained`];
+/// `copied_from` is the generation the target's data came from.
+pub(super) fn past_retention(b: &mut Builder, host: &Host, target: u64, copied_from: Option<u64>) {
     let retain = b.spec.retain.0;
+    let keep = retained(
+        host,
+        target,
+        retain as usize,
+        copied_from,
+        b.evidence.pinned,
+    );
     let why = format!(
         "older than the {retain} retained generation{}",
         if retain == 1 { "" } else { "s" }
@@ -73,5 +81,51 @@ pub(super) fn past_retention(b: &mut Builder, host: &Host, target: u64, keep: &B
         if *n < target && g.ready() && !keep.contains(n) {
             b.remove_generation(*n, g, &why);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::retained;
+    use crate::observed::Marker;
+    use crate::plan::fixture::{data, observed, ready, spec};
+    use crate::plan::recognise::recognise;
+
+    #[test]
+    fn the_newest_ready_generations_below_the_target_are_retained() {
+        let s = spec(6);
+        let obs = observed(
+            vec![],
+            vec![
+                ready(1),
+                ready(2),
+                ready(3),
+                data(4, Marker::Preparing),
+                ready(5),
+            ],
+        );
+        let host = recognise(&s, &obs).unwrap();
+        assert_eq!(retained(&host, 6, 2, None, None), BTreeSet::from([3, 5]));
+    }
+
+    #[test]
+    fn the_source_and_the_pinned_generation_are_retained_beyond_the_count() {
+        let s = spec(6);
+        let obs = observed(vec![], (1..=5).map(ready).collect());
+        let host = recognise(&s, &obs).unwrap();
+        assert_eq!(
+            retained(&host, 6, 1, Some(2), Some(1)),
+            BTreeSet::from([1, 2, 5])
+        );
+    }
+
+    #[test]
+    fn generations_above_the_target_are_not_counted() {
+        let s = spec(5);
+        let obs = observed(vec![], (1..=5).map(ready).collect());
+        let host = recognise(&s, &obs).unwrap();
+        assert_eq!(retained(&host, 3, 1, None, None), BTreeSet::from([2]));
     }
 }

@@ -228,19 +228,3 @@ pub fn glob_match(pattern: &str, name: &str) -> bool {
     }
     p[pi..].iter().all(|c| *c == b'*')
 }
-
-#[cfg(test)]
-mod tests {
-    use super::glob_match;
-
-    #[test]
-    fn glob_matches_like_a_shell() {
-        assert!(glob_match("monitoring-*", "monitoring-agent"));
-        assert!(glob_match("*", "anything"));
-        assert!(glob_match("backup-?", "backup-1"));
-        assert!(glob_match("a*b*c", "axxbyyc"));
-        assert!(!glob_match("backup-?", "backup-12"));
-        assert!(!glob_match("monitoring-*", "redis"));
-        assert!(!glob_match("", "redis"));
-    }
-}

@@ -74,3 +74,30 @@ fn retained_list(host: &Host, target: u64) -> String {
         list.join(", ")
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::behind_newer_data;
+    use crate::plan::fixture::{observed, ready, spec};
+    use crate::plan::recognise::recognise;
+
+    #[test]
+    fn a_generation_without_data_below_newer_data_cannot_be_made() {
+        let obs = observed(vec![], vec![ready(1), ready(3)]);
+        let host = recognise(&spec(2), &obs).unwrap();
+        let problem = behind_newer_data(&host, 2).expect("refused");
+        assert!(
+            problem.seen.contains("newer generation 3 does"),
+            "{problem:?}"
+        );
+        assert!(problem.fix.contains("(1, 3)"), "{problem:?}");
+    }
+
+    #[test]
+    fn a_retained_generation_or_one_above_the_newest_can_be_made() {
+        let obs = observed(vec![], vec![ready(1), ready(3)]);
+        let host = recognise(&spec(1), &obs).unwrap();
+        assert_eq!(behind_newer_data(&host, 1), None);
+        assert_eq!(behind_newer_data(&host, 4), None);
+    }
+}
