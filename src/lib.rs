@@ -22,10 +22,6 @@ pub mod notify;
 pub mod observe;
 pub mod observed;
 pub mod plan;
-#[cfg(test)]
-mod plan_equiv;
-#[cfg(test)]
-mod plan_old;
 pub mod port_holder;
 pub mod records;
 pub mod render;
