@@ -1,0 +1,232 @@
+//! What a plan is made of: the [`Action`]s the executor knows how to carry out, each
+//! in a [`Step`] with its reason, and how each shows in `gemctl diff`. Not how steps
+//! are chosen: that is the planner's, through its `Builder`.
+
+use serde::{Deserialize, Serialize};
+
+/// One step and why it is needed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Step {
+    /// What to do.
+    #[serde(flatten)]
+    pub action: Action,
+    /// One line saying why.
+    pub reason: String,
+}
+
+/// Everything the executor knows how to do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Create the private bridge network.
+    CreateNetwork {
+        /// Network name.
+        network: String,
+    },
+    /// Create and start a db container; `fresh` makes an empty data directory first.
+    CreateDb {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+        /// Whether the data directory is new (else the existing data is used).
+        fresh: bool,
+    },
+    /// Start an existing, stopped db container.
+    StartDb {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Wait until the database accepts queries.
+    WaitDb {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Stop an app container (kept for rollback).
+    StopApp {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Stop a db container (its data is kept).
+    StopDb {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Copy every database and role from one generation's db to another's.
+    CopyData {
+        /// Source generation (only read, I2).
+        from: u64,
+        /// Destination generation.
+        to: u64,
+    },
+    /// Load a backup made by `gemctl backup` into a generation's fresh database
+    /// (its checksum is verified before any step runs).
+    RestoreBackup {
+        /// Generation.
+        generation: u64,
+        /// The backup file.
+        backup: String,
+    },
+    /// Compare the copy with its source, table by table.
+    VerifyCopy {
+        /// Source generation.
+        from: u64,
+        /// Destination generation.
+        to: u64,
+    },
+    /// Record that a generation's data is complete.
+    MarkReady {
+        /// Generation.
+        generation: u64,
+        /// Where its data came from (`None`: a fresh database).
+        copied_from: Option<u64>,
+    },
+    /// Create and start the app with only its health ports, on 127.0.0.1.
+    CreateAppProbe {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Start an existing, stopped app container (already public).
+    StartApp {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Run the spec's health checks against the app.
+    CheckHealth {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Recreate the app with all its public ports.
+    ExposeApp {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Record which generation is live.
+    SetLive {
+        /// Generation.
+        generation: u64,
+    },
+    /// Remove a container gemctl made.
+    RemoveContainer {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+        /// `app`, `db` or `copy`.
+        role: String,
+    },
+    /// Delete a generation's directory under the storage root.
+    RemoveData {
+        /// Generation.
+        generation: u64,
+    },
+}
+
+/// How a step shows in `gemctl diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mark {
+    /// Something starts or is created (`+`).
+    Add,
+    /// Something stops or is removed (`-`).
+    Remove,
+    /// Something changes or is checked (`~`).
+    Change,
+}
+
+impl Mark {
+    /// The character shown.
+    pub fn symbol(self) -> char {
+        match self {
+            Mark::Add => '+',
+            Mark::Remove => '-',
+            Mark::Change => '~',
+        }
+    }
+}
+
+impl Action {
+    /// `+`, `-` or `~`.
+    pub fn mark(&self) -> Mark {
+        match self {
+            Action::CreateNetwork { .. }
+            | Action::CreateDb { .. }
+            | Action::StartDb { .. }
+            | Action::CreateAppProbe { .. }
+            | Action::StartApp { .. } => Mark::Add,
+            Action::StopApp { .. }
+            | Action::StopDb { .. }
+            | Action::RemoveContainer { .. }
+            | Action::RemoveData { .. } => Mark::Remove,
+            _ => Mark::Change,
+        }
+    }
+
+    /// One line describing the action.
+    pub fn describe(&self) -> String {
+        match self {
+            Action::CreateNetwork { network } => format!("create network {network}"),
+            Action::CreateDb {
+                container, fresh, ..
+            } => {
+                if *fresh {
+                    format!("start {container} on a fresh data directory")
+                } else {
+                    format!("start {container} on its existing data")
+                }
+            }
+            Action::StartDb { container, .. } => format!("start {container}"),
+            Action::WaitDb { container, .. } => {
+                format!("wait until {container} accepts queries")
+            }
+            Action::StopApp { container, .. } => format!("stop {container}"),
+            Action::StopDb { container, .. } => format!("stop {container} (data kept)"),
+            Action::CopyData { from, to } => {
+                format!("copy data of generation {from} into generation {to}")
+            }
+            Action::RestoreBackup { generation, backup } => {
+                format!("restore backup {backup} into generation {generation}")
+            }
+            Action::VerifyCopy { from, to } => {
+                format!("verify generation {to}'s data against generation {from}")
+            }
+            Action::MarkReady {
+                generation,
+                copied_from,
+            } => match copied_from {
+                Some(from) => {
+                    format!("record generation {generation}'s data as ready (copied from {from})")
+                }
+                None => format!("record generation {generation}'s data as ready (fresh)"),
+            },
+            Action::CreateAppProbe { container, .. } => {
+                format!("start {container} with its health ports on 127.0.0.1 only")
+            }
+            Action::StartApp { container, .. } => format!("start {container}"),
+            Action::CheckHealth { container, .. } => format!("check health of {container}"),
+            Action::ExposeApp { container, .. } => {
+                format!("expose {container} on its public ports")
+            }
+            Action::SetLive { generation } => format!("record generation {generation} as live"),
+            Action::RemoveContainer { container, .. } => format!("remove {container}"),
+            Action::RemoveData { generation } => {
+                format!("delete the data of generation {generation}")
+            }
+        }
+    }
+}
