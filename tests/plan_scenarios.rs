@@ -7,7 +7,7 @@ use gemctl::desired;
 use gemctl::labels;
 use gemctl::observed::{ContainerState, Damage, FailedGeneration, History, Marker, Observed};
 use gemctl::plan::{self, Action, PlanKind, PlanOptions};
-use gemctl::render;
+use gemctl::cli::diff as render;
 use support::*;
 
 #[test]
