@@ -2,14 +2,15 @@
 //! and the printing of a run (a line per step, the verdict, the report) that
 //! `reconcile` shares. Not for showing a plan without acting: that is `diff`.
 
-use std::io::{IsTerminal, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
 
 use super::diff;
 use super::lock::{lapse_stale_pin, take_lock};
-use super::{Output, observe_engine, print, runtime};
+use super::{LOG_TARGET, Output, observe_engine, print, runtime};
 use crate::error::{Error, exit};
 use crate::execute::{self, ApplyOptions, Event, Outcome};
 use crate::incident::{Alert, Event as AlertEvent, Incidents};
@@ -179,10 +180,8 @@ pub(super) fn rollback(args: RollbackArgs) -> Result<u8, Error> {
     let _lock = take_lock(&spec)?;
     let storage = crate::observe::read_storage(&spec.storage)?;
     let git = crate::git::info(&file);
-    let rollback =
-        |git| deploy_once(&spec, &file, git, output, ApplyOptions::default(), None);
-    if !storage.damage.is_empty() || storage.generations.iter().any(|g| g.marker.unknown())
-    {
+    let rollback = |git| deploy_once(&spec, &file, git, output, ApplyOptions::default(), None);
+    if !storage.damage.is_empty() || storage.generations.iter().any(|g| g.marker.unknown()) {
         // Nothing is pinned on records that cannot be trusted: the plan
         // refuses and lists them.
         return rollback(git);
@@ -317,7 +316,7 @@ pub(super) fn send_alerts(spec: &Spec, alerts: Vec<Alert>) {
         let mut payload = serde_json::to_value(&alert).expect("serialisable");
         payload["project"] = spec.project.clone().into();
         for warning in crate::notify::send(n, &payload) {
-            tracing::warn!("{warning}");
+            tracing::warn!(target: LOG_TARGET, "{warning}");
             let _ = writeln!(
                 std::io::stderr(),
                 "warning: {warning} (the outcome it reports stands)"
@@ -374,14 +373,12 @@ pub(super) fn deploy(
     report_dir: Option<&Path>,
     raised: &mut Vec<Alert>,
 ) -> Result<u8, Error> {
-    let tty = std::io::stderr().is_terminal();
     let mut printer = ApplyPrinter {
         output,
-        tty,
         spec,
         started: std::time::Instant::now(),
-        progress_shown: false,
         current: String::new(),
+        progress: None,
     };
     let mut recorder = crate::report::Recorder::new();
     let result = runtime()?.block_on(async {
@@ -461,7 +458,11 @@ pub(super) fn deploy(
             ),
         ),
         Outcome::Held { plan } => (exit::REFUSED, "held", plan.hold.clone().unwrap_or_default()),
-        Outcome::Refused(r) => (exit::REFUSED, "refused", anstream::adapter::strip_str(&diff::refusal_text(r)).to_string()),
+        Outcome::Refused(r) => (
+            exit::REFUSED,
+            "refused",
+            anstream::adapter::strip_str(&diff::refusal_text(r)).to_string(),
+        ),
         Outcome::RolledBack {
             restore,
             failed,
@@ -548,31 +549,37 @@ pub(super) fn deploy(
 }
 
 /// Prints apply events: a line per step with its duration, and a live progress
-/// line on long steps when stderr is a terminal.
+/// line (a spinner and the time spent) while a step runs, when stderr is a terminal.
 struct ApplyPrinter<'a> {
     output: Output,
-    tty: bool,
     spec: &'a Spec,
     started: std::time::Instant,
-    progress_shown: bool,
     current: String,
+    /// The step under way; indicatif draws it only on a terminal.
+    progress: Option<ProgressBar>,
 }
 
 impl ApplyPrinter<'_> {
-    /// A transient line on stderr, rewritten in place; only on a terminal.
-    fn show_progress(&mut self, line: &str) {
-        if self.tty {
-            let width = 120;
-            let shown: String = line.chars().take(width).collect();
-            let _ = write!(std::io::stderr(), "\r\x1b[2K{shown}");
-            self.progress_shown = true;
-        }
+    /// Rewrites the progress line of the step under way.
+    fn show_progress(&mut self, line: String) {
+        let bar = self.progress.get_or_insert_with(|| {
+            let bar = ProgressBar::new_spinner().with_style(
+                ProgressStyle::with_template("{wide_msg} {spinner} {elapsed}")
+                    .expect("a valid template"),
+            );
+            // Ticks keep the spinner and the time moving while a long copy or
+            // verify has nothing new to say.
+            if !bar.is_hidden() {
+                bar.enable_steady_tick(std::time::Duration::from_millis(200));
+            }
+            bar
+        });
+        bar.set_message(line);
     }
 
     fn clear_progress(&mut self) {
-        if self.progress_shown {
-            let _ = write!(std::io::stderr(), "\r\x1b[2K");
-            self.progress_shown = false;
+        if let Some(bar) = self.progress.take() {
+            bar.finish_and_clear();
         }
     }
 
@@ -606,8 +613,8 @@ impl ApplyPrinter<'_> {
                     step.action.mark().symbol(),
                     step.action.describe()
                 );
-                let current = format!("{} ...", self.current);
-                self.show_progress(&current);
+                self.clear_progress();
+                self.show_progress(format!("{} ...", self.current));
             }
             Event::StepFinished { duration_ms, .. } => {
                 self.clear_progress();
@@ -618,8 +625,7 @@ impl ApplyPrinter<'_> {
                 ));
             }
             Event::Progress { message } => {
-                let line = format!("{} ... {message}", self.current);
-                self.show_progress(&line);
+                self.show_progress(format!("{} ... {message}", self.current));
             }
             Event::Health { .. } => {}
             Event::Failure { message } => {

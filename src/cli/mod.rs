@@ -23,8 +23,8 @@ mod observe;
 mod reconcile;
 mod repair;
 mod spec;
-mod table;
 pub mod status;
+mod table;
 
 pub use spec::schema_json;
 
@@ -72,6 +72,10 @@ enum Command {
     Logs(logs::LogsArgs),
     Diff(diff::DiffArgs),
 }
+
+/// The target of gemctl's own log lines, as it was before the CLI became a folder:
+/// log shippers and `GEMCTL_LOG` filters key on it.
+const LOG_TARGET: &str = "gemctl::cli";
 
 /// How log lines are written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

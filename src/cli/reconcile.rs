@@ -8,7 +8,7 @@ use clap::Args;
 use super::backups::backup_now;
 use super::deploy::{EXIT_CODES_APPLY, deploy, send_alerts, unclean};
 use super::lock::{lapse_stale_pin, take_lock};
-use super::{LogFormat, Output, runtime};
+use super::{LOG_TARGET, LogFormat, Output, runtime};
 use crate::error::{Error, exit};
 use crate::execute::ApplyOptions;
 use crate::incident::{Alert, Event as AlertEvent, Incidents};
@@ -79,7 +79,7 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
         let code = match result {
             Ok(code) => code,
             Err(e) => {
-                tracing::error!(round, error = %e, "round failed");
+                tracing::error!(target: LOG_TARGET, round, error = %e, "round failed");
                 if !raised.iter().any(Alert::is_incident) {
                     raised.push(Alert::error(AlertEvent::Failed, e.to_string()));
                 }
@@ -90,6 +90,7 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
             send_alerts(spec, incidents.observe(raised));
         }
         tracing::info!(
+            target: LOG_TARGET,
             round,
             exit_code = code,
             duration_ms = started.elapsed().as_millis() as u64,
@@ -106,7 +107,7 @@ fn reconcile(file: &Path, every: Option<std::time::Duration>) -> Result<u8, Erro
             }
         });
         if stopped {
-            tracing::info!(rounds = round, "signal received: stopping");
+            tracing::info!(target: LOG_TARGET, rounds = round, "signal received: stopping");
             return Ok(exit::OK);
         }
     }
@@ -160,6 +161,7 @@ fn scheduled_backup(spec: &Spec, raised: &mut Vec<Alert>) -> Result<(), Error> {
         if due {
             let (info, pruned) = backup_now(spec, false)?;
             tracing::info!(
+                target: LOG_TARGET,
                 backup = %info.path.display(),
                 generation = info.generation,
                 bytes = info.size,

@@ -205,17 +205,27 @@ mod tests {
         let header = lines[0];
         let titles = ["STATUS", "APP", "DB", "IMAGE", "CREATED", "DATA"];
         let starts: Vec<usize> = std::iter::once(0)
-            .chain(titles.iter().map(|t| header.find(&format!("  {t}")).unwrap() + 2))
+            .chain(
+                titles
+                    .iter()
+                    .map(|t| header.find(&format!("  {t}")).unwrap() + 2),
+            )
             .collect();
         for line in &lines[1..] {
             let row = cells(line, &starts);
             // Every cell sits under its title: it starts with its value and is
             // separated from the next by at least two spaces.
             for (i, cell) in row.iter().enumerate().skip(1) {
-                assert!(!cell.starts_with(' '), "column {i} starts late: {line:?}\n{text}");
+                assert!(
+                    !cell.starts_with(' '),
+                    "column {i} starts late: {line:?}\n{text}"
+                );
             }
             for (i, cell) in row[..row.len() - 1].iter().enumerate() {
-                assert!(cell.ends_with("  "), "column {i} runs into the next: {line:?}\n{text}");
+                assert!(
+                    cell.ends_with("  "),
+                    "column {i} runs into the next: {line:?}\n{text}"
+                );
             }
             assert_eq!(row[0].trim(), if line == &lines[1] { "2" } else { "1" });
         }
