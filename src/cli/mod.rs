@@ -23,7 +23,7 @@ mod observe;
 mod reconcile;
 mod repair;
 mod spec;
-pub mod status;
+mod status;
 mod table;
 
 pub use spec::schema_json;

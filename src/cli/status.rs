@@ -61,7 +61,7 @@ pub(super) fn run(args: StatusArgs) -> Result<u8, Error> {
 
 /// The status for humans: the verdict, what serves, pins and holds, then one row
 /// per generation.
-pub fn render(s: &Status) -> String {
+fn render(s: &Status) -> String {
     let mut out = String::new();
     let live = s.live.map_or("none".to_string(), |l| l.to_string());
     let head = match s.sync {
