@@ -24,7 +24,6 @@ pub mod observed;
 pub mod plan;
 pub mod port_holder;
 pub mod records;
-pub mod render;
 pub mod repair;
 pub mod report;
 pub mod settings;

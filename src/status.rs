@@ -1,8 +1,7 @@
-//! `gemctl status`: the generations on the host, what each one is (live, last good,
-//! retained, rolled back from, failed, incomplete, pending), which app serves, and
-//! whether the host is in sync.
+//! What `gemctl status` reports: the generations on the host, what each one is
+//! (live, last good, retained, rolled back from, failed, incomplete, pending), which
+//! app serves, and whether the host is in sync. Data only: `cli::status` prints it.
 
-use std::fmt::Write;
 use std::path::Path;
 
 use serde::Serialize;
@@ -202,92 +201,21 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
     }
 }
 
-/// `47.8 MB`: decimal units, one decimal.
+/// `47.8 MB`: decimal (SI) units, one decimal.
 pub fn human_bytes(n: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1000.0 && u < units.len() - 1 {
-        v /= 1000.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", units[u])
-    }
+    bytesize::ByteSize::b(n).display().si().to_string()
 }
 
-/// The status as a table for humans.
-pub fn render(s: &Status) -> String {
-    let mut out = String::new();
-    let live = s.live.map_or("none".to_string(), |l| l.to_string());
-    let head = match s.sync {
-        "in_sync" => format!("in sync: generation {live} live"),
-        "refused" => "NOT in sync: gemctl would refuse to act (see below)".to_string(),
-        _ => format!(
-            "NOT in sync: live generation {live}, spec wants {}; `gemctl apply` has {} step(s) to do",
-            s.desired, s.pending_steps
-        ),
-    };
-    let _ = writeln!(out, "project {}: {head}", s.project);
-    match (s.serving, s.live) {
-        (Some(g), Some(l)) if g != l => {
-            let _ = writeln!(
-                out,
-                "serving: generation {g}'s app, while generation {l} is recorded live"
-            );
-        }
-        (None, Some(l)) => {
-            let _ = writeln!(out, "no app running; generation {l} is the last good one");
-        }
-        _ => {}
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn human_bytes_keeps_its_decimal_format() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(999), "999 B");
+        assert_eq!(human_bytes(1000), "1.0 kB");
+        assert_eq!(human_bytes(47_812_345), "47.8 MB");
+        assert_eq!(human_bytes(5_000_000_000_000), "5.0 TB");
     }
-    if let Some(p) = &s.pinned {
-        let _ = writeln!(out, "pinned: {p}");
-    }
-    if let Some(h) = &s.hold {
-        let _ = writeln!(out, "held: {h}");
-    }
-    if s.generations.is_empty() {
-        let _ = writeln!(out, "no generations on this host");
-    } else {
-        let _ = writeln!(
-            out,
-            "\n{:>4}  {:<16}  {:<22}  {:<12}  {:<28}  {:<20}  DATA",
-            "GEN", "STATUS", "APP", "DB", "IMAGE", "CREATED"
-        );
-        for g in &s.generations {
-            let app = g.app.as_ref().map_or("-".to_string(), |a| {
-                let mut t = a.state.clone();
-                if let Some(e) = &a.exposure {
-                    t.push_str(&format!(" ({e})"));
-                }
-                if let Some(h) = &a.health {
-                    t.push_str(&format!(" {h}"));
-                }
-                t
-            });
-            let db = g.db.as_ref().map_or("-".to_string(), |d| d.state.clone());
-            let image = g.app.as_ref().map_or("-", |a| a.image.as_str());
-            let created = g
-                .app
-                .as_ref()
-                .and_then(|a| a.created.as_deref())
-                .unwrap_or("-");
-            let data = match (&g.data_dir, g.data_bytes) {
-                (Some(d), Some(b)) => format!("{d} ({})", human_bytes(b)),
-                _ => "-".to_string(),
-            };
-            let _ = writeln!(
-                out,
-                "{:>4}  {:<16}  {:<22}  {:<12}  {:<28}  {:<20}  {data}",
-                g.generation, g.status, app, db, image, created
-            );
-        }
-    }
-    if let Some(r) = &s.refusal {
-        let _ = write!(out, "\n{r}");
-    }
-    out
 }

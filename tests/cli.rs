@@ -672,3 +672,32 @@ fn usage_errors_exit_1_not_2() {
         assert!(help.contains(line), "{help}");
     }
 }
+
+#[test]
+fn reconcile_logs_written_to_a_file_carry_no_escape_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "project: quiet\ngeneration: 1\nstorage: storage\n\
+         app: { image: \"example/app:1\" }\ndb: { image: \"postgres:15\" }\n",
+    )
+    .unwrap();
+    let log = dir.path().join("reconcile.log");
+    // No NO_COLOR: the file alone must be enough to turn colours off.
+    let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(["reconcile", "--once", "-f", spec.to_str().unwrap()])
+        .env_remove("NO_COLOR")
+        .env_remove("CLICOLOR_FORCE")
+        .env("DOCKER_HOST", "unix:///nonexistent/docker.sock")
+        .stderr(std::fs::File::create(&log).unwrap())
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 1);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("round failed") && text.contains("reconcile round done"),
+        "{text}"
+    );
+    assert!(!text.contains('\x1b'), "{text:?}");
+}

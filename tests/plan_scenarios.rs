@@ -3,11 +3,11 @@
 
 mod support;
 
+use gemctl::cli::diff as render;
 use gemctl::desired;
 use gemctl::labels;
 use gemctl::observed::{ContainerState, Damage, FailedGeneration, History, Marker, Observed};
 use gemctl::plan::{self, Action, PlanKind, PlanOptions};
-use gemctl::render;
 use support::*;
 
 #[test]

@@ -1,57 +1,155 @@
-//! Plans and refusals for humans: the text `gemctl diff` prints.
+//! `gemctl diff`: the plan that would move the host to the spec, with each changed
+//! container's settings as a unified diff, for humans or as JSON. Also the text of
+//! a refusal, which `apply` prints too.
 
 use std::fmt::Write;
+use std::path::PathBuf;
 
+use anstyle::{AnsiColor, Style};
+use clap::Args;
 use serde::Serialize;
 use similar::{ChangeTag, TextDiff};
 
+use super::{Output, json, observe_engine, print};
 use crate::desired::{self, Role};
+use crate::error::{Error, exit};
 use crate::labels;
-use crate::observed::{Container, Observed};
-use crate::plan::{Action, Mark, Plan, PlanKind, Refusal};
+use crate::observed::{Container, Observation, Observed};
+use crate::plan::{self, Action, Mark, Plan, PlanKind, PlanOptions, Refusal};
 use crate::settings::{Change, Settings, Unrecorded};
-use crate::spec::Spec;
+use crate::spec::{EnvFiles, Spec};
 
-/// Whether to colour output: only on a terminal, and never with `NO_COLOR` set.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Style {
-    /// ANSI colours on.
-    pub color: bool,
+const EXIT_CODES_DIFF: &str = "\
+Exit codes:
+  0  in sync: the host already matches the spec
+  2  changes pending: `gemctl apply` would act
+  3  refused: unrecognised containers or an unsafe state (or the desired
+     generation failed before and is held back); a human must look
+  1  any other error (bad spec or arguments, engine unreachable)";
+
+/// Show the ordered plan that would move the host to the spec.
+#[derive(Debug, Args)]
+#[command(after_help = EXIT_CODES_DIFF)]
+pub(super) struct DiffArgs {
+    /// The spec file.
+    #[arg(short = 'f', long = "file", value_name = "SPEC")]
+    file: PathBuf,
+    /// Plan against a saved observation (from `gemctl observe`) instead of the
+    /// engine; the spec's env files need not be on this machine.
+    #[arg(long, value_name = "FILE")]
+    observed: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
+    /// Plan as if a generation that failed its health checks may be tried again.
+    #[arg(long)]
+    retry: bool,
 }
 
-impl Style {
-    /// Colour when `is_terminal` and `NO_COLOR` is unset or empty.
-    pub fn detect(is_terminal: bool) -> Style {
-        let no_color = std::env::var_os("NO_COLOR").is_some_and(|v| !v.is_empty());
-        Style {
-            color: is_terminal && !no_color,
+pub(super) fn run(args: DiffArgs) -> Result<u8, Error> {
+    let DiffArgs {
+        file,
+        observed,
+        output,
+        retry,
+    } = args;
+    let env_files = if observed.is_some() {
+        EnvFiles::Skip
+    } else {
+        EnvFiles::Check
+    };
+    let spec = Spec::load_with(&file, env_files)?;
+    let observation = match observed {
+        Some(path) => crate::observe::read_saved(&path)?,
+        None => observe_engine(&spec)?,
+    };
+    show(
+        &spec,
+        &observation,
+        output,
+        PlanOptions {
+            retry_failed: retry,
+        },
+    )
+}
+
+/// Plans and prints the plan (or the refusal); the exit code is the verdict.
+pub(super) fn show(
+    spec: &Spec,
+    observation: &Observation,
+    output: Output,
+    options: PlanOptions,
+) -> Result<u8, Error> {
+    let result = plan::plan(spec, &observation.observed, &observation.history, options);
+    let code = match &result {
+        Err(_) => exit::REFUSED,
+        Ok(p) if p.steps.is_empty() && p.hold.is_some() => exit::REFUSED,
+        Ok(p) if p.steps.is_empty() => exit::OK,
+        Ok(_) => exit::CHANGES,
+    };
+    match output {
+        Output::Json => {
+            let doc = match &result {
+                Ok(p) => {
+                    let diffs = container_diffs(p, spec, &observation.observed);
+                    let changes: Vec<serde_json::Value> = diffs
+                        .iter()
+                        .flat_map(|d| {
+                            d.changes.iter().map(|c| {
+                                serde_json::json!({
+                                    "container": d.container,
+                                    "field": c.field,
+                                    "from": c.from,
+                                    "to": c.to,
+                                })
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({
+                        "status": if p.steps.is_empty() { "in_sync" } else { "changes" },
+                        "exit_code": code,
+                        "plan": p,
+                        "summary": p.summary(),
+                        "changes": changes,
+                        "container_diffs": diffs,
+                    })
+                }
+                Err(r) => serde_json::json!({
+                    "status": "refused",
+                    "exit_code": code,
+                    "refusal": r,
+                }),
+            };
+            print(&json(&doc))?;
         }
+        Output::Text => match &result {
+            Ok(p) => print(&plan_text(p, spec, &observation.observed))?,
+            Err(r) => print(&refusal_text(r))?,
+        },
     }
+    Ok(code)
+}
 
-    fn paint(&self, code: &str, text: &str) -> String {
-        if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
-        } else {
-            text.to_string()
-        }
-    }
+// The text is always styled; `print` (anstream) drops the styles unless stdout is
+// a terminal and `NO_COLOR` is unset.
+const BOLD: Style = Style::new().bold();
+const DIM: Style = Style::new().dimmed();
+const RED: Style = AnsiColor::Red.on_default();
+const GREEN: Style = AnsiColor::Green.on_default();
+const YELLOW: Style = AnsiColor::Yellow.on_default();
+const CYAN: Style = AnsiColor::Cyan.on_default();
 
-    fn mark(&self, m: Mark) -> String {
-        let code = match m {
-            Mark::Add => "32",
-            Mark::Remove => "31",
-            Mark::Change => "33",
-        };
-        self.paint(code, &m.symbol().to_string())
-    }
+fn paint(style: Style, text: &str) -> String {
+    format!("{style}{text}{style:#}")
+}
 
-    fn bold(&self, text: &str) -> String {
-        self.paint("1", text)
-    }
-
-    fn dim(&self, text: &str) -> String {
-        self.paint("2", text)
-    }
+fn mark(m: Mark) -> String {
+    let style = match m {
+        Mark::Add => GREEN,
+        Mark::Remove => RED,
+        Mark::Change => YELLOW,
+    };
+    paint(style, &m.symbol().to_string())
 }
 
 fn generation_label(g: Option<u64>) -> String {
@@ -59,17 +157,20 @@ fn generation_label(g: Option<u64>) -> String {
 }
 
 /// The header, the numbered steps, the container diffs and the summary line.
-pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) -> String {
+pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
         "{}",
-        style.bold(&format!(
-            "project {}: live generation {}, spec wants generation {}",
-            plan.project,
-            generation_label(plan.live),
-            plan.desired
-        ))
+        paint(
+            BOLD,
+            &format!(
+                "project {}: live generation {}, spec wants generation {}",
+                plan.project,
+                generation_label(plan.live),
+                plan.desired
+            )
+        )
     );
     let kind = match plan.kind {
         PlanKind::InSync => "in sync".to_string(),
@@ -81,13 +182,13 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) ->
     };
     let _ = writeln!(out, "{kind}");
     if let Some(pin) = &plan.pinned {
-        let _ = writeln!(out, "{} {pin}", style.paint("33", "pinned:"));
+        let _ = writeln!(out, "{} {pin}", paint(YELLOW, "pinned:"));
     }
     if let Some(hold) = &plan.hold {
-        let _ = writeln!(out, "{} {hold}", style.paint("33", "held:"));
+        let _ = writeln!(out, "{} {hold}", paint(YELLOW, "held:"));
     }
     for note in &plan.notes {
-        let _ = writeln!(out, "{} {note}", style.paint("33", "note:"));
+        let _ = writeln!(out, "{} {note}", paint(YELLOW, "note:"));
     }
     if plan.steps.is_empty() {
         let _ = writeln!(out, "\nNothing to do.");
@@ -100,27 +201,27 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed, style: Style) ->
             out,
             "{:>width$}. {} {}",
             i + 1,
-            style.mark(step.action.mark()),
+            mark(step.action.mark()),
             step.action.describe()
         );
-        let _ = writeln!(out, "{:>width$}     {}", "", style.dim(&step.reason));
+        let _ = writeln!(out, "{:>width$}     {}", "", paint(DIM, &step.reason));
     }
     for diff in container_diffs(plan, spec, observed) {
         let _ = writeln!(out);
         if let Some(note) = &diff.note {
-            let _ = writeln!(out, "{} {note}", style.paint("33", "note:"));
+            let _ = writeln!(out, "{} {note}", paint(YELLOW, "note:"));
         }
         for line in diff.text.lines() {
             let painted = match line.chars().next() {
-                Some('+') => style.paint("32", line),
-                Some('-') => style.paint("31", line),
-                Some('@') => style.paint("36", line),
+                Some('+') => paint(GREEN, line),
+                Some('-') => paint(RED, line),
+                Some('@') => paint(CYAN, line),
                 _ => line.to_string(),
             };
             let _ = writeln!(out, "{painted}");
         }
     }
-    let _ = writeln!(out, "\n{}", style.bold(&plan.summary().to_string()));
+    let _ = writeln!(out, "\n{}", paint(BOLD, &plan.summary().to_string()));
     out
 }
 
@@ -237,10 +338,10 @@ fn current_container<'a>(
 }
 
 /// A refusal for humans.
-pub fn refusal_text(refusal: &Refusal, style: Style) -> String {
+pub fn refusal_text(refusal: &Refusal) -> String {
     format!(
         "{} {}",
-        style.paint("31", "refused:"),
+        paint(RED, "refused:"),
         refusal.to_string().trim_end()
     ) + "\nNothing was touched.\n"
 }

@@ -1,0 +1,195 @@
+//! Command-line parsing and dispatch: turns arguments into calls of the library and
+//! outcomes into exit codes, in [`main`] alone. Each command (or family of commands)
+//! has its room beside this file: its arguments, what it does, and its printing.
+//! Nothing outside `cli` prints.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::error::{Error, exit};
+use crate::observed::Observation;
+use crate::spec::Spec;
+
+mod backups;
+mod deploy;
+pub mod diff;
+mod history;
+mod lock;
+mod logs;
+mod observe;
+mod reconcile;
+mod repair;
+mod spec;
+mod status;
+mod table;
+
+pub use spec::schema_json;
+
+const EXIT_CODES: &str = "\
+Exit codes (each command's --help says which it uses):
+  0  success: in sync, converged, done (also --help and --version)
+  1  any error: a bad spec or env file, bad arguments, the engine
+     unreachable, a step failed
+  2  changes pending: `gemctl apply` would act (diff, status)
+  3  refused: an unsafe or unrecognised state, nothing touched (diff and
+     status: gemctl would refuse); backups --verify: a backup is damaged
+  4  the new generation failed its health checks; the previous one is
+     live again (apply, rollback, restore, reconcile --once)";
+
+/// gemctl deploys one app container and one PostgreSQL container onto a Docker host
+/// in numbered generations, from a YAML spec kept in git.
+///
+/// `gemctl diff -f prod.yaml` shows what would change; `gemctl validate` checks a
+/// spec alone; `gemctl schema` prints the JSON Schema editors use to check specs.
+#[derive(Debug, Parser)]
+#[command(name = "gemctl", version, propagate_version = true, after_help = EXIT_CODES)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The commands, in the order `--help` lists them; each one's help text is on its
+/// arguments, in its own file.
+#[derive(Debug, Subcommand)]
+enum Command {
+    Validate(spec::ValidateArgs),
+    Schema(spec::SchemaArgs),
+    Observe(observe::ObserveArgs),
+    Apply(deploy::ApplyArgs),
+    History(history::HistoryArgs),
+    Rollback(deploy::RollbackArgs),
+    Backup(backups::BackupArgs),
+    Backups(backups::BackupsArgs),
+    Restore(deploy::RestoreArgs),
+    Unpin(lock::UnpinArgs),
+    Reconcile(reconcile::ReconcileArgs),
+    Unlock(lock::UnlockArgs),
+    RepairState(repair::RepairStateArgs),
+    Status(status::StatusArgs),
+    Logs(logs::LogsArgs),
+    Diff(diff::DiffArgs),
+}
+
+/// The target of gemctl's own log lines, as it was before the CLI became a folder:
+/// log shippers and `GEMCTL_LOG` filters key on it.
+const LOG_TARGET: &str = "gemctl::cli";
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum LogFormat {
+    /// Human-readable.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// How results are printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Output {
+    /// For humans.
+    Text,
+    /// For scripts: one JSON document.
+    Json,
+}
+
+/// Parses the process arguments, runs the command, returns the exit code.
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            // clap would exit 2, which `diff` and `status` use for "changes
+            // pending": a script must not read a typo as a verdict.
+            return ExitCode::from(match e.kind() {
+                clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
+                    exit::OK
+                }
+                _ => exit::ERROR,
+            });
+        }
+    };
+    match &cli.command {
+        Command::Reconcile(args) => init_tracing("info", args.log_format),
+        _ => init_tracing("warn", LogFormat::Text),
+    }
+    match run(cli) {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => {
+            let _ = writeln!(std::io::stderr(), "error: {e}");
+            ExitCode::from(e.code())
+        }
+    }
+}
+
+/// Log lines go to stderr, coloured only where anstream would colour: a terminal,
+/// without `NO_COLOR`; a file or the journal gets plain text.
+fn init_tracing(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GEMCTL_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let ansi = anstream::AutoStream::choice(&std::io::stderr()) != anstream::ColorChoice::Never;
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Runs one command; `Ok` carries the exit code of a command that ran to its verdict.
+pub fn run(cli: Cli) -> Result<u8, Error> {
+    match cli.command {
+        Command::Validate(args) => spec::validate(args),
+        Command::Schema(_) => spec::schema(),
+        Command::Observe(args) => observe::run(args),
+        Command::Apply(args) => deploy::apply(args),
+        Command::History(args) => history::run(args),
+        Command::Rollback(args) => deploy::rollback(args),
+        Command::Backup(args) => backups::backup(args),
+        Command::Backups(args) => backups::list(args),
+        Command::Restore(args) => deploy::restore(args),
+        Command::Unpin(args) => lock::unpin(args),
+        Command::Reconcile(args) => reconcile::run(args),
+        Command::Unlock(args) => lock::unlock(args),
+        Command::RepairState(args) => repair::run(args),
+        Command::Status(args) => status::run(args),
+        Command::Logs(args) => logs::run(args),
+        Command::Diff(args) => diff::run(args),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, Error> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(|e| Error::io(Path::new("tokio runtime"), "start", e))
+}
+
+/// Writes to stdout through anstream, which drops colours unless stdout is a
+/// terminal and `NO_COLOR` is unset.
+fn print(text: &str) -> Result<(), Error> {
+    let mut out = anstream::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        // A closed pipe (`gemctl diff | head`) is not an error.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(Error::io(Path::new("stdout"), "write", e))
+        }
+        _ => Ok(()),
+    }
+}
+
+fn json(value: &impl serde::Serialize) -> String {
+    serde_json::to_string_pretty(value).expect("serialisable") + "\n"
+}
+
+fn observe_engine(spec: &Spec) -> Result<Observation, Error> {
+    runtime()?.block_on(async {
+        let docker = crate::docker::Docker::connect().await?;
+        crate::observe::observe(&docker, spec).await
+    })
+}
