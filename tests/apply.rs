@@ -782,31 +782,15 @@ fn reconcile_rollback_and_restore_refuse_a_dirty_spec_under_require_clean() {
     });
     assert_eq!(host_state(&p), before, "the loop touched the host");
     git(&p.dir, &["commit", "-qam", "generation 3"]);
-    wait_until("generation 3 deployed", Duration::from_secs(120), || {
-        TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().contains("gen=3")
-    });
-    let rounds = p.reconcile_rounds().len();
-    wait_until("two more rounds", Duration::from_secs(30), || {
-        p.reconcile_rounds().len() >= rounds + 2
-    });
-    assert_eq!(terminate(&mut child), Some(0));
-    assert!(p.report().contains("rows=7"), "{}", p.report());
-    let sent = p.alerts();
-    let events: Vec<&str> = sent.iter().map(|a| a["event"].as_str().unwrap()).collect();
-    assert_eq!(
-        events,
+    let refused_rounds = refused();
+    gen3_deployed_then_alerted(
+        &p,
+        &mut child,
         ["refused", "recovered"],
-        "{} refused rounds: {sent:?}",
-        refused()
+        "uncommitted changes",
+        &format!("{refused_rounds} refused rounds"),
     );
-    assert!(
-        sent[1]["resolved"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("uncommitted changes"),
-        "{}",
-        sent[1]
-    );
+    assert!(p.report().contains("rows=7"), "{}", p.report());
 }
 
 #[test]
@@ -907,27 +891,41 @@ fn a_release_that_fails_in_reconcile_is_told_once_while_held_and_its_fix_recover
     assert!(p.report().contains("gen=1"), "{}", p.report());
 
     p.write_spec_with(3, "2", 2, "scope: project", &p.notify_section());
+    gen3_deployed_then_alerted(
+        &p,
+        &mut child,
+        ["failed", "recovered"],
+        "generation 2 failed",
+        &format!("rounds {:?}", codes()),
+    );
+}
+
+/// Waits until the reconcile loop deployed generation 3 and ran two more rounds,
+/// stops it, and checks it sent exactly the `expected` alerts, the recovery
+/// naming what cleared (`cleared`).
+fn gen3_deployed_then_alerted(
+    p: &Project,
+    child: &mut std::process::Child,
+    expected: [&str; 2],
+    cleared: &str,
+    context: &str,
+) {
     wait_until("generation 3 deployed", Duration::from_secs(120), || {
         TcpStream::connect(("127.0.0.1", p.tcp)).is_ok() && p.report().contains("gen=3")
     });
-    let rounds = codes().len();
+    let rounds = p.reconcile_rounds().len();
     wait_until("two more rounds", Duration::from_secs(30), || {
-        codes().len() >= rounds + 2
+        p.reconcile_rounds().len() >= rounds + 2
     });
-    assert_eq!(terminate(&mut child), Some(0));
+    assert_eq!(terminate(child), Some(0));
     let sent = p.alerts();
     let events: Vec<&str> = sent.iter().map(|a| a["event"].as_str().unwrap()).collect();
-    assert_eq!(
-        events,
-        ["failed", "recovered"],
-        "rounds {:?}: {sent:?}",
-        codes()
-    );
+    assert_eq!(events, expected, "{context}: {sent:?}");
     assert!(
         sent[1]["resolved"][0]["message"]
             .as_str()
             .unwrap()
-            .contains("generation 2 failed"),
+            .contains(cleared),
         "{}",
         sent[1]
     );
