@@ -23,11 +23,15 @@ pub mod observe;
 pub mod observed;
 pub mod plan;
 pub mod port_holder;
-pub mod records;
 pub mod render;
 pub mod repair;
 pub mod report;
 pub mod settings;
 pub mod spec;
 pub mod spec_error;
+pub mod state;
 pub mod status;
+
+/// The old name of [`state`], kept while other modules move to the new one.
+#[doc(hidden)]
+pub use state as records;
