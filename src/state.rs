@@ -262,12 +262,44 @@ pub fn read_state(root: &Path) -> Result<(Storage, History), Error> {
 /// storage (a fresh host). Only an I/O failure of the root itself is an error;
 /// every record that cannot be trusted is listed in [`Storage::damage`].
 pub fn read_storage(root: &Path) -> Result<Storage, Error> {
-    let mut storage = Storage::default();
+    let mut storage = Storage {
+        generations: read_generations(root)?,
+        ..Storage::default()
+    };
+    let damage = &mut storage.damage;
+    let live_fix = "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels";
+    storage.live = read_parsed(&state_file(root, LIVE_FILE), live_fix, damage, |text| {
+        text.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "does not hold a generation number (it holds {:?})",
+                clip(text)
+            )
+        })
+    });
+    let pin_fix = "run `gemctl unpin -f SPEC` to remove it (the host then follows the spec's \
+                   generation), or put back the pin `gemctl rollback` wrote";
+    storage.pin = read_parsed(&state_file(root, PIN_FILE), pin_fix, damage, |text| {
+        serde_json::from_str::<Pin>(text).map_err(|e| format!("is not a valid pin: {e}"))
+    });
+    let served_fix = "run `gemctl repair-state -f SPEC` to rebuild it (every generation recorded \
+                      live, pinned, exposed or with ready data counts as having served)";
+    storage.served = read_parsed(&state_file(root, SERVED_FILE), served_fix, damage, |text| {
+        serde_json::from_str::<ServedRecord>(text)
+            .map(|r| r.generations)
+            .map_err(|e| format!("is not a valid record of served generations: {e}"))
+    });
+    Ok(storage)
+}
+
+/// The numbered directories of the storage root and their markers, in order; none
+/// when the root is missing.
+fn read_generations(root: &Path) -> Result<Vec<GenerationData>, Error> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(storage),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(root, "read the storage root", e)),
     };
+    let mut generations = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(root, "read the storage root", e))?;
         let Some(generation) = entry
@@ -281,88 +313,47 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
         if !entry.path().is_dir() {
             continue;
         }
-        storage.generations.push(GenerationData {
+        generations.push(GenerationData {
             generation,
             marker: read_marker(&entry.path()),
         });
     }
-    storage.generations.sort_by_key(|g| g.generation);
-    let state = root.join(STATE_DIR);
-
-    let file = state.join(LIVE_FILE);
-    match read_record(&file) {
-        Ok(None) => {}
-        Ok(Some(text)) => match text.trim().parse::<u64>() {
-            Ok(n) => storage.live = Some(n),
-            _ => storage.damage.push(damage(
-                &file,
-                format!(
-                    "does not hold a generation number (it holds {:?})",
-                    clip(&text)
-                ),
-                "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
-            )),
-        },
-        Err(problem) => storage.damage.push(damage(
-            &file,
-            problem,
-            "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
-        )),
-    }
-
-    let file = state.join(PIN_FILE);
-    let pin_fix = "run `gemctl unpin -f SPEC` to remove it (the host then follows the spec's \
-                   generation), or put back the pin `gemctl rollback` wrote";
-    match read_record(&file) {
-        Ok(None) => {}
-        Ok(Some(text)) => match serde_json::from_str::<Pin>(&text) {
-            Ok(pin) => storage.pin = Some(pin),
-            Err(e) => {
-                storage
-                    .damage
-                    .push(damage(&file, format!("is not a valid pin: {e}"), pin_fix))
-            }
-        },
-        Err(problem) => storage.damage.push(damage(&file, problem, pin_fix)),
-    }
-
-    let file = state.join(SERVED_FILE);
-    let served_fix = "run `gemctl repair-state -f SPEC` to rebuild it (every generation recorded \
-                      live, pinned, exposed or with ready data counts as having served)";
-    match read_record(&file) {
-        Ok(None) => {}
-        Ok(Some(text)) => match serde_json::from_str::<ServedRecord>(&text) {
-            Ok(r) => storage.served = Some(r.generations),
-            Err(e) => storage.damage.push(damage(
-                &file,
-                format!("is not a valid record of served generations: {e}"),
-                served_fix,
-            )),
-        },
-        Err(problem) => storage.damage.push(damage(&file, problem, served_fix)),
-    }
-    Ok(storage)
+    generations.sort_by_key(|g| g.generation);
+    Ok(generations)
 }
 
 /// Reads `<storage>/.gemctl/history.json`: missing means no history; a history that
 /// cannot be trusted is returned as damage, with an empty history beside it that
 /// the planner will not act on.
 pub fn read_history(root: &Path) -> (History, Option<Damage>) {
-    let file = state_file(root, HISTORY_FILE);
     let fix = "restore it from a copy, or run `gemctl repair-state -f SPEC --reset-history` to \
                move it aside and start an empty one (gemctl then forgets which generations failed, \
                and may try one again)";
-    match read_record(&file) {
-        Ok(None) => (History::default(), None),
-        Ok(Some(text)) => match serde_json::from_str(&text) {
-            Ok(h) => (h, None),
-            Err(e) => (
-                History::default(),
-                Some(damage(&file, format!("is not a valid history: {e}"), fix)),
-            ),
+    let mut damage = Vec::new();
+    let history = read_parsed(&state_file(root, HISTORY_FILE), fix, &mut damage, |text| {
+        serde_json::from_str(text).map_err(|e| format!("is not a valid history: {e}"))
+    });
+    (history.unwrap_or_default(), damage.pop())
+}
+
+/// A record parsed by `parse`: `None` when it is missing, or when it cannot be
+/// trusted — then it is added to `damage`, with what is wrong and `fix`.
+fn read_parsed<T>(
+    file: &Path,
+    fix: &str,
+    damage: &mut Vec<Damage>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let problem = match read_record(file) {
+        Ok(None) => return None,
+        Ok(Some(text)) => match parse(&text) {
+            Ok(value) => return Some(value),
+            Err(problem) => problem,
         },
-        Err(problem) => (History::default(), Some(damage(&file, problem, fix))),
-    }
+        Err(problem) => problem,
+    };
+    damage.push(self::damage(file, problem, fix));
+    None
 }
 
 /// A record's text: `None` when missing; an error line when unreadable or empty.

@@ -204,11 +204,7 @@ impl<E: Engine> Run<'_, E> {
             ),
             StepError::Failed(e) | StepError::Stale(e) => (e.to_string(), None),
         };
-        if port_holder::is_port_conflict(&error) {
-            for holder in port_holder::explain(self.engine, &error, &public_ports(spec)).await {
-                error.push_str(&format!("; {holder}"));
-            }
-        }
+        self.name_port_holders(&mut error).await;
         let why = error.lines().next().unwrap_or_default().to_string();
         // The history's line is what `diff` shows for a held generation.
         let reason = match &health {
@@ -286,6 +282,33 @@ impl<E: Engine> Run<'_, E> {
         Ok(back)
     }
 
+    /// Adds to an error about a port in use who holds it; whether it was about one.
+    async fn name_port_holders(&self, error: &mut String) -> bool {
+        if !port_holder::is_port_conflict(error) {
+            return false;
+        }
+        for holder in port_holder::explain(self.engine, error, &public_ports(self.spec)).await {
+            error.push_str(&format!("; {holder}"));
+        }
+        true
+    }
+
+    /// The name of this project's app that is up with the public ports, if any.
+    async fn public_app_up(&self) -> Option<String> {
+        let spec = self.spec;
+        let containers = self.engine.list_containers().await.ok()?;
+        containers
+            .into_iter()
+            .find(|c| {
+                c.labels.get(labels::PROJECT) == Some(&spec.project)
+                    && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
+                    && c.labels.get(labels::EXPOSURE).map(String::as_str)
+                        == Some(labels::EXPOSURE_PUBLIC)
+                    && c.state.is_up()
+            })
+            .map(|c| c.name)
+    }
+
     /// The error when even the fall back failed: the cause first, then why the
     /// fall back failed (naming whoever holds a port), what runs now, and what to
     /// do; what could not be recorded comes last.
@@ -296,30 +319,9 @@ impl<E: Engine> Run<'_, E> {
         why: &str,
         also: Vec<String>,
     ) -> Error {
-        let spec = self.spec;
         let mut why = why.to_string();
-        let conflict = port_holder::is_port_conflict(&why);
-        if conflict {
-            for holder in port_holder::explain(self.engine, &why, &public_ports(spec)).await {
-                why.push_str(&format!("; {holder}"));
-            }
-        }
-        let serving = self
-            .engine
-            .list_containers()
-            .await
-            .ok()
-            .and_then(|cs| {
-                cs.into_iter().find(|c| {
-                    c.labels.get(labels::PROJECT) == Some(&spec.project)
-                        && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
-                        && c.labels.get(labels::EXPOSURE).map(String::as_str)
-                            == Some(labels::EXPOSURE_PUBLIC)
-                        && c.state.is_up()
-                })
-            })
-            .map(|c| c.name);
-        let now = match (serving, previous) {
+        let conflict = self.name_port_holders(&mut why).await;
+        let now = match (self.public_app_up().await, previous) {
             (Some(app), _) => format!("{app} is running."),
             (None, Some(p)) => format!(
                 "No app is running; generation {p} is the last good one (its data is untouched)."

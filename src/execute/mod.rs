@@ -8,7 +8,7 @@
 //! `data` (the space check, copy, verify, restore, removal), `checks` (the db's
 //! readiness, the app's health), `records` (markers and records under the storage
 //! root). A new kind of step is a new handler in one of them, or a new file, and
-//! one line in [`Run::step`].
+//! one line in `Run::step`.
 //!
 //! When a step of a new generation fails — its health checks, or anything from its
 //! database's start (or the old app's stop) until it is recorded live — `fall_back`
