@@ -584,8 +584,14 @@ pub fn plan(
                 .map(|(n, _)| *n)
                 .max()
         });
+        // A failure of another step is recorded as "step i/n (…) failed: …".
+        let what = if failed.reason.starts_with("step ") {
+            "failed"
+        } else {
+            "failed its health checks"
+        };
         hold = Some(format!(
-            "generation {desired} failed at {} ({}); the host stays on {}. \
+            "generation {desired} {what} at {} ({}); the host stays on {}. \
              Fix the release and bump `generation`, or run `gemctl apply --retry` to try it again",
             failed.at,
             failed.reason,

@@ -51,6 +51,17 @@ fn wait_stopped(name: &str) {
     );
 }
 
+/// Generation 2 of the slow tag (seconds between the old app's stop and the new
+/// one's expose), publishing one more port: `extra`.
+fn slow_release_with_one_more_port(p: &Project, extra: u16) {
+    p.write_spec(2, "slow", 2, "scope: project");
+    let text = std::fs::read_to_string(&p.spec).unwrap().replace(
+        &format!("\"127.0.0.1:{}:7000\"]", p.tcp),
+        &format!("\"127.0.0.1:{}:7000\", \"127.0.0.1:{extra}:9000\"]", p.tcp),
+    );
+    std::fs::write(&p.spec, text).unwrap();
+}
+
 /// Binds a port as soon as it is free (Docker's proxy lets go of it a moment
 /// after the container stops).
 fn take_port(port: u16) -> TcpListener {
@@ -91,12 +102,7 @@ fn a_port_taken_at_expose_falls_back_to_the_old_generation() {
     // Generation 2 publishes one more port, which a stranger takes while gem-1 is
     // down (the slow tag leaves seconds between the stop and the expose).
     let extra = free_port();
-    p.write_spec(2, "slow", 2, "scope: project");
-    let text = std::fs::read_to_string(&p.spec).unwrap().replace(
-        &format!("\"127.0.0.1:{}:7000\"]", p.tcp),
-        &format!("\"127.0.0.1:{}:7000\", \"127.0.0.1:{extra}:9000\"]", p.tcp),
-    );
-    std::fs::write(&p.spec, text).unwrap();
+    slow_release_with_one_more_port(&p, extra);
     let child = spawn_apply(&p);
     wait_stopped(&p.app(1));
     let stranger = take_port(extra);
@@ -448,12 +454,7 @@ fn apply_killed_during_the_fall_back_converges_on_the_last_good_generation() {
     let before = p.table_digest(&p.db(1));
 
     let extra = free_port();
-    p.write_spec(2, "slow", 2, "scope: project");
-    let text = std::fs::read_to_string(&p.spec).unwrap().replace(
-        &format!("\"127.0.0.1:{}:7000\"]", p.tcp),
-        &format!("\"127.0.0.1:{}:7000\", \"127.0.0.1:{extra}:9000\"]", p.tcp),
-    );
-    std::fs::write(&p.spec, text).unwrap();
+    slow_release_with_one_more_port(&p, extra);
     let mut child = spawn_apply(&p);
     wait_stopped(&p.app(1));
     let stranger = take_port(extra);
