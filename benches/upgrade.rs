@@ -209,12 +209,12 @@ fn main() {
         let backup = t.elapsed();
         stop.store(true, Ordering::SeqCst);
         let backup_down = poller.join().unwrap();
-        gemctl::records::set_pin(
+        gemctl::state::set_pin(
             &spec2.storage,
             &gemctl::observed::Pin {
                 generation: 3,
                 spec_generation: 2,
-                at: gemctl::records::now_rfc3339(),
+                at: gemctl::state::now_rfc3339(),
                 reason: "bench".into(),
                 restore_from: Some(info.path.display().to_string()),
             },

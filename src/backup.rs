@@ -405,7 +405,7 @@ pub async fn take<E: Engine>(
         file.sync_all()
             .map_err(|e| Error::io(&partial, "sync", e))?;
         let sha = sha256_file(&partial).map_err(|e| Error::io(&partial, "read", e))?;
-        crate::records::write_atomic(&sum_path(&path), format!("{sha}  {name}\n").as_bytes())?;
+        crate::state::write_atomic(&sum_path(&path), format!("{sha}  {name}\n").as_bytes())?;
         std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, "rename into", e))?;
         if let Ok(d) = std::fs::File::open(&dir) {
             let _ = d.sync_all();

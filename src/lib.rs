@@ -2,7 +2,12 @@
 //! in numbered generations, from a YAML spec kept in git.
 //!
 //! The pure core — [`spec`], [`observed`], [`plan`] — decides; the shell around it
-//! observes the engine and shows or carries out the plan.
+//! observes the engine ([`observe`]) and the records under the storage root
+//! ([`state`], the one module that reads and writes them), carries plans out
+//! ([`execute`], step handlers grouped by subject) and talks to the operator
+//! ([`cli`], one file per command with its printing). `plan` is split by kind of
+//! change (bootstrap, upgrade, rollback, restore, repair, prune), with `Builder`
+//! the one place that emits steps.
 
 pub mod backup;
 pub mod cli;
@@ -23,10 +28,10 @@ pub mod observe;
 pub mod observed;
 pub mod plan;
 pub mod port_holder;
-pub mod records;
 pub mod repair;
 pub mod report;
 pub mod settings;
 pub mod spec;
 pub mod spec_error;
+pub mod state;
 pub mod status;

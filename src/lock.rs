@@ -75,7 +75,7 @@ impl Holder {
             user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
             host: hostname(),
             command: command.to_string(),
-            since: crate::records::now_rfc3339(),
+            since: crate::state::now_rfc3339(),
         }
     }
 }

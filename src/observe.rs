@@ -1,13 +1,13 @@
 //! Builds an [`Observation`] of the host: one engine round trip for containers, one
-//! for networks, and a read of the storage root and history.
+//! for networks, and the storage root and history as [`crate::state`] reads them.
 
 use std::path::Path;
 
 use crate::engine::Engine;
 use crate::error::Error;
-use crate::observed::{History, Observation, Observed, Storage};
-use crate::records;
+use crate::observed::{Observation, Observed};
 use crate::spec::Spec;
+use crate::state;
 
 /// Observes everything the planner needs for `spec`.
 pub async fn observe<E: Engine>(engine: &E, spec: &Spec) -> Result<Observation, Error> {
@@ -17,7 +17,7 @@ pub async fn observe<E: Engine>(engine: &E, spec: &Spec) -> Result<Observation, 
     containers.sort_by(|a, b| a.name.cmp(&b.name));
     let mut networks = networks;
     networks.sort();
-    let (storage, history) = read_state(&spec.storage)?;
+    let (storage, history) = state::read_state(&spec.storage)?;
     Ok(Observation {
         observed: Observed {
             containers,
@@ -26,20 +26,6 @@ pub async fn observe<E: Engine>(engine: &E, spec: &Spec) -> Result<Observation, 
         },
         history,
     })
-}
-
-/// Reads the storage root and the failure history; a history that cannot be
-/// trusted is listed with the storage's damage.
-pub fn read_state(root: &Path) -> Result<(Storage, History), Error> {
-    let mut storage = read_storage(root)?;
-    let (history, damage) = records::read_history(root);
-    storage.damage.extend(damage);
-    Ok((storage, history))
-}
-
-/// Reads the storage root's generations, markers and records.
-pub fn read_storage(root: &Path) -> Result<Storage, Error> {
-    records::read_storage(root)
 }
 
 /// Reads a saved observation (`gemctl observe` output).

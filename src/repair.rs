@@ -5,7 +5,7 @@
 //! taken only where no evidence contradicts it.
 //!
 //! [`decide`] is pure (an observation and the operator's options in, the repairs
-//! out); [`carry_out`] writes them through [`crate::records`].
+//! out); [`carry_out`] writes them through [`crate::state`].
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
@@ -15,11 +15,9 @@ use serde::Serialize;
 use crate::desired::{self, Role};
 use crate::error::Error;
 use crate::labels;
-use crate::observed::{
-    HISTORY_FILE, LIVE_FILE, Marker, Observation, READY_MARKER, SERVED_FILE, STATE_DIR,
-};
-use crate::records;
+use crate::observed::{HISTORY_FILE, LIVE_FILE, Marker, Observation, READY_MARKER, SERVED_FILE};
 use crate::spec::Spec;
+use crate::state;
 
 /// What the operator asks for beyond the rebuild from evidence.
 #[derive(Debug, Clone, Default)]
@@ -76,13 +74,7 @@ pub struct RepairPlan {
 pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -> RepairPlan {
     let storage = &observation.observed.storage;
     let mut out = RepairPlan::default();
-    let state_file = |name: &str| {
-        spec.storage
-            .join(STATE_DIR)
-            .join(name)
-            .display()
-            .to_string()
-    };
+    let state_file = |name: &str| state::state_file(&spec.storage, name).display().to_string();
     let damaged = |name: &str| storage.damage.iter().find(|d| d.file == state_file(name));
 
     // Apps of this project started with the public ports: they may have served.
@@ -143,7 +135,7 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
     let mut served = match (&storage.served, damaged(SERVED_FILE)) {
         (Some(s), None) => s.clone(),
         (_, damage) => {
-            let mut s = records::seed_served(storage);
+            let mut s = state::seed_served(storage);
             s.extend(public.iter().map(|p| p.0));
             s.extend(live);
             out.repairs.push(Repair::Served {
@@ -250,38 +242,32 @@ fn marker_problem(m: &Marker) -> String {
 
 /// Writes the repairs; returns where a replaced record was moved to, if anywhere.
 pub fn carry_out(spec: &Spec, plan: &RepairPlan) -> Result<Vec<PathBuf>, Error> {
-    let state = spec.storage.join(STATE_DIR);
-    let stamp: String = records::now_rfc3339()
+    let stamp: String = state::now_rfc3339()
         .chars()
         .filter(char::is_ascii_digit)
         .collect();
     let mut moved = Vec::new();
     let mut aside = |name: &str| -> Result<(), Error> {
-        let from = state.join(name);
-        if from.exists() {
-            let to = state.join(format!("{name}.bad-{stamp}"));
-            std::fs::rename(&from, &to).map_err(|e| Error::io(&from, "move aside", e))?;
-            moved.push(to);
-        }
+        moved.extend(state::move_aside(&spec.storage, name, &stamp)?);
         Ok(())
     };
     for r in &plan.repairs {
         match r {
             Repair::Served { generations, .. } => {
                 aside(SERVED_FILE)?;
-                records::write_served(&spec.storage, generations)?;
+                state::write_served(&spec.storage, generations)?;
             }
             Repair::Live { generation, .. } => {
                 aside(LIVE_FILE)?;
-                records::set_live(&spec.storage, *generation)?;
+                state::set_live(&spec.storage, *generation)?;
             }
             Repair::Marker {
                 generation, marker, ..
             } => {
                 let dir = desired::generation_dir(spec, *generation);
                 match marker {
-                    Marker::Ready { copied_from } => records::mark_ready(&dir, *copied_from)?,
-                    Marker::Discarded { reason } => records::mark_discarded(&dir, reason)?,
+                    Marker::Ready { copied_from } => state::mark_ready(&dir, *copied_from)?,
+                    Marker::Discarded { reason } => state::mark_discarded(&dir, reason)?,
                     _ => unreachable!("repairs write only ready or discarded markers"),
                 }
             }

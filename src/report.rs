@@ -12,7 +12,6 @@ use crate::error::Error;
 use crate::execute::Event;
 use crate::git::GitInfo;
 use crate::health::HealthOutcome;
-use crate::observed::STATE_DIR;
 use crate::plan::Plan;
 
 /// One step as it ran.
@@ -106,7 +105,7 @@ impl Recorder {
     /// Starts recording now.
     pub fn new() -> Recorder {
         Recorder {
-            started: crate::records::now_rfc3339(),
+            started: crate::state::now_rfc3339(),
             ..Recorder::default()
         }
     }
@@ -177,7 +176,7 @@ impl Recorder {
         message: &str,
         failure_report: Option<PathBuf>,
     ) -> Report {
-        let finished = crate::records::now_rfc3339();
+        let finished = crate::state::now_rfc3339();
         let (before, desired) = self.first.unwrap_or((None, 0));
         let stamp: String = finished
             .chars()
@@ -204,9 +203,8 @@ impl Recorder {
             steps: self.steps,
             health: self.health,
             failure: failure_report
-                .as_ref()
-                .and_then(|p| std::fs::read(p).ok())
-                .and_then(|b| serde_json::from_slice(&b).ok()),
+                .as_deref()
+                .and_then(crate::state::read_failure_report),
             failure_report: failure_report.map(|p| p.display().to_string()),
         }
     }
@@ -218,7 +216,7 @@ fn health_json(outcome: &HealthOutcome) -> serde_json::Value {
 
 /// The reports directory of a storage root.
 pub fn reports_dir(storage: &Path) -> PathBuf {
-    storage.join(STATE_DIR).join("reports")
+    crate::state::reports_dir(storage)
 }
 
 /// Writes a report into `dir` as `<id>.json`; returns the path.
@@ -226,23 +224,13 @@ pub fn write(dir: &Path, report: &Report) -> Result<PathBuf, Error> {
     let path = dir.join(format!("{}.json", report.id));
     let mut bytes = serde_json::to_vec_pretty(report).expect("serialisable");
     bytes.push(b'\n');
-    crate::records::write_atomic(&path, &bytes)?;
+    crate::state::write_atomic(&path, &bytes)?;
     Ok(path)
 }
 
 /// Every report under the storage root, newest first.
 pub fn list(storage: &Path) -> Result<Vec<Report>, Error> {
-    let dir = reports_dir(storage);
-    let entries = match std::fs::read_dir(&dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(Error::io(&dir, "read", e)),
-    };
-    let mut reports: Vec<Report> = entries
-        .flatten()
-        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
-        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
-        .collect();
+    let mut reports: Vec<Report> = crate::state::read_reports(storage)?;
     reports.sort_by(|a, b| b.id.cmp(&a.id));
     Ok(reports)
 }

@@ -2,8 +2,6 @@
 //! (live, last good, retained, rolled back from, failed, incomplete, pending), which
 //! app serves, and whether the host is in sync. Data only: `cli::status` prints it.
 
-use std::path::Path;
-
 use serde::Serialize;
 
 use crate::desired::{self, Role};
@@ -89,21 +87,6 @@ fn container_status(c: &Container) -> ContainerStatus {
     }
 }
 
-/// Bytes under a directory (files only; unreadable entries count as 0).
-pub fn dir_size(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_size(&e.path()),
-            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 /// Builds the status from an observation and what the planner made of it.
 pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusal>) -> Status {
     let observed = &observation.observed;
@@ -176,7 +159,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 status: status.to_string(),
                 app: find(Role::App, g).map(container_status),
                 db: find(Role::Db, g).map(container_status),
-                data_bytes: data.map(|_| dir_size(&dir)),
+                data_bytes: data.map(|_| crate::state::dir_size(&dir)),
                 data_dir: data.map(|_| dir.display().to_string()),
             }
         })

@@ -126,8 +126,8 @@ fn a_container_replaced_mid_apply_stops_the_apply_before_it_is_touched() {
     };
     // Generation 1 live, as the fake planner engine would leave it.
     let before: Observed = support::deployed_with(&[spec_for(1)]);
-    gemctl::records::mark_ready(&storage.path().join("1"), None).unwrap();
-    gemctl::records::set_live(storage.path(), 1).unwrap();
+    gemctl::state::mark_ready(&storage.path().join("1"), None).unwrap();
+    gemctl::state::set_live(storage.path(), 1).unwrap();
     let engine = Scripted {
         containers: Mutex::new(before.containers.clone()),
         networks: before.networks.clone(),

@@ -121,7 +121,7 @@ pub(super) fn backup_now(
     spec: &Spec,
     progress: bool,
 ) -> Result<(crate::backup::BackupInfo, Vec<String>), Error> {
-    let live = crate::observe::read_storage(&spec.storage)?
+    let live = crate::state::read_storage(&spec.storage)?
         .live
         .ok_or_else(|| {
             Error::Usage(format!(

@@ -178,7 +178,7 @@ pub(super) fn rollback(args: RollbackArgs) -> Result<u8, Error> {
         return Ok(exit::REFUSED);
     }
     let _lock = take_lock(&spec)?;
-    let storage = crate::observe::read_storage(&spec.storage)?;
+    let storage = crate::state::read_storage(&spec.storage)?;
     let git = crate::git::info(&file);
     let rollback = |git| deploy_once(&spec, &file, git, output, ApplyOptions::default(), None);
     if !storage.damage.is_empty() || storage.generations.iter().any(|g| g.marker.unknown()) {
@@ -230,12 +230,12 @@ pub(super) fn rollback(args: RollbackArgs) -> Result<u8, Error> {
         );
     } else {
         let user = crate::lock::Holder::me("").user;
-        crate::records::set_pin(
+        crate::state::set_pin(
             &spec.storage,
             &crate::observed::Pin {
                 generation: target,
                 spec_generation: spec.generation.0,
-                at: crate::records::now_rfc3339(),
+                at: crate::state::now_rfc3339(),
                 reason: format!("`gemctl rollback` ({user})"),
                 restore_from: None,
             },
@@ -276,7 +276,7 @@ pub(super) fn restore(args: RestoreArgs) -> Result<u8, Error> {
     };
     crate::backup::verify(&path)?;
     let path = std::fs::canonicalize(&path).map_err(|e| Error::io(&path, "find", e))?;
-    let storage = crate::observe::read_storage(&spec.storage)?;
+    let storage = crate::state::read_storage(&spec.storage)?;
     let newest = storage
         .generations
         .iter()
@@ -289,17 +289,17 @@ pub(super) fn restore(args: RestoreArgs) -> Result<u8, Error> {
     let pin = crate::observed::Pin {
         generation: target,
         spec_generation: spec.generation.0,
-        at: crate::records::now_rfc3339(),
+        at: crate::state::now_rfc3339(),
         reason: format!("`gemctl restore` ({user})"),
         restore_from: Some(path.display().to_string()),
     };
-    crate::records::set_pin(&spec.storage, &pin)?;
+    crate::state::set_pin(&spec.storage, &pin)?;
     let git = crate::git::info(file);
     let result = deploy_once(&spec, file, git, output, ApplyOptions::default(), None);
     let unfinished = !matches!(result, Ok(exit::OK));
-    let ours = crate::observe::read_storage(&spec.storage)?.pin.as_ref() == Some(&pin);
+    let ours = crate::state::read_storage(&spec.storage)?.pin.as_ref() == Some(&pin);
     if unfinished && ours {
-        crate::records::clear_pin(&spec.storage)?;
+        crate::state::clear_pin(&spec.storage)?;
         let _ = writeln!(
             std::io::stderr(),
             "the restore into generation {target} did not finish: its pin is removed, so the host \
@@ -399,7 +399,7 @@ pub(super) fn deploy(
         if !recorder.changed() {
             return Ok(None);
         }
-        let after = crate::observe::read_storage(&spec.storage)?.live;
+        let after = crate::state::read_storage(&spec.storage)?.live;
         let report = recorder.finish(
             &spec.project,
             spec_file,

@@ -42,7 +42,7 @@ pub(super) fn unpin(args: UnpinArgs) -> Result<u8, Error> {
     let file = args.file;
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
     let _lock = take_lock(&spec)?;
-    if crate::records::clear_pin(&spec.storage)? {
+    if crate::state::clear_pin(&spec.storage)? {
         print(&format!(
             "project {}: pin removed; the host follows the spec (generation {}) again: \
              `gemctl diff` shows what apply would do\n",
@@ -100,9 +100,9 @@ pub(super) fn take_lock(spec: &Spec) -> Result<crate::lock::Lock, Error> {
 
 /// A pin made while the spec named another generation no longer applies: remove it.
 pub(super) fn lapse_stale_pin(spec: &Spec) -> Result<(), Error> {
-    if let Some(pin) = crate::observe::read_storage(&spec.storage)?.pin
+    if let Some(pin) = crate::state::read_storage(&spec.storage)?.pin
         && !pin.applies(spec.generation.0)
-        && crate::records::clear_pin(&spec.storage)?
+        && crate::state::clear_pin(&spec.storage)?
     {
         let _ = writeln!(
             std::io::stderr(),

@@ -51,7 +51,7 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
         tail,
     } = args;
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
-    let storage = crate::observe::read_storage(&spec.storage)?;
+    let storage = crate::state::read_storage(&spec.storage)?;
     let generation = generation.or(storage.live).unwrap_or(spec.generation.0);
     let role = match role {
         LogRole::App => crate::desired::Role::App,

@@ -81,7 +81,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 // As the executor does: the record of what served exists before
                 // any data that may later be deleted as never served.
                 if obs.storage.served.is_none() {
-                    obs.storage.served = Some(gemctl::records::seed_served(&obs.storage));
+                    obs.storage.served = Some(gemctl::state::seed_served(&obs.storage));
                 }
                 obs.storage.generations.push(GenerationData {
                     generation: *generation,
@@ -226,7 +226,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
 }
 
 fn served(obs: &mut Observed, generation: u64) {
-    let seed = gemctl::records::seed_served(&obs.storage);
+    let seed = gemctl::state::seed_served(&obs.storage);
     obs.storage.served.get_or_insert(seed).insert(generation);
 }
 

@@ -1,7 +1,12 @@
-//! gemctl's own records on the host, under the storage root: the marker of each
-//! generation's data, the live pointer, the record of generations that served, the
-//! pin, the failure history and failure reports. The one place that reads and
-//! writes them.
+//! gemctl's state on the host, under the storage root: the generation directories
+//! and the marker of each one's data, and under `<storage>/.gemctl/` the live
+//! pointer, the record of generations that served, the pin, the failure history,
+//! failure reports and apply reports. The one place that reads and writes them; the
+//! planner sees what it read as plain data ([`crate::observed`]).
+//!
+//! Not here: the lock (`crate::lock`), backups and their checksums
+//! (`crate::backup`, under the spec's backup directory), and saved observations
+//! (`crate::observe`), which are files the operator names.
 //!
 //! Reading is strict: a record that is empty, corrupt or missing where it is
 //! required becomes a [`Damage`] entry naming the file, what is wrong and the fix,
@@ -88,7 +93,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 /// it: the directory is made under a temporary name and renamed into place, so no
 /// generation directory ever exists without a marker that says what it is.
 pub fn create_generation_dir(storage: &Path, generation: u64) -> Result<PathBuf, Error> {
-    let dir = storage.join(generation.to_string());
+    let dir = generation_dir(storage, generation);
     let tmp = storage.join(format!(".{generation}.new"));
     if tmp.exists() {
         // Left by a crash before the rename: it never was a generation.
@@ -101,22 +106,80 @@ pub fn create_generation_dir(storage: &Path, generation: u64) -> Result<PathBuf,
     Ok(dir)
 }
 
+/// `<storage>/<n>/`.
+fn generation_dir(storage: &Path, generation: u64) -> PathBuf {
+    storage.join(generation.to_string())
+}
+
+/// Makes the directories of a new generation's data: `<storage>/<n>/` with its
+/// `preparing` marker, then `data_dir` inside it. The record of what served is made
+/// first, so it exists before any data that may be deleted as never served (see
+/// `plan::Evidence`). A generation directory already there is refused.
+pub fn create_fresh_data(storage: &Path, generation: u64, data_dir: &Path) -> Result<(), Error> {
+    let dir = generation_dir(storage, generation);
+    if dir.exists() {
+        return Err(Error::Apply(format!(
+            "{} already exists, but generation {generation} needs a fresh data directory; \
+             gemctl never reuses one it did not plan to. Move it away and apply again.",
+            dir.display()
+        )));
+    }
+    ensure_served_record(storage)?;
+    create_generation_dir(storage, generation)?;
+    std::fs::create_dir_all(data_dir).map_err(|e| Error::io(data_dir, "create", e))
+}
+
+/// An existing generation's data directory, required before its db is made again.
+pub fn require_data_dir(generation: u64, data_dir: &Path) -> Result<(), Error> {
+    if data_dir.is_dir() {
+        return Ok(());
+    }
+    Err(Error::Apply(format!(
+        "generation {generation}'s data directory {} is missing",
+        data_dir.display()
+    )))
+}
+
+/// Deletes `<storage>/<n>/` and everything in it; already gone is done.
+pub fn remove_generation_dir(storage: &Path, generation: u64) -> Result<(), Error> {
+    let dir = generation_dir(storage, generation);
+    match std::fs::remove_dir_all(&dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&dir, "delete", e)),
+        _ => Ok(()),
+    }
+}
+
+/// Bytes under a directory (files only; unreadable entries count as 0).
+pub fn dir_size(path: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
 /// Records the live generation.
 pub fn set_live(storage: &Path, generation: u64) -> Result<(), Error> {
     write_atomic(
-        &storage.join(STATE_DIR).join(LIVE_FILE),
+        &state_file(storage, LIVE_FILE),
         format!("{generation}\n").as_bytes(),
     )
 }
 
 /// Pins the host to a generation (see [`Pin`]).
 pub fn set_pin(storage: &Path, pin: &Pin) -> Result<(), Error> {
-    write_atomic(&storage.join(STATE_DIR).join(PIN_FILE), &json(pin))
+    write_atomic(&state_file(storage, PIN_FILE), &json(pin))
 }
 
 /// Removes the pin; true if there was one.
 pub fn clear_pin(storage: &Path) -> Result<bool, Error> {
-    let path = storage.join(STATE_DIR).join(PIN_FILE);
+    let path = state_file(storage, PIN_FILE);
     match std::fs::remove_file(&path) {
         Ok(()) => Ok(true),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
@@ -178,11 +241,20 @@ struct ServedRecord {
 /// Writes the record of generations that served.
 pub fn write_served(storage: &Path, served: &BTreeSet<u64>) -> Result<(), Error> {
     write_atomic(
-        &storage.join(STATE_DIR).join(SERVED_FILE),
+        &state_file(storage, SERVED_FILE),
         &json(&ServedRecord {
             generations: served.clone(),
         }),
     )
+}
+
+/// Reads the storage root and the failure history; a history that cannot be
+/// trusted is listed with the storage's damage.
+pub fn read_state(root: &Path) -> Result<(Storage, History), Error> {
+    let mut storage = read_storage(root)?;
+    let (history, damage) = read_history(root);
+    storage.damage.extend(damage);
+    Ok((storage, history))
 }
 
 /// Reads the storage root: generations and their markers, the live pointer, the
@@ -190,12 +262,44 @@ pub fn write_served(storage: &Path, served: &BTreeSet<u64>) -> Result<(), Error>
 /// storage (a fresh host). Only an I/O failure of the root itself is an error;
 /// every record that cannot be trusted is listed in [`Storage::damage`].
 pub fn read_storage(root: &Path) -> Result<Storage, Error> {
-    let mut storage = Storage::default();
+    let mut storage = Storage {
+        generations: read_generations(root)?,
+        ..Storage::default()
+    };
+    let damage = &mut storage.damage;
+    let live_fix = "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels";
+    storage.live = read_parsed(&state_file(root, LIVE_FILE), live_fix, damage, |text| {
+        text.trim().parse::<u64>().map_err(|_| {
+            format!(
+                "does not hold a generation number (it holds {:?})",
+                clip(text)
+            )
+        })
+    });
+    let pin_fix = "run `gemctl unpin -f SPEC` to remove it (the host then follows the spec's \
+                   generation), or put back the pin `gemctl rollback` wrote";
+    storage.pin = read_parsed(&state_file(root, PIN_FILE), pin_fix, damage, |text| {
+        serde_json::from_str::<Pin>(text).map_err(|e| format!("is not a valid pin: {e}"))
+    });
+    let served_fix = "run `gemctl repair-state -f SPEC` to rebuild it (every generation recorded \
+                      live, pinned, exposed or with ready data counts as having served)";
+    storage.served = read_parsed(&state_file(root, SERVED_FILE), served_fix, damage, |text| {
+        serde_json::from_str::<ServedRecord>(text)
+            .map(|r| r.generations)
+            .map_err(|e| format!("is not a valid record of served generations: {e}"))
+    });
+    Ok(storage)
+}
+
+/// The numbered directories of the storage root and their markers, in order; none
+/// when the root is missing.
+fn read_generations(root: &Path) -> Result<Vec<GenerationData>, Error> {
     let entries = match std::fs::read_dir(root) {
         Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(storage),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => return Err(Error::io(root, "read the storage root", e)),
     };
+    let mut generations = Vec::new();
     for entry in entries {
         let entry = entry.map_err(|e| Error::io(root, "read the storage root", e))?;
         let Some(generation) = entry
@@ -209,88 +313,47 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
         if !entry.path().is_dir() {
             continue;
         }
-        storage.generations.push(GenerationData {
+        generations.push(GenerationData {
             generation,
             marker: read_marker(&entry.path()),
         });
     }
-    storage.generations.sort_by_key(|g| g.generation);
-    let state = root.join(STATE_DIR);
-
-    let file = state.join(LIVE_FILE);
-    match read_record(&file) {
-        Ok(None) => {}
-        Ok(Some(text)) => match text.trim().parse::<u64>() {
-            Ok(n) => storage.live = Some(n),
-            _ => storage.damage.push(damage(
-                &file,
-                format!(
-                    "does not hold a generation number (it holds {:?})",
-                    clip(&text)
-                ),
-                "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
-            )),
-        },
-        Err(problem) => storage.damage.push(damage(
-            &file,
-            problem,
-            "run `gemctl repair-state -f SPEC` to rebuild it from the running app's labels",
-        )),
-    }
-
-    let file = state.join(PIN_FILE);
-    let pin_fix = "run `gemctl unpin -f SPEC` to remove it (the host then follows the spec's \
-                   generation), or put back the pin `gemctl rollback` wrote";
-    match read_record(&file) {
-        Ok(None) => {}
-        Ok(Some(text)) => match serde_json::from_str::<Pin>(&text) {
-            Ok(pin) => storage.pin = Some(pin),
-            Err(e) => {
-                storage
-                    .damage
-                    .push(damage(&file, format!("is not a valid pin: {e}"), pin_fix))
-            }
-        },
-        Err(problem) => storage.damage.push(damage(&file, problem, pin_fix)),
-    }
-
-    let file = state.join(SERVED_FILE);
-    let served_fix = "run `gemctl repair-state -f SPEC` to rebuild it (every generation recorded \
-                      live, pinned, exposed or with ready data counts as having served)";
-    match read_record(&file) {
-        Ok(None) => {}
-        Ok(Some(text)) => match serde_json::from_str::<ServedRecord>(&text) {
-            Ok(r) => storage.served = Some(r.generations),
-            Err(e) => storage.damage.push(damage(
-                &file,
-                format!("is not a valid record of served generations: {e}"),
-                served_fix,
-            )),
-        },
-        Err(problem) => storage.damage.push(damage(&file, problem, served_fix)),
-    }
-    Ok(storage)
+    generations.sort_by_key(|g| g.generation);
+    Ok(generations)
 }
 
 /// Reads `<storage>/.gemctl/history.json`: missing means no history; a history that
 /// cannot be trusted is returned as damage, with an empty history beside it that
 /// the planner will not act on.
 pub fn read_history(root: &Path) -> (History, Option<Damage>) {
-    let file = root.join(STATE_DIR).join(HISTORY_FILE);
     let fix = "restore it from a copy, or run `gemctl repair-state -f SPEC --reset-history` to \
                move it aside and start an empty one (gemctl then forgets which generations failed, \
                and may try one again)";
-    match read_record(&file) {
-        Ok(None) => (History::default(), None),
-        Ok(Some(text)) => match serde_json::from_str(&text) {
-            Ok(h) => (h, None),
-            Err(e) => (
-                History::default(),
-                Some(damage(&file, format!("is not a valid history: {e}"), fix)),
-            ),
+    let mut damage = Vec::new();
+    let history = read_parsed(&state_file(root, HISTORY_FILE), fix, &mut damage, |text| {
+        serde_json::from_str(text).map_err(|e| format!("is not a valid history: {e}"))
+    });
+    (history.unwrap_or_default(), damage.pop())
+}
+
+/// A record parsed by `parse`: `None` when it is missing, or when it cannot be
+/// trusted — then it is added to `damage`, with what is wrong and `fix`.
+fn read_parsed<T>(
+    file: &Path,
+    fix: &str,
+    damage: &mut Vec<Damage>,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Option<T> {
+    let problem = match read_record(file) {
+        Ok(None) => return None,
+        Ok(Some(text)) => match parse(&text) {
+            Ok(value) => return Some(value),
+            Err(problem) => problem,
         },
-        Err(problem) => (History::default(), Some(damage(&file, problem, fix))),
-    }
+        Err(problem) => problem,
+    };
+    damage.push(self::damage(file, problem, fix));
+    None
 }
 
 /// A record's text: `None` when missing; an error line when unreadable or empty.
@@ -369,7 +432,7 @@ pub fn record_failure(storage: &Path, failure: FailedGeneration) -> Result<(), E
         .retain(|f| f.generation != failure.generation);
     history.failed.push(failure);
     history.failed.sort_by_key(|f| f.generation);
-    write_atomic(&storage.join(STATE_DIR).join(HISTORY_FILE), &json(&history))
+    write_atomic(&state_file(storage, HISTORY_FILE), &json(&history))
 }
 
 /// Writes a failure report as JSON under `<storage>/.gemctl/failures/`; returns its path.
@@ -383,12 +446,56 @@ pub fn write_failure_report<T: Serialize>(
         .chars()
         .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
         .collect();
-    let path = storage
-        .join(STATE_DIR)
-        .join("failures")
-        .join(format!("generation-{generation}-{safe_stamp}.json"));
+    let path =
+        state_file(storage, "failures").join(format!("generation-{generation}-{safe_stamp}.json"));
     write_atomic(&path, &json(report))?;
     Ok(path)
+}
+
+/// What a failure report written by [`write_failure_report`] holds, as JSON; `None`
+/// when it cannot be read (the apply report then only names its path).
+pub fn read_failure_report(path: &Path) -> Option<serde_json::Value> {
+    serde_json::from_slice(&std::fs::read(path).ok()?).ok()
+}
+
+/// `<storage>/.gemctl/<name>`: one of the records named in [`crate::observed`].
+pub fn state_file(storage: &Path, name: &str) -> PathBuf {
+    storage.join(STATE_DIR).join(name)
+}
+
+/// Moves the record `<storage>/.gemctl/<name>` aside to `<name>.bad-<stamp>`, for
+/// one that is rebuilt or started afresh; returns where it went, `None` when there
+/// was none.
+pub fn move_aside(storage: &Path, name: &str, stamp: &str) -> Result<Option<PathBuf>, Error> {
+    let from = state_file(storage, name);
+    if !from.exists() {
+        return Ok(None);
+    }
+    let to = state_file(storage, &format!("{name}.bad-{stamp}"));
+    std::fs::rename(&from, &to).map_err(|e| Error::io(&from, "move aside", e))?;
+    Ok(Some(to))
+}
+
+/// The apply reports' directory, `<storage>/.gemctl/reports/`.
+pub fn reports_dir(storage: &Path) -> PathBuf {
+    state_file(storage, "reports")
+}
+
+/// Every apply report under the storage root that parses, in no particular order.
+/// A report that cannot be read is left out rather than failing the listing of the
+/// others.
+pub fn read_reports<T: serde::de::DeserializeOwned>(storage: &Path) -> Result<Vec<T>, Error> {
+    let dir = reports_dir(storage);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(&dir, "read", e)),
+    };
+    Ok(entries
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .filter_map(|e| serde_json::from_slice(&std::fs::read(e.path()).ok()?).ok())
+        .collect())
 }
 
 /// Now, as RFC 3339 UTC with seconds.

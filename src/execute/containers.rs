@@ -1,0 +1,171 @@
+//! Steps that touch the engine's network and containers: create, start, stop,
+//! remove, the app's probe (health ports on 127.0.0.1 only) and its exposure on the
+//! public ports; and the environment containers are made with.
+//!
+//! Not here: the data a db container mounts (`data`), waiting on it and checking
+//! the app (`checks`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use super::{Run, StepError};
+use crate::desired::{self, ContainerConfig, Role};
+use crate::engine::{CreateContainer, Engine, PortBinding, parse_env_file};
+use crate::error::Error;
+use crate::labels;
+use crate::spec::Spec;
+
+/// Grace time before `docker stop` kills: a db gets time for a clean shutdown.
+const DB_STOP_GRACE: Duration = Duration::from_secs(60);
+const APP_STOP_GRACE: Duration = Duration::from_secs(10);
+
+impl<E: Engine> Run<'_, E> {
+    pub(super) async fn create_network(&mut self, network: &str) -> Result<(), StepError> {
+        let labels = BTreeMap::from([(labels::PROJECT.to_string(), self.spec.project.clone())]);
+        self.engine.create_network(network, &labels).await?;
+        Ok(())
+    }
+
+    /// Makes (or finds) the generation's data, then its db container on it.
+    pub(super) async fn create_db(
+        &mut self,
+        generation: u64,
+        fresh: bool,
+    ) -> Result<(), StepError> {
+        self.prepare_data(generation, fresh)?;
+        self.create(&desired::db(self.spec, generation), None, Vec::new())
+            .await
+    }
+
+    pub(super) async fn start(&mut self, container: &str) -> Result<(), StepError> {
+        self.engine.start_container(container).await?;
+        Ok(())
+    }
+
+    pub(super) async fn stop_app(&mut self, container: &str) -> Result<(), StepError> {
+        self.engine
+            .stop_container(container, APP_STOP_GRACE)
+            .await?;
+        Ok(())
+    }
+
+    pub(super) async fn stop_db(&mut self, container: &str) -> Result<(), StepError> {
+        self.engine.stop_container(container, DB_STOP_GRACE).await?;
+        Ok(())
+    }
+
+    /// The new app with only its health ports published, on 127.0.0.1.
+    pub(super) async fn create_app_probe(&mut self, generation: u64) -> Result<(), StepError> {
+        let spec = self.spec;
+        let ports: BTreeSet<u16> = spec.app.health.iter().filter_map(|c| c.port()).collect();
+        let bindings = ports
+            .into_iter()
+            .map(|p| PortBinding {
+                host_ip: Some("127.0.0.1".into()),
+                host_port: None,
+                container_port: p,
+                proto: "tcp".into(),
+            })
+            .collect();
+        self.create(
+            &desired::app(spec, generation),
+            Some(labels::EXPOSURE_PROBE),
+            bindings,
+        )
+        .await
+    }
+
+    /// The probe app made again with the public ports.
+    pub(super) async fn expose_app(
+        &mut self,
+        generation: u64,
+        container: &str,
+    ) -> Result<(), StepError> {
+        let spec = self.spec;
+        self.remove(container).await?;
+        let bindings = spec
+            .app
+            .ports
+            .iter()
+            .map(|p| PortBinding {
+                host_ip: p.host_ip.clone(),
+                host_port: p.host_port,
+                container_port: p.container_port,
+                proto: p.proto.clone(),
+            })
+            .collect();
+        self.create(
+            &desired::app(spec, generation),
+            Some(labels::EXPOSURE_PUBLIC),
+            bindings,
+        )
+        .await?;
+        // Clients may have written to it from the moment it started (until this is
+        // on disk, its running public container says so): its data is never
+        // deleted as debris again.
+        self.record_served(generation)
+    }
+
+    pub(super) async fn remove(&mut self, name: &str) -> Result<(), StepError> {
+        self.engine.remove_container(name).await?;
+        self.known.remove(name);
+        Ok(())
+    }
+
+    async fn create(
+        &mut self,
+        config: &ContainerConfig,
+        exposure: Option<&str>,
+        ports: Vec<PortBinding>,
+    ) -> Result<(), StepError> {
+        let mut labels = config.labels(&self.spec.project);
+        if let Some(e) = exposure {
+            labels.insert(labels::EXPOSURE.into(), e.into());
+        }
+        let id = self
+            .engine
+            .create_container(&CreateContainer {
+                name: config.name.clone(),
+                image: config.image.clone(),
+                env: container_env(self.spec, config)?,
+                labels,
+                network: Some(config.network.clone()),
+                ports,
+                binds: config.data_mount.clone().into_iter().collect(),
+                restart: exposure != Some(labels::EXPOSURE_PROBE),
+                ..CreateContainer::default()
+            })
+            .await?;
+        self.known.insert(config.name.clone(), id);
+        self.engine.start_container(&config.name).await?;
+        Ok(())
+    }
+}
+
+/// The lines of a role's env file (secrets; never printed).
+pub(super) fn env_file(spec: &Spec, role: Role) -> Result<Vec<String>, Error> {
+    let file = match role {
+        Role::App => &spec.app.env_file,
+        Role::Db => &spec.db.env_file,
+    };
+    match file {
+        Some(path) => Ok(parse_env_file(
+            &std::fs::read_to_string(path).map_err(|e| Error::io(path, "read the env_file", e))?,
+        )),
+        None => Ok(Vec::new()),
+    }
+}
+
+/// A container's environment: its env file's lines, then the spec's literal
+/// values and gemctl's own variables (which win).
+fn container_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, Error> {
+    let mut env = env_file(spec, config.role)?;
+    env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
+    Ok(env)
+}
+
+/// The db's environment (secrets included, never printed), for the credentials
+/// the copy, backups and checks use.
+pub fn db_env(spec: &Spec) -> Result<Vec<String>, Error> {
+    container_env(spec, &desired::db(spec, 0))
+}
