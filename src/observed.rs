@@ -68,6 +68,21 @@ pub enum ContainerState {
     Dead,
 }
 
+impl Container {
+    /// An app of `project` made with the public ports (it may not have started).
+    pub fn is_public_app_of(&self, project: &str) -> bool {
+        let label = |k: &str| self.labels.get(k).map(String::as_str);
+        label(crate::labels::PROJECT) == Some(project)
+            && label(crate::labels::ROLE) == Some(crate::labels::ROLE_APP)
+            && label(crate::labels::EXPOSURE) == Some(crate::labels::EXPOSURE_PUBLIC)
+    }
+
+    /// The generation its label names, if it names one.
+    pub fn generation(&self) -> Option<u64> {
+        self.labels.get(crate::labels::GENERATION)?.parse().ok()
+    }
+}
+
 impl ContainerState {
     /// Whether the container is up (would answer, or holds its ports).
     pub fn is_up(self) -> bool {

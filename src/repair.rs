@@ -14,7 +14,6 @@ use serde::Serialize;
 
 use crate::desired::{self, Role};
 use crate::error::Error;
-use crate::labels;
 use crate::observed::{HISTORY_FILE, LIVE_FILE, Marker, Observation, READY_MARKER, SERVED_FILE};
 use crate::spec::Spec;
 use crate::state;
@@ -83,19 +82,13 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
         .containers
         .iter()
         .filter(|c| {
-            c.labels.get(labels::PROJECT) == Some(&spec.project)
-                && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
-                && c.labels.get(labels::EXPOSURE).map(String::as_str)
-                    == Some(labels::EXPOSURE_PUBLIC)
+            c.is_public_app_of(&spec.project)
                 && c.state != crate::observed::ContainerState::Created
-                && c.name
-                    == desired::container_name(
-                        spec,
-                        Role::App,
-                        c.labels[labels::GENERATION].parse().unwrap_or(u64::MAX),
-                    )
         })
-        .filter_map(|c| Some((c.labels[labels::GENERATION].parse().ok()?, c.state.is_up())))
+        .filter_map(|c| {
+            let n = c.generation()?;
+            (c.name == desired::container_name(spec, Role::App, n)).then_some((n, c.state.is_up()))
+        })
         .collect();
 
     let mut live = storage.live;

@@ -112,14 +112,8 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
     let serving = observed
         .containers
         .iter()
-        .filter(|c| {
-            c.labels.get(labels::PROJECT) == Some(&spec.project)
-                && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
-                && c.labels.get(labels::EXPOSURE).map(String::as_str)
-                    == Some(labels::EXPOSURE_PUBLIC)
-                && c.state.is_up()
-        })
-        .filter_map(|c| c.labels.get(labels::GENERATION)?.parse().ok())
+        .filter(|c| c.is_public_app_of(&spec.project) && c.state.is_up())
+        .filter_map(Container::generation)
         .max();
     // The generation `gemctl apply` would make live: a newer one than the live one
     // is then an upgrade under way, not one rolled back from.

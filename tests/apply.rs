@@ -214,11 +214,7 @@ fn retention_prunes_the_oldest_generation() {
 #[test]
 fn rollback_serves_the_retained_generation_on_its_own_data() {
     let p = Project::new("roll");
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(100);
-    p.write_spec(2, "2", 2, "scope: project");
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(20);
+    p.two_generations(100, 20);
     assert!(p.report().contains("rows=120"));
 
     p.write_spec(1, "1", 2, "scope: project");
@@ -242,15 +238,7 @@ fn unrecognised_containers_stop_apply_before_it_touches_anything() {
     assert_eq!(p.apply(&[]).0, 0);
     // A container named like generation 9's app that gemctl did not make.
     let squatter = p.app(9);
-    docker_ok(&[
-        "create",
-        "--name",
-        &squatter,
-        "--entrypoint",
-        "sleep",
-        PG_IMAGE,
-        "600",
-    ]);
+    create_stranger(&squatter);
     let before = p.containers();
     p.write_spec(2, "2", 2, "scope: project");
     let (code, out) = p.apply(&[]);
@@ -265,15 +253,7 @@ fn unrecognised_containers_stop_apply_before_it_touches_anything() {
     // Under `scope: host`, any stranger stops it too.
     docker_ok(&["rm", "-f", &squatter]);
     let stranger = format!("{}-stranger", p.name);
-    docker_ok(&[
-        "create",
-        "--name",
-        &stranger,
-        "--entrypoint",
-        "sleep",
-        PG_IMAGE,
-        "600",
-    ]);
+    create_stranger(&stranger);
     p.write_spec(2, "2", 2, "scope: host");
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 3, "{out}");
@@ -373,9 +353,7 @@ fn status_tells_fresh_converged_drifted_and_refusing_hosts_apart() {
     assert_eq!(v["sync"], "changes_pending");
     assert_eq!(v["generations"].as_array().unwrap().len(), 0);
 
-    assert_eq!(p.apply(&[]).0, 0);
-    p.write_spec(2, "2", 2, "scope: project");
-    assert_eq!(p.apply(&[]).0, 0);
+    p.two_generations(0, 0);
     let (code, v) = status_json(&p);
     assert_eq!(code, 0);
     assert_eq!(v["sync"], "in_sync");
@@ -410,15 +388,7 @@ fn status_tells_fresh_converged_drifted_and_refusing_hosts_apart() {
     assert_eq!(v["pending_steps"], 2);
 
     let squatter = p.app(7);
-    docker_ok(&[
-        "create",
-        "--name",
-        &squatter,
-        "--entrypoint",
-        "sleep",
-        PG_IMAGE,
-        "600",
-    ]);
+    create_stranger(&squatter);
     let (code, v) = status_json(&p);
     assert_eq!(code, 3, "refusing");
     assert_eq!(v["refusal"]["problems"][0]["container"], squatter.as_str());
@@ -555,11 +525,7 @@ fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
 #[test]
 fn rollback_command_pins_the_host_until_unpinned() {
     let p = Project::new("pin");
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(10);
-    p.write_spec(2, "2", 2, "scope: project");
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(5);
+    p.two_generations(10, 5);
 
     let o = p.gemctl(&["rollback"]);
     assert_eq!(o.status.code(), Some(0));
@@ -672,15 +638,7 @@ fn notifiers_hear_of_a_failure_and_a_failing_notifier_changes_nothing() {
 
     // A notifier that fails is a warning; the refusal's exit code stands.
     let squatter = p.app(8);
-    docker_ok(&[
-        "create",
-        "--name",
-        &squatter,
-        "--entrypoint",
-        "sleep",
-        PG_IMAGE,
-        "600",
-    ]);
+    create_stranger(&squatter);
     let mut text = std::fs::read_to_string(&p.spec).unwrap();
     text = text.split("notify:").next().unwrap().to_string();
     text.push_str("notify:\n  command: [\"false\"]\n");

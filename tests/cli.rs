@@ -279,6 +279,20 @@ fn unreachable_engine_is_an_error_with_exit_1() {
     );
 }
 
+/// The smallest valid spec for `project`, written into `dir`.
+fn minimal_spec(dir: &Path, project: &str) -> std::path::PathBuf {
+    let spec = dir.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "project: {project}\ngeneration: 1\nstorage: storage\n\
+             app: {{ image: \"example/app:1\" }}\ndb: {{ image: \"postgres:15\" }}\n"
+        ),
+    )
+    .unwrap();
+    spec
+}
+
 #[test]
 fn help_documents_the_exit_codes() {
     let o = gemctl(&["diff", "--help"]);
@@ -296,13 +310,7 @@ fn help_documents_the_exit_codes() {
 #[test]
 fn unlock_asks_for_the_project_name_before_removing_the_lock() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec.yaml");
-    std::fs::write(
-        &spec,
-        "project: locky\ngeneration: 1\nstorage: storage\n\
-         app: { image: \"example/app:1\" }\ndb: { image: \"postgres:15\" }\n",
-    )
-    .unwrap();
+    let spec = minimal_spec(dir.path(), "locky");
     let lock = dir.path().join("storage/.gemctl/lock");
     std::fs::create_dir_all(lock.parent().unwrap()).unwrap();
     std::fs::write(
@@ -676,13 +684,7 @@ fn usage_errors_exit_1_not_2() {
 #[test]
 fn reconcile_logs_written_to_a_file_carry_no_escape_codes() {
     let dir = tempfile::tempdir().unwrap();
-    let spec = dir.path().join("spec.yaml");
-    std::fs::write(
-        &spec,
-        "project: quiet\ngeneration: 1\nstorage: storage\n\
-         app: { image: \"example/app:1\" }\ndb: { image: \"postgres:15\" }\n",
-    )
-    .unwrap();
+    let spec = minimal_spec(dir.path(), "quiet");
     let log = dir.path().join("reconcile.log");
     // No NO_COLOR: the file alone must be enough to turn colours off.
     let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))

@@ -62,10 +62,7 @@ fn removed_emptied_or_truncated_ready_marker_of_the_live_generation_deletes_noth
 #[test]
 fn removed_ready_marker_of_a_retained_generation_is_refused_and_rollback_still_has_it() {
     let p = Project::new("mrkret");
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(30);
-    p.write_spec(2, "2", 2, "scope: project");
-    assert_eq!(p.apply(&[]).0, 0);
+    p.two_generations(30, 0);
     let retained = p.storage().join("1").join("gemctl-ready.json");
     std::fs::remove_file(&retained).unwrap();
 
@@ -199,9 +196,7 @@ fn corrupt_pin_history_served_record_and_lock_are_refused_naming_the_file() {
 #[test]
 fn rollback_interrupted_after_recording_live_is_finished_by_running_it_again() {
     let p = Project::new("rollrerun");
-    assert_eq!(p.apply(&[]).0, 0);
-    p.write_spec(2, "2", 2, "scope: project");
-    assert_eq!(p.apply(&[]).0, 0);
+    p.two_generations(0, 0);
     let rollback = p.gemctl(&["rollback"]);
     assert_eq!(rollback.status.code(), Some(0), "{}", text(&rollback));
     // What a kill right after "record generation 1 as live" leaves: the pin, live

@@ -15,7 +15,6 @@ use crate::desired::{self, Role};
 use crate::engine::Engine;
 use crate::error::Error;
 use crate::health::HealthOutcome;
-use crate::labels;
 use crate::observe;
 use crate::observed::{FailedGeneration, Marker, Observation};
 use crate::plan::{self, Action, Plan, PlanKind, PlanOptions};
@@ -299,13 +298,7 @@ impl<E: Engine> Run<'_, E> {
         let containers = self.engine.list_containers().await.ok()?;
         containers
             .into_iter()
-            .find(|c| {
-                c.labels.get(labels::PROJECT) == Some(&spec.project)
-                    && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
-                    && c.labels.get(labels::EXPOSURE).map(String::as_str)
-                        == Some(labels::EXPOSURE_PUBLIC)
-                    && c.state.is_up()
-            })
+            .find(|c| c.is_public_app_of(&spec.project) && c.state.is_up())
             .map(|c| c.name)
     }
 

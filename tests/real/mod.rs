@@ -32,6 +32,20 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// Creates (does not start) a container named `name` that gemctl did not make.
+/// The test's `Project` does not know it: the caller removes it.
+pub fn create_stranger(name: &str) {
+    docker_ok(&[
+        "create",
+        "--name",
+        name,
+        "--entrypoint",
+        "sleep",
+        PG_IMAGE,
+        "600",
+    ]);
+}
+
 pub fn require_images() {
     for image in [
         PG_IMAGE,
@@ -210,6 +224,20 @@ impl Project {
             .trim()
             .to_string();
         (status, body)
+    }
+
+    /// Generation 1 deployed with `first` rows written, then generation 2 (app
+    /// tag 2, retain 2) deployed with `then` more rows written.
+    pub fn two_generations(&self, first: u64, then: u64) {
+        assert_eq!(self.apply(&[]).0, 0);
+        if first > 0 {
+            self.insert_rows(first);
+        }
+        self.write_spec(2, "2", 2, "scope: project");
+        assert_eq!(self.apply(&[]).0, 0);
+        if then > 0 {
+            self.insert_rows(then);
+        }
     }
 
     pub fn insert_rows(&self, n: u64) {
