@@ -82,8 +82,7 @@ pub fn decide(spec: &Spec, observation: &Observation, options: &RepairOptions) -
         .containers
         .iter()
         .filter(|c| {
-            c.is_public_app_of(&spec.project)
-                && c.state != crate::observed::ContainerState::Created
+            c.is_public_app_of(&spec.project) && c.state != crate::observed::ContainerState::Created
         })
         .filter_map(|c| {
             let n = c.generation()?;
