@@ -675,7 +675,7 @@ fn usage_errors_exit_1_not_2() {
         "1  any error: a bad spec or env file, bad arguments",
         "2  changes pending",
         "3  refused",
-        "4  the new generation failed its health checks",
+        "4  the new generation failed (its health checks or any step",
     ] {
         assert!(help.contains(line), "{help}");
     }

@@ -36,8 +36,9 @@ Exit codes (each command's --help says which it uses):
   2  changes pending: `gemctl apply` would act (diff, status)
   3  refused: an unsafe or unrecognised state, nothing touched (diff and
      status: gemctl would refuse); backups --verify: a backup is damaged
-  4  the new generation failed its health checks; the previous one is
-     live again (apply, rollback, restore, reconcile --once)";
+  4  the new generation failed (its health checks or any step before it
+     was live); the previous one serves again (apply, rollback, restore,
+     reconcile --once)";
 
 /// gemctl deploys one app container and one PostgreSQL container onto a Docker host
 /// in numbered generations, from a YAML spec kept in git.
