@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Entrypoint of gemctl-test/postgres:15 (built by scripts/build-images).
+# Entrypoint of gemctl-test/postgres:15 and :17 (built by scripts/build-images).
 #
 # Behaves like the official `postgres` image's entrypoint, as far as gemctl's
 # tests and demo need, so specs written against this image also work with the
@@ -70,9 +70,11 @@ init_cluster() {
 	fi
 
 	# initdb only allows loopback host connections; containers on the same
-	# docker network (the app, the copy container) come from anywhere.
-	printf '\n# added by docker-entrypoint.sh\nhost all all all %s\nhost replication all all %s\n' \
-		"$host_auth" "$host_auth" >>"$PGDATA/pg_hba.conf"
+	# docker network (the app, the copy container) come from anywhere. The
+	# official image's one line, and like it no `host replication` line: a
+	# replication connection over the network is refused, as in production.
+	printf '\n# added by docker-entrypoint.sh\nhost all all all %s\n' \
+		"$host_auth" >>"$PGDATA/pg_hba.conf"
 	printf "\n# added by docker-entrypoint.sh\nlisten_addresses = '*'\n" >>"$PGDATA/postgresql.conf"
 
 	local psql=(psql -X -q -v ON_ERROR_STOP=1 --host=/var/run/postgresql --username="$POSTGRES_USER")

@@ -13,6 +13,10 @@ pub mod spec;
 
 pub use spec::PG_IMAGE;
 
+/// The test PostgreSQL of the next major version (`scripts/build-images`), for
+/// upgrades across majors.
+pub const PG17_IMAGE: &str = "gemctl-test/postgres:17";
+
 static COUNTER: AtomicUsize = AtomicUsize::new(0);
 
 pub fn docker(args: &[&str]) -> Output {
@@ -46,13 +50,24 @@ pub fn create_stranger(name: &str) {
     ]);
 }
 
+/// The images every real-engine test uses ([`Project::new`] asks for them).
 pub fn require_images() {
-    for image in [
+    require(&[
         PG_IMAGE,
         "gemctl-test/app:1",
         "gemctl-test/app:2",
         "gemctl-test/app:broken",
-    ] {
+    ]);
+}
+
+/// The next major version's PostgreSQL, for the tests that upgrade across majors
+/// only: the others keep running on a machine that lacks it.
+pub fn require_pg17() {
+    require(&[PG17_IMAGE]);
+}
+
+fn require(images: &[&str]) {
+    for image in images {
         assert!(
             docker(&["image", "inspect", image]).status.success(),
             "image {image} is missing: run scripts/build-images (scripts/test does)"
@@ -132,6 +147,11 @@ impl Project {
         self.write_spec_with(generation, tag, retain, scope, "");
     }
 
+    /// As [`Project::write_spec`] (retain 2, `scope: project`), the db on `db_image`.
+    pub fn write_spec_db_image(&self, generation: u64, tag: &str, db_image: &str) {
+        self.write_template(generation, tag, 2, "scope: project", "", db_image);
+    }
+
     /// As [`Project::write_spec`], with `extra` top-level YAML appended.
     pub fn write_spec_with(
         &self,
@@ -140,6 +160,18 @@ impl Project {
         retain: u32,
         scope: &str,
         extra: &str,
+    ) {
+        self.write_template(generation, tag, retain, scope, extra, PG_IMAGE);
+    }
+
+    fn write_template(
+        &self,
+        generation: u64,
+        tag: &str,
+        retain: u32,
+        scope: &str,
+        extra: &str,
+        db_image: &str,
     ) {
         let ports = format!(
             "\"127.0.0.1:{}:8080\", \"127.0.0.1:{}:7000\"",
@@ -155,7 +187,7 @@ impl Project {
             health: HEALTH_OF_EVERY_KIND,
             extra,
         }
-        .text();
+        .text_with_db_image(db_image);
         std::fs::write(&self.spec, text).unwrap();
     }
 

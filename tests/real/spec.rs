@@ -29,8 +29,13 @@ pub struct SpecTemplate<'a> {
 }
 
 impl SpecTemplate<'_> {
-    /// The spec's text.
+    /// The spec's text, its db on [`PG_IMAGE`].
     pub fn text(&self) -> String {
+        self.text_with_db_image(PG_IMAGE)
+    }
+
+    /// The spec's text, its db on `db_image`.
+    pub fn text_with_db_image(&self, db_image: &str) -> String {
         let SpecTemplate {
             name,
             generation,
@@ -57,7 +62,7 @@ app:
   health:
 {health}db:
   name: {name}-db
-  image: {PG_IMAGE}
+  image: {db_image}
   env: {{ POSTGRES_USER: app, POSTGRES_DB: app }}
   env_file: secrets.env
 {extra}
