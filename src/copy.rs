@@ -71,31 +71,28 @@ impl DbCredentials {
 /// created from the dump with its owner, settings and grants, which for the
 /// image's own empty `SUPERDB` means dropping that first.
 ///
-/// A database with at least two big tables goes through a directory-format dump
-/// and `pg_restore`, both with `-j`: the parallelism is across tables, so with
-/// one big table the serial dump-then-restore only costs, and `pg_dump | psql`,
-/// where both ends work at once, is faster (measured by `benches/upgrade.rs`).
-/// The scratch directory is in the container's own layer: it goes with it.
-///
-/// The new db commits without waiting for each flush (many small DDL
-/// transactions); the closing CHECKPOINT makes all of it durable before the
-/// copy counts as done.
+/// `pg_dump | psql` works at both ends at once. A directory-format dump and
+/// `pg_restore`, both with `-j`, move tables side by side but one end after the
+/// other, and each stream keeps two processes busy (a server and a client) on a
+/// host that runs both dbs: it only pays with at least two big tables and two
+/// cores per stream. On two cores it measured slower (`benches/upgrade.rs`).
+/// Its scratch directory is in the container's own layer: it goes with it.
+/// Each database copied prints one `gemctl-copy: copied` line, saying how.
 const COPY_SCRIPT: &str = r#"set -euo pipefail
 step=starting
 trap 'rc=$?; if (( rc != 0 )); then echo "gemctl-copy: failed while $step (exit $rc)" >&2; fi' EXIT
-jobs=$(nproc)
+jobs=$(( $(nproc) / 2 ))
 if (( jobs > 4 )); then jobs=4; fi
 # pg_dump and psql read a -d holding '=' as a connection string: always give one.
 conn() { local v=${1//\\/\\\\}; v=${v//\'/\\\'}; printf "dbname='%s'" "$v"; }
 q() { psql -h "$1" -d "$(conn "$2")" -XAtq -v ON_ERROR_STOP=1 "${@:3}"; }
-load() { PGOPTIONS='-c synchronous_commit=off' "$@"; }
 w=$(mktemp -d /tmp/gemctl-copy.XXXXXX)
 
 step="copying the roles (pg_dumpall --globals-only)"
 pg_dumpall -h "$FROM" --globals-only \
   | awk -v u="$SUPERUSER" '$0 != "CREATE ROLE " u ";" && $0 != "CREATE ROLE \"" u "\";" &&
       index($0, "ALTER ROLE " u " WITH ") != 1 && index($0, "ALTER ROLE \"" u "\" WITH ") != 1' \
-  | load psql -h "$TO" -d postgres -X -q -v ON_ERROR_STOP=1 -o /dev/null
+  | psql -h "$TO" -d postgres -X -q -v ON_ERROR_STOP=1 -o /dev/null
 
 step="listing the databases"
 q "$FROM" postgres -c "select datname from pg_database
@@ -122,30 +119,21 @@ while IFS= read -r d; do
     step="dumping database $d ($how)"
     pg_dump -h "$FROM" -d "$(conn "$d")" -Fd -j "$n" -Z 0 -f "$w/db"
     step="restoring database $d ($how)"
-    load pg_restore -h "$TO" -d "$(conn "$target")" "${create[@]}" -j "$n" --exit-on-error "$w/db"
+    pg_restore -h "$TO" -d "$(conn "$target")" "${create[@]}" -j "$n" --exit-on-error "$w/db"
     rm -rf "$w/db"
   else
     how="pg_dump | psql"
     step="copying database $d ($how)"
     pg_dump -h "$FROM" -d "$(conn "$d")" "${create[@]}" \
-      | load psql -h "$TO" -d "$(conn "$target")" -X -q -v ON_ERROR_STOP=1 -o /dev/null
+      | psql -h "$TO" -d "$(conn "$target")" -X -q -v ON_ERROR_STOP=1 -o /dev/null
   fi
   echo "gemctl-copy: copied database $d ($how)"
 done < "$w/names"
-
-step="making the copy durable (CHECKPOINT)"
-q "$TO" postgres -c checkpoint
 "#;
 
-/// Copies generation `from`'s databases into generation `to`'s with a one-shot
-/// container. `env` is the db's environment (secrets included, never printed).
-pub async fn copy<E: Engine>(
-    engine: &E,
-    spec: &Spec,
-    env: &[String],
-    from: u64,
-    to: u64,
-) -> Result<(), Error> {
+/// The one-shot job that copies generation `from`'s databases into generation
+/// `to`'s. `env` is the db's environment (secrets included, never printed).
+pub fn copy_job(spec: &Spec, env: &[String], from: u64, to: u64) -> OneShot {
     let creds = DbCredentials::from_env(env);
     let mut container_env = creds.pg_env();
     container_env.extend([
@@ -154,22 +142,45 @@ pub async fn copy<E: Engine>(
         format!("SUPERUSER={}", creds.user),
         format!("SUPERDB={}", creds.database),
     ]);
-    run_one_shot(
-        engine,
-        spec,
-        OneShot {
-            name: desired::copy_container_name(spec, to),
-            generation: to,
-            image: spec.db.image.to_string(),
-            env: container_env,
-            binds: Vec::new(),
-            script: COPY_SCRIPT.into(),
-            what: format!("the copy from generation {from} to {to}"),
-        },
-    )
-    .await
-    .map_err(|e| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched.")))
+    OneShot {
+        name: desired::copy_container_name(spec, to),
+        generation: to,
+        image: spec.db.image.to_string(),
+        env: container_env,
+        binds: Vec::new(),
+        script: COPY_SCRIPT.into(),
+        what: format!("the copy from generation {from} to {to}"),
+    }
 }
+
+/// Copies generation `from`'s databases into generation `to`'s with a one-shot
+/// container. `env` is the db's environment (secrets included, never printed).
+/// Returns how each database was copied (`app (pg_dump | psql)`), for reports.
+pub async fn copy<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    env: &[String],
+    from: u64,
+    to: u64,
+) -> Result<Vec<String>, Error> {
+    let output = run_one_shot_output(engine, spec, copy_job(spec, env, from, to))
+        .await
+        .map_err(|e| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched.")))?;
+    Ok(copied_databases(&output))
+}
+
+/// The databases a copy's output says it copied, each with how.
+pub fn copied_databases(output: &str) -> Vec<String> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("gemctl-copy: copied database "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// The output lines a one-shot job keeps: enough for a copy's line per database
+/// in most clusters, and for the cause of a failure.
+const OUTPUT_LINES: usize = 40;
 
 /// A one-shot container of the db image on the project's private network: it
 /// runs `script` with bash and is removed when it ends.
@@ -193,6 +204,15 @@ pub struct OneShot {
 /// Runs a [`OneShot`] to its end and removes it; an error carries its exit code
 /// and last output.
 pub async fn run_one_shot<E: Engine>(engine: &E, spec: &Spec, job: OneShot) -> Result<(), Error> {
+    run_one_shot_output(engine, spec, job).await.map(drop)
+}
+
+/// As [`run_one_shot`], returning the last lines of its output.
+pub async fn run_one_shot_output<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    job: OneShot,
+) -> Result<String, Error> {
     let labels = BTreeMap::from([
         (labels::PROJECT.to_string(), spec.project.clone()),
         (labels::ROLE.to_string(), labels::ROLE_COPY.to_string()),
@@ -218,10 +238,10 @@ pub async fn run_one_shot<E: Engine>(engine: &E, spec: &Spec, job: OneShot) -> R
         engine.wait_container(&name).await
     }
     .await;
-    let logs = engine.logs(&name, 40).await.unwrap_or_default();
+    let logs = engine.logs(&name, OUTPUT_LINES).await.unwrap_or_default();
     engine.remove_container(&name).await?;
     match result? {
-        0 => Ok(()),
+        0 => Ok(logs),
         code => Err(Error::Apply(format!(
             "{} failed (exit {code}). Last output of {name}:\n{}",
             job.what,
