@@ -338,23 +338,28 @@ pub async fn digests<E: Engine>(
             .map(|c| psql(engine, c, creds, "postgres", DATABASES_SQL)),
     )
     .await?;
-    let jobs = containers
+    // Database by database across the containers, so the same database's
+    // sessions (likely the same size) run side by side.
+    let mut jobs: Vec<(usize, &str, &String)> = containers
         .iter()
         .enumerate()
         .zip(&lists)
-        .flat_map(|((i, c), dbs)| dbs.iter().map(move |db| (i, *c, db)));
-    let results: Vec<_> = futures_util::stream::iter(jobs.map(|(i, c, db)| async move {
-        let lines = psql(engine, c, creds, db, TABLE_DIGEST_SCRIPT).await?;
-        let tables: BTreeMap<String, String> = lines
-            .iter()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(t, v)| (t.to_string(), v.to_string()))
-            .collect();
-        Ok::<_, Error>((i, db.clone(), tables))
-    }))
-    .buffer_unordered(sessions())
-    .collect()
-    .await;
+        .flat_map(|((i, c), dbs)| dbs.iter().map(move |db| (i, *c, db)))
+        .collect();
+    jobs.sort_by_key(|(i, _, db)| (*db, *i));
+    let results: Vec<_> =
+        futures_util::stream::iter(jobs.into_iter().map(|(i, c, db)| async move {
+            let lines = psql(engine, c, creds, db, TABLE_DIGEST_SCRIPT).await?;
+            let tables: BTreeMap<String, String> = lines
+                .iter()
+                .filter_map(|l| l.split_once(' '))
+                .map(|(t, v)| (t.to_string(), v.to_string()))
+                .collect();
+            Ok::<_, Error>((i, db.clone(), tables))
+        }))
+        .buffer_unordered(sessions())
+        .collect()
+        .await;
     let mut out = vec![Digest::new(); containers.len()];
     for result in results {
         let (i, db, tables) = result?;
