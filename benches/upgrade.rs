@@ -3,6 +3,13 @@
 //! the copy's throughput next to `cp -a` of the same data directory on the same
 //! disk, as ratios.
 //!
+//! Then the dump copy itself, old against new on the same data in the same run:
+//! from the live db into fresh dbs, once as the bench's one table and once with
+//! a second table as big beside it (where `pg_dump -Fd -j` can work side by
+//! side). "Old" is the pipeline gemctl ran before issue 11, re-created here as it
+//! was: `pg_dumpall | psql` in a one-shot container, then per table count + md5
+//! in row-text order, database by database, one db after the other.
+//!
 //! `cargo bench --bench upgrade` (needs `scripts/build-images`);
 //! `GEMCTL_BENCH_ROWS=2000000` sets the size (default 1,000,000 rows).
 //! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
@@ -19,6 +26,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use gemctl::copy::{DbCredentials, OneShot};
+use gemctl::desired::{self, Role};
+use gemctl::docker::Docker;
+use gemctl::engine::Engine;
 use gemctl::execute::{self, ApplyOptions, Event};
 use gemctl::plan::Action;
 use gemctl::spec::Spec;
@@ -130,6 +141,183 @@ async fn apply(spec: &Spec) -> (Duration, Vec<(Action, Duration)>) {
     (started.elapsed(), steps)
 }
 
+/// Starts a fresh, empty db as generation `generation`'s (data under `dir`) and
+/// waits until it answers over TCP, as a new generation's db is before its copy.
+fn fresh_db(spec: &Spec, dir: &Path, generation: u64) {
+    let name = desired::container_name(spec, Role::Db, generation);
+    let data = dir.join(format!("scratch-{generation}"));
+    std::fs::create_dir_all(&data).unwrap();
+    let ok = Command::new("docker")
+        .args([
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            &spec.network_name(),
+        ])
+        .args(["--label", &format!("io.gemctl.project={}", spec.project)])
+        .args(["--env-file", dir.join("secrets.env").to_str().unwrap()])
+        .args(["-e", "POSTGRES_USER=app", "-e", "POSTGRES_DB=app", "-v"])
+        .arg(format!("{}:/var/lib/postgresql/data", data.display()))
+        .arg(spec::PG_IMAGE)
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let started = Instant::now();
+    while !Command::new("docker")
+        .args(["exec", &name, "pg_isready", "-q", "-h", "127.0.0.1"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "{name} never answered"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The copy as gemctl ran it before issue 11 (`copy_script` then): the whole
+/// cluster through one `pg_dumpall | psql`, in a one-shot container.
+async fn old_copy(docker: &Docker, spec: &Spec, creds: &DbCredentials, from: u64, to: u64) {
+    let script = format!(
+        "set -euo pipefail; pg_dumpall -h '{from}' -U '{u}' \
+         | sed -e '/^CREATE ROLE \"\\?{u}\"\\?;$/d' -e '/^CREATE DATABASE \"\\?{db}\"\\? /d' \
+         | psql -h '{to}' -U '{u}' -d postgres -v ON_ERROR_STOP=1 -q -o /dev/null",
+        from = desired::container_name(spec, Role::Db, from),
+        to = desired::container_name(spec, Role::Db, to),
+        u = creds.user,
+        db = creds.database,
+    );
+    gemctl::copy::run_one_shot(
+        docker,
+        spec,
+        OneShot {
+            name: desired::copy_container_name(spec, to),
+            generation: to,
+            image: spec.db.image.to_string(),
+            env: creds.pg_env(),
+            binds: Vec::new(),
+            script,
+            what: "the old copy".into(),
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The verification as gemctl ran it before issue 11: per database, one query
+/// giving each table's count and md5 of its rows sorted by their text; every
+/// database of the old db, then every one of the new, one at a time.
+async fn old_verify(docker: &Docker, spec: &Spec, creds: &DbCredentials, from: u64, to: u64) {
+    const TABLE_DIGEST_SQL: &str = "\
+select table_schema || '.' || table_name || ' ' || \
+  (xpath('/row/c/text()', query_to_xml(format('select count(*) || '':'' || \
+     md5(coalesce(string_agg(t::text, chr(10) order by t::text), '''')) as c from %I.%I t', \
+     table_schema, table_name), false, true, '')))[1]::text \
+from information_schema.tables \
+where table_type = 'BASE TABLE' and table_schema not in ('pg_catalog', 'information_schema') \
+order by 1";
+    const DATABASES_SQL: &str =
+        "select datname from pg_database where not datistemplate order by 1";
+    let psql = |container: String, database: String, sql: &'static str| async move {
+        let cmd: Vec<String> = [
+            "psql",
+            "-U",
+            &creds.user,
+            "-d",
+            &database,
+            "-X",
+            "-tA",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-c",
+            sql,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let out = docker.exec(&container, &cmd).await.unwrap();
+        assert_eq!(out.exit_code, 0, "{}", out.stderr);
+        out.stdout
+    };
+    let mut digests = Vec::new();
+    for generation in [from, to] {
+        let container = desired::container_name(spec, Role::Db, generation);
+        let mut digest = String::new();
+        for db in psql(container.clone(), "postgres".into(), DATABASES_SQL)
+            .await
+            .lines()
+        {
+            digest += &psql(container.clone(), db.to_string(), TABLE_DIGEST_SQL).await;
+        }
+        digests.push(digest);
+    }
+    assert_eq!(digests[0], digests[1], "the old copy differs");
+}
+
+/// Copy + verify from generation `from` into fresh dbs, the old way into
+/// `targets.0` and the new into `targets.1`: ((copy, verify) old, (copy, verify) new).
+fn dump_old_and_new(
+    rt: &tokio::runtime::Runtime,
+    spec: &Spec,
+    dir: &Path,
+    from: u64,
+    targets: (u64, u64),
+) -> ((Duration, Duration), (Duration, Duration)) {
+    fresh_db(spec, dir, targets.0);
+    fresh_db(spec, dir, targets.1);
+    let env = execute::db_env(spec).unwrap();
+    let creds = DbCredentials::from_env(&env);
+    rt.block_on(async {
+        let docker = Docker::connect().await.unwrap();
+        let t = Instant::now();
+        old_copy(&docker, spec, &creds, from, targets.0).await;
+        let old_copy_time = t.elapsed();
+        let t = Instant::now();
+        old_verify(&docker, spec, &creds, from, targets.0).await;
+        let old_verify_time = t.elapsed();
+        let t = Instant::now();
+        let how = gemctl::copy::copy(&docker, spec, &env, from, targets.1)
+            .await
+            .unwrap();
+        let new_copy_time = t.elapsed();
+        println!("  (new copy: {})", how.join("; "));
+        let t = Instant::now();
+        gemctl::copy::verify(&docker, spec, &env, from, targets.1)
+            .await
+            .unwrap();
+        let new_verify_time = t.elapsed();
+        (
+            (old_copy_time, old_verify_time),
+            (new_copy_time, new_verify_time),
+        )
+    })
+}
+
+fn print_dump_comparison(shape: &str, (old, new): ((Duration, Duration), (Duration, Duration))) {
+    let (old_total, new_total) = (old.0 + old.1, new.0 + new.1);
+    println!(
+        "  {shape}: old copy {:.2} s + verify {:.2} s = {:.2} s; new copy {:.2} s + verify \
+         {:.2} s = {:.2} s; new/old time ratio = {:.2} (copy {:.2}, verify {:.2})",
+        old.0.as_secs_f64(),
+        old.1.as_secs_f64(),
+        old_total.as_secs_f64(),
+        new.0.as_secs_f64(),
+        new.1.as_secs_f64(),
+        new_total.as_secs_f64(),
+        new_total.as_secs_f64() / old_total.as_secs_f64(),
+        new.0.as_secs_f64() / old.0.as_secs_f64(),
+        new.1.as_secs_f64() / old.1.as_secs_f64(),
+    );
+}
+
 fn main() {
     if !std::env::args().any(|a| a == "--bench") {
         println!("upgrade benchmark: run `cargo bench --bench upgrade`");
@@ -238,7 +426,7 @@ fn main() {
             downtime.as_secs_f64() / total.as_secs_f64()
         );
         println!(
-            "copy (pg_dumpall | psql): {:.2} s, {:.1} MB/s; verify (count + md5 per table): {:.2} s",
+            "copy (dump): {:.2} s, {:.1} MB/s; verify (count + checksum per table): {:.2} s",
             copy.as_secs_f64(),
             mb / copy.as_secs_f64(),
             verify.as_secs_f64()
@@ -266,6 +454,30 @@ fn main() {
             restore.as_secs_f64() / copy.as_secs_f64(),
             restore_down.as_secs_f64()
         );
+
+        // The dump copy, old and new, from the live db (generation 3) into fresh
+        // dbs. Its rows are first read once, so neither side pays the hint bits.
+        let db3 = desired::container_name(&spec2, Role::Db, 3);
+        let sql = |statement: &str| {
+            let ok = Command::new("docker")
+                .args([
+                    "exec", &db3, "psql", "-U", "app", "-d", "app", "-Xq", "-c", statement,
+                ])
+                .status()
+                .unwrap();
+            assert!(ok.success(), "{statement}");
+        };
+        sql("vacuum analyze");
+        let one = dump_old_and_new(&rt, &spec2, &dir, 3, (96, 97));
+        sql("create table items_b as select * from items");
+        sql("vacuum analyze");
+        let two = dump_old_and_new(&rt, &spec2, &dir, 3, (98, 99));
+        println!(
+            "dump copy + verify from the live db into a fresh one, old (pg_dumpall | psql, \
+             re-created in this bench) and new (gemctl::copy), same data, same run:"
+        );
+        print_dump_comparison("one table", one);
+        print_dump_comparison("two tables of that size", two);
     }));
 
     common::clean_up(&name, &dir);
