@@ -85,7 +85,7 @@ impl<E: Engine> Run<'_, E> {
 
     pub(super) async fn copy_data(&mut self, from: u64, to: u64) -> Result<(), StepError> {
         self.progress(format!(
-            "copying generation {from} into {to} (pg_dumpall | psql)"
+            "copying generation {from} into {to} (roles, then pg_dump of each database)"
         ));
         let env = super::db_env(self.spec)?;
         copy::copy(self.engine, self.spec, &env, from, to).await?;
@@ -109,7 +109,7 @@ impl<E: Engine> Run<'_, E> {
         let env = super::db_env(self.spec)?;
         let v = copy::verify(self.engine, self.spec, &env, from, to).await?;
         self.progress(format!(
-            "verified {} rows in {} tables of {} databases (count + md5 per table)",
+            "verified {} rows in {} tables of {} databases (count + checksum per table, computed in both servers)",
             v.rows, v.tables, v.databases
         ));
         Ok(())
