@@ -395,61 +395,51 @@ pub async fn standby_position<E: Engine>(
 
 /// Promotes the standby (unless a resumed run already did), removes its standby
 /// settings and password file, and checks that it is a primary that accepts a
-/// write and holds no slot of gemctl's.
+/// write and holds no slot of gemctl's. One `docker exec`: this is in the freeze.
 pub async fn promote<E: Engine>(
     engine: &E,
     spec: &Spec,
     container: &str,
     creds: &DbCredentials,
 ) -> Result<(), Error> {
-    if value(engine, container, creds, "select pg_is_in_recovery()").await? == "t" {
-        let promoted = value(engine, container, creds, "select pg_promote(true, 60)").await?;
-        if promoted != "t" {
-            return Err(Error::Apply(format!(
-                "{container} did not finish its promotion within 60s"
-            )));
-        }
-    }
-    psql(
-        engine,
-        container,
-        creds,
-        &[
-            "alter system reset primary_conninfo",
-            "alter system reset primary_slot_name",
-            "select pg_reload_conf()",
-        ],
-    )
-    .await?;
     let passfile = format!("{}/{PASSFILE}", spec.db.data_dir.trim_end_matches('/'));
-    let rm: Vec<String> = ["rm", "-f", &passfile]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-    let out = engine.exec(container, &rm).await?;
-    if out.exit_code != 0 {
-        return Err(Error::Apply(format!(
-            "cannot remove {passfile} in {container}: {}",
-            out.stderr.trim()
-        )));
-    }
-    let check = psql(
-        engine,
-        container,
-        creds,
-        &[
-            "create temp table gemctl_write_check (x int)",
-            "drop table gemctl_write_check",
-            "select pg_is_in_recovery()::text || ' ' || \
-             (select count(*) from pg_replication_slots where slot_name like 'gemctl\\_%')",
-        ],
-    )
-    .await?;
-    match check.last().map(String::as_str) {
-        Some("false 0") => Ok(()),
-        other => Err(Error::Apply(format!(
+    let script = r#"set -eu
+sql() { psql -X -tA -v ON_ERROR_STOP=1 -U "$1" -d "$2" "${@:3}"; }
+promoted=$(sql "$1" "$2" -c "select case when pg_is_in_recovery() then pg_promote(true, 60)::text else 'true' end")
+if [ "$promoted" != true ]; then echo "the promotion did not finish within 60s" >&2; exit 1; fi
+sql "$1" "$2" -c "alter system reset primary_conninfo" -c "alter system reset primary_slot_name" \
+  -c "select pg_reload_conf()" >/dev/null
+rm -f "$3"
+sql "$1" "$2" -c "create temp table gemctl_write_check (x int)" -c "drop table gemctl_write_check" \
+  -c "select 'state ' || pg_is_in_recovery()::text || ' ' || (select count(*) from pg_replication_slots where slot_name like 'gemctl\_%')"
+"#;
+    let cmd: Vec<String> = [
+        "bash",
+        "-c",
+        script,
+        "promote",
+        &creds.user,
+        &creds.database,
+        &passfile,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let out = engine.exec(container, &cmd).await?;
+    let state = out
+        .stdout
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("state "));
+    match (out.exit_code, state) {
+        (0, Some("false 0")) => Ok(()),
+        (0, other) => Err(Error::Apply(format!(
             "{container} is not a primary without replication slots after its promotion \
              (in recovery, slots: {other:?})"
+        ))),
+        (code, _) => Err(Error::Apply(format!(
+            "the promotion of {container} failed (exit {code}): {}",
+            format!("{}{}", out.stderr, out.stdout).trim()
         ))),
     }
 }
