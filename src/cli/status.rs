@@ -212,6 +212,7 @@ mod tests {
                 generation(2, "live", &long),
                 generation(1, "retained", "example/shop:v1"),
             ],
+            last_copy: None,
         };
         let text = render(&s);
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("GEN")).collect();
