@@ -165,6 +165,19 @@ fn a_streamed_upgrade_keeps_every_row_sequence_and_role_and_leaves_no_replicatio
     more_data(&p);
     let items = p.table_digest(&p.db(1));
     let more = more_digest(&p.db(1));
+    // The official image allows no replication connection; the test image's own
+    // line goes, so that gemctl's is what the stream uses.
+    let db1 = p.db(1);
+    let hba = sql(&db1, "app", "show hba_file");
+    docker_ok(&[
+        "exec",
+        &db1,
+        "sed",
+        "-i",
+        "/^host replication all all/d",
+        &hba,
+    ]);
+    sql(&db1, "app", "select pg_reload_conf()");
 
     p.write_spec(2, "2", 2, "scope: project");
     let o = p.gemctl(&["diff"]);
@@ -176,6 +189,11 @@ fn a_streamed_upgrade_keeps_every_row_sequence_and_role_and_leaves_no_replicatio
     assert!(out.contains("write freeze:"), "{out}");
 
     let db2 = p.db(2);
+    let hba_text = docker_ok(&["exec", &db2, "cat", &hba]);
+    assert!(
+        hba_text.contains("# added by gemctl") && hba_text.contains("host replication app samenet"),
+        "db-2 inherits the replication line for the next upgrade: {hba_text}"
+    );
     assert_eq!(p.table_digest(&db2), items);
     assert_eq!(more_digest(&db2), more);
     assert_eq!(

@@ -459,7 +459,16 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::MarkReady {
                 generation,
                 copied_from,
-            } => self.mark_ready(*generation, *copied_from),
+            } => {
+                // A database gemctl initialised (bootstrap, restore) is ready to be
+                // followed by the next generation's; a copy inherits it or gets it
+                // from the next streamed upgrade's first step.
+                if copied_from.is_none() {
+                    let db = desired::container_name(self.spec, Role::Db, *generation);
+                    self.allow_replication(&db).await?;
+                }
+                self.mark_ready(*generation, *copied_from)
+            }
             Action::CreateAppProbe { generation, .. } => self.create_app_probe(*generation).await,
             Action::CheckHealth {
                 generation,
