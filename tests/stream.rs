@@ -366,6 +366,41 @@ fn a_never_healthy_app_after_the_promotion_falls_back_to_the_old_db_with_every_r
 }
 
 #[test]
+fn a_base_backup_that_fails_falls_back_before_the_freeze_with_the_old_app_serving() {
+    let p = Project::new("strbbf");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(1_000);
+    let before = p.table_digest(&p.db(1));
+    // No WAL sender: the base backup cannot connect.
+    sql(&p.db(1), "app", "alter system set max_wal_senders = 0");
+    docker_ok(&["restart", &p.db(1)]);
+    real::wait_until("db-1 back", Duration::from_secs(60), || {
+        docker(&["exec", &p.db(1), "pg_isready", "-q", "-h", "127.0.0.1"])
+            .status
+            .success()
+    });
+    p.write_spec(2, "2", 2, "scope: project");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("base backup"), "{out}");
+    assert!(out.contains("generation 1 kept serving"), "{out}");
+    assert_eq!(p.generations_on_disk(), [1]);
+    assert_eq!(
+        p.containers(),
+        [
+            format!("{} running", p.db(1)),
+            format!("{} running", p.app(1)),
+        ]
+    );
+    assert_eq!(p.table_digest(&p.db(1)), before);
+    assert_eq!(
+        sql(&p.db(1), "app", "select count(*) from pg_replication_slots"),
+        "0"
+    );
+    no_replication_left(&p, 1);
+}
+
+#[test]
 fn every_write_acknowledged_during_a_streamed_upgrade_is_in_the_new_db() {
     let p = Project::new("strwr");
     assert_eq!(p.apply(&[]).0, 0);
