@@ -8,7 +8,7 @@
 //! script, a label, a plan or a log line.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::copy::{self, DbCredentials, OneShot};
@@ -327,6 +327,36 @@ pub fn parse_control_data(text: &str) -> Option<ControlData> {
     })
 }
 
+/// Reads a stopped db's control file straight from the host, when gemctl may: the
+/// first fields of `ControlFileData` (system identifier, version, catalog, state,
+/// time, latest checkpoint), laid out alike from PostgreSQL 9.6 to 17. Nothing
+/// proves the layout here: the caller takes it only when its system identifier is
+/// the standby's (a 64-bit match), and runs `pg_controldata` otherwise. Saves the
+/// one-shot container's half second in the freeze.
+pub fn read_control_file(data_dir: &Path) -> Option<ControlData> {
+    let bytes = std::fs::read(data_dir.join("global").join("pg_control")).ok()?;
+    let u64_at = |at: usize| Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?));
+    let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+    if !(960..2000).contains(&u32_at(8)?) {
+        return None;
+    }
+    let state = match u32_at(16)? {
+        0 => "starting up",
+        1 => "shut down",
+        2 => "shut down in recovery",
+        3 => "shutting down",
+        4 => "in crash recovery",
+        5 => "in archive recovery",
+        6 => "in production",
+        _ => return None,
+    };
+    Some(ControlData {
+        state: state.into(),
+        system_identifier: u64_at(0)?.to_string(),
+        checkpoint: u64_at(32)?,
+    })
+}
+
 /// Reads generation `from`'s control data from its stopped data directory, mounted
 /// read-only in a one-shot container of the db image.
 pub async fn control_data<E: Engine>(
@@ -467,6 +497,37 @@ mod tests {
         assert_eq!(c.system_identifier, "7441234567890123456");
         assert_eq!(c.checkpoint, 0x1A000028);
         assert_eq!(parse_control_data("garbage"), None);
+    }
+
+    #[test]
+    fn the_control_file_is_read_from_its_first_fields() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("global")).unwrap();
+        let mut bytes = vec![0u8; 512];
+        bytes[0..8].copy_from_slice(&7712727131625906201u64.to_le_bytes());
+        bytes[8..12].copy_from_slice(&1300u32.to_le_bytes());
+        bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
+        bytes[32..40].copy_from_slice(&0x15011A8u64.to_le_bytes());
+        let file = dir.path().join("global").join("pg_control");
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(
+            read_control_file(dir.path()),
+            Some(ControlData {
+                state: "shut down".into(),
+                system_identifier: "7712727131625906201".into(),
+                checkpoint: 0x15011A8,
+            })
+        );
+        bytes[16..20].copy_from_slice(&6u32.to_le_bytes());
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(
+            read_control_file(dir.path()).unwrap().state,
+            "in production"
+        );
+        bytes[8..12].copy_from_slice(&7u32.to_le_bytes());
+        std::fs::write(&file, &bytes).unwrap();
+        assert_eq!(read_control_file(dir.path()), None, "not a layout it knows");
+        assert_eq!(read_control_file(&dir.path().join("none")), None);
     }
 
     #[test]

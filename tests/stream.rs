@@ -245,6 +245,19 @@ fn a_streamed_upgrade_keeps_every_row_sequence_and_role_and_leaves_no_replicatio
         last["copy"]["freeze_ms"], last["copy"]["lag_bytes"], last["copy"]["bytes"]
     );
 
+    // db-1's control data, read from the host as in the freeze, is what
+    // pg_controldata says (the fallback when gemctl may not read the file).
+    let spec = gemctl::spec::Spec::load_with(&p.spec, gemctl::spec::EnvFiles::Check).unwrap();
+    let from_host = gemctl::stream::read_control_file(&pgdata(&p, 1)).expect("root reads it");
+    let by_tool = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let engine = gemctl::docker::Docker::connect().await.unwrap();
+        gemctl::stream::control_data(&engine, &spec, 1, 2)
+            .await
+            .unwrap()
+    });
+    assert_eq!(from_host, by_tool);
+    assert_eq!(by_tool.state, "shut down");
+
     let o = p.gemctl(&["status"]);
     let status = String::from_utf8_lossy(&o.stdout);
     assert!(status.contains("last upgrade: stream, freeze "), "{status}");

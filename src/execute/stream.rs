@@ -143,7 +143,12 @@ impl<E: Engine> Run<'_, E> {
     pub(super) async fn wait_replay(&mut self, from: u64, to: u64) -> Result<(), StepError> {
         let creds = self.creds()?;
         let spec = self.spec;
-        let control = stream::control_data(self.engine, spec, from, to).await?;
+        let standby = desired::container_name(spec, Role::Db, to);
+        let (standby_system, _) = stream::standby_position(self.engine, &standby, &creds).await?;
+        let control = match stream::read_control_file(&desired::data_dir(spec, from)) {
+            Some(c) if c.system_identifier == standby_system => c,
+            _ => stream::control_data(self.engine, spec, from, to).await?,
+        };
         if control.state != "shut down" {
             return Err(Error::Apply(format!(
                 "generation {from}'s database did not shut down cleanly (its control data says \
@@ -152,7 +157,6 @@ impl<E: Engine> Run<'_, E> {
             ))
             .into());
         }
-        let standby = desired::container_name(spec, Role::Db, to);
         let started = Instant::now();
         loop {
             let (system, replayed) =
