@@ -7,11 +7,12 @@
 //! does lives with what it touches: `containers` (network and containers),
 //! `data` (the space check, copy, verify, restore, removal), `checks` (the db's
 //! readiness, the app's health), `records` (markers and records under the storage
-//! root). A new kind of step is a new handler in one of them, or a new file, and
-//! one line in `Run::step`.
+//! root), `stream` (the streamed upgrade's steps). A new kind of step is a new
+//! handler in one of them, or a new file, and one line in `Run::step`.
 //!
 //! When a step of a new generation fails — its health checks, or anything from its
-//! database's start (or the old app's stop) until it is recorded live — `fall_back`
+//! database's start or base backup (or the old app's stop) until it is recorded
+//! live — `fall_back`
 //! shows the cause first, records the failure (so a crash from here on still falls
 //! back, I4), writes a report with the error and the logs, and lets the planner —
 //! now holding the failed generation back — produce the plan that returns the host
