@@ -531,3 +531,19 @@ fn killed_at_every_step_of_a_streamed_upgrade_converges_on_the_next_run() {
         let _ = docker(&["ps"]);
     }
 }
+
+#[test]
+fn full_verification_in_stream_mode_compares_every_table_in_the_freeze() {
+    let p = Project::new("strvfy");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(20_000);
+    let before = p.table_digest(&p.db(1));
+    p.write_spec_with(2, "2", 2, "scope: project", "  verify: full");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copy mode: stream"), "{out}");
+    let at = |what: &str| out.find(what).unwrap_or_else(|| panic!("{what}: {out}"));
+    assert!(at("verify generation 2's data against generation 1") > at("stop "));
+    assert!(at("verify generation 2's data") < at("checkpoint and shut down"));
+    assert_eq!(p.table_digest(&p.db(2)), before);
+}
