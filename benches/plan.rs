@@ -72,6 +72,7 @@ fn host(spec: &Spec) -> Observed {
             marker: Marker::Ready {
                 copied_from: g.checked_sub(1).filter(|p| *p > 0),
             },
+            pg_major: None,
         });
     }
     let mut i = 0;

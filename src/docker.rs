@@ -202,6 +202,14 @@ impl Engine for Docker {
         }
     }
 
+    async fn image_env(&self, image: &str) -> Result<Option<Vec<String>>, EngineError> {
+        match self.client.inspect_image(image).await {
+            Ok(info) => Ok(Some(info.config.and_then(|c| c.env).unwrap_or_default())),
+            Err(e) if status(&e) == Some(404) => Ok(None),
+            Err(e) => Err(failed(format!("inspect image {image}"))(e)),
+        }
+    }
+
     async fn pull_image(&self, image: &str) -> Result<(), EngineError> {
         let options = CreateImageOptionsBuilder::default()
             .from_image(image)

@@ -104,6 +104,9 @@ pub trait Engine {
     async fn remove_network(&self, name: &str) -> Result<(), EngineError>;
     /// Whether an image is present locally.
     async fn image_present(&self, image: &str) -> Result<bool, EngineError>;
+    /// The environment an image's containers start with (`KEY=value`), `None` when
+    /// the image is not on this host.
+    async fn image_env(&self, image: &str) -> Result<Option<Vec<String>>, EngineError>;
     /// Pulls an image.
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
     /// Creates (does not start) a container; returns its id.

@@ -35,3 +35,4 @@ pub mod spec;
 pub mod spec_error;
 pub mod state;
 pub mod status;
+pub mod stream;

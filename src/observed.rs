@@ -18,6 +18,10 @@ pub struct Observed {
     /// The generations present under the storage root.
     #[serde(default)]
     pub storage: Storage,
+    /// The PostgreSQL major version of the spec's db image (`PG_MAJOR` in its
+    /// environment), `None` when it cannot be told.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db_image_major: Option<u32>,
 }
 
 /// A container as the engine reports it.
@@ -196,6 +200,10 @@ pub struct GenerationData {
     pub generation: u64,
     /// What its marker file says.
     pub marker: Marker,
+    /// The PostgreSQL major version of its data (`pgdata/PG_VERSION`), `None` when
+    /// it cannot be read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pg_major: Option<u32>,
 }
 
 /// What a generation's marker (`<storage>/<n>/gemctl-ready.json`) says.
@@ -265,6 +273,8 @@ struct GenerationDataRepr {
     ready: Option<bool>,
     #[serde(default)]
     copied_from: Option<u64>,
+    #[serde(default)]
+    pg_major: Option<u32>,
 }
 
 impl From<GenerationDataRepr> for GenerationData {
@@ -278,6 +288,7 @@ impl From<GenerationDataRepr> for GenerationData {
         GenerationData {
             generation: r.generation,
             marker,
+            pg_major: r.pg_major,
         }
     }
 }

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
-use crate::execute::Event;
+use crate::execute::{CopyFacts, Event};
 use crate::git::GitInfo;
 use crate::health::HealthOutcome;
 use crate::plan::Plan;
@@ -78,6 +78,10 @@ pub struct Report {
     /// That failure report's contents: health output and the captured logs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<serde_json::Value>,
+    /// The data copy of an upgrade: its mode, bytes copied, the lag at the freeze
+    /// and the freeze's length.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyFacts>,
 }
 
 /// One health check step's results.
@@ -99,6 +103,7 @@ pub struct Recorder {
     health: Vec<HealthRecord>,
     changed: bool,
     started: String,
+    copy: Option<CopyFacts>,
 }
 
 impl Recorder {
@@ -144,6 +149,7 @@ impl Recorder {
                     last.outcome = "unhealthy".into();
                 }
             }
+            Event::Copy { facts } => self.copy.get_or_insert_default().merge(facts),
             Event::Progress { .. } | Event::Failure { .. } => {}
         }
     }
@@ -206,6 +212,7 @@ impl Recorder {
                 .as_deref()
                 .and_then(crate::state::read_failure_report),
             failure_report: failure_report.map(|p| p.display().to_string()),
+            copy: self.copy,
         }
     }
 }

@@ -174,16 +174,40 @@ pub struct DbSpec {
     /// How data moves from the old generation's db to the new one.
     #[serde(default)]
     pub copy: CopyMode,
+    /// How the new generation's data is checked against the old one's.
+    #[serde(default)]
+    pub verify: VerifyMode,
 }
 
 /// How a new generation's database receives the previous one's data.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CopyMode {
+    /// `stream` when the old generation's data and the db image are the same
+    /// PostgreSQL major version, `dump` otherwise (or when either cannot be told).
+    #[default]
+    Auto,
+    /// Streaming replication: the new db follows the old one while the app serves;
+    /// the app is down only for the switch (about a second, whatever the size).
+    /// Same PostgreSQL major version only; refused otherwise.
+    Stream,
     /// `pg_dumpall` of the old db restored into the new one: every database and role.
     /// Works across major versions; the app is down for the length of the copy.
-    #[default]
     Dump,
+}
+
+/// How a copy is verified.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum VerifyMode {
+    /// `full` for a dump; for a stream, by construction (same system identifier,
+    /// replayed past the old db's clean shutdown checkpoint, promoted, accepts a
+    /// write), checked cheaply.
+    #[default]
+    Auto,
+    /// Every table's exact row count and checksum compared with the source, in both
+    /// modes (a stream then compares during the freeze).
+    Full,
 }
 
 /// When images are pulled from a registry.

@@ -316,10 +316,19 @@ fn read_generations(root: &Path) -> Result<Vec<GenerationData>, Error> {
         generations.push(GenerationData {
             generation,
             marker: read_marker(&entry.path()),
+            pg_major: read_pg_major(&entry.path()),
         });
     }
     generations.sort_by_key(|g| g.generation);
     Ok(generations)
+}
+
+/// The PostgreSQL major version of a generation's data, from `pgdata/PG_VERSION`;
+/// `None` when it cannot be read (no data yet, or gemctl may not read it). Only the
+/// choice of copy mode uses it, and not knowing chooses the dump.
+fn read_pg_major(generation_dir: &Path) -> Option<u32> {
+    let text = std::fs::read_to_string(generation_dir.join("pgdata").join("PG_VERSION")).ok()?;
+    text.trim().parse().ok()
 }
 
 /// Reads `<storage>/.gemctl/history.json`: missing means no history; a history that

@@ -36,6 +36,9 @@ pub struct Status {
     pub refusal: Option<Refusal>,
     /// One entry per generation on the host, newest first.
     pub generations: Vec<GenerationStatus>,
+    /// How the last upgrade recorded in the reports copied its data.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub last_copy: Option<crate::execute::CopyFacts>,
 }
 
 /// One generation.
@@ -175,6 +178,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         hold,
         refusal,
         generations,
+        last_copy: None,
     }
 }
 

@@ -82,7 +82,8 @@ fn upgrade_carries_every_row_and_keeps_the_old_generation() {
     let before = p.table_digest(&p.db(1));
     assert!(before.starts_with("2500:"), "{before}");
 
-    p.write_spec(2, "2", 2, "scope: project");
+    // The dump (tests/stream.rs has the stream).
+    p.write_spec_with(2, "2", 2, "scope: project", "  copy: dump");
     let o = p.gemctl(&["apply", "-o", "json"]);
     assert_eq!(o.status.code(), Some(0));
     let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
@@ -270,7 +271,8 @@ fn apply_killed_during_the_copy_converges_on_the_next_run() {
     }
     let before = p.table_digest(&p.db(1));
 
-    p.write_spec(2, "2", 2, "scope: project");
+    // The dump's copy (tests/stream.rs kills a stream at every step).
+    p.write_spec_with(2, "2", 2, "scope: project", "  copy: dump");
     let spec = p.spec.to_str().unwrap().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
         .args(["apply", "-f", &spec])

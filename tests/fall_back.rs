@@ -356,7 +356,8 @@ fn a_db_that_cannot_start_is_reported_first_with_its_logs() {
     let before = p.table_digest(&p.db(1));
 
     // A setting PostgreSQL refuses: db-2 exits at once, and Docker restarts it.
-    p.write_spec(2, "2", 2, "scope: project");
+    // It is read by initdb, so the dump's fresh db-2 (a stream copies db-1's).
+    p.write_spec_with(2, "2", 2, "scope: project", "  copy: dump");
     let text = std::fs::read_to_string(&p.spec).unwrap().replace(
         "POSTGRES_DB: app }",
         "POSTGRES_DB: app, POSTGRES_HOST_AUTH_METHOD: bogus }",

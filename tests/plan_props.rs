@@ -15,7 +15,7 @@ use gemctl::observed::{
     Pin,
 };
 use gemctl::plan::{self, Action, Plan, PlanOptions};
-use gemctl::spec::Spec;
+use gemctl::spec::{CopyMode, Spec};
 use proptest::prelude::*;
 
 const STATES: [ContainerState; 4] = [
@@ -33,6 +33,14 @@ struct GenSetup {
     served: bool,
     app: Option<(usize, bool, bool)>,
     db: Option<(usize, bool)>,
+    /// The PostgreSQL major version of its data, when it can be read.
+    pg_major: Option<u32>,
+}
+
+/// Majors of data and image: mostly the same (so upgrades stream), sometimes
+/// another or unknown (so they dump, or a `stream` spec is refused).
+fn major() -> impl Strategy<Value = Option<u32>> {
+    prop_oneof![6 => Just(Some(15)), 1 => Just(Some(17)), 1 => Just(None)]
 }
 
 /// Ready, being prepared, discarded, and the two kinds of damage (rarer).
@@ -59,12 +67,14 @@ fn gen_setup() -> impl Strategy<Value = GenSetup> {
             (0..STATES.len(), any::<bool>(), prop::bool::weighted(0.9)),
         ),
         prop::option::weighted(0.6, (0..STATES.len(), prop::bool::weighted(0.9))),
+        major(),
     )
-        .prop_map(|(data, served, app, db)| GenSetup {
+        .prop_map(|(data, served, app, db, pg_major)| GenSetup {
             data,
             served,
             app,
             db,
+            pg_major,
         })
 }
 
@@ -85,6 +95,10 @@ struct Case {
     pin: Option<(u64, bool)>,
     /// A damaged state file.
     damaged_file: Option<usize>,
+    /// The db image's major version.
+    image_major: Option<u32>,
+    /// `db.copy`: auto, stream, dump.
+    copy: usize,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -102,6 +116,8 @@ fn case() -> impl Strategy<Value = Case> {
             prop::bool::weighted(0.85),
             prop::option::weighted(0.15, (1u64..=6, any::<bool>())),
             prop::option::weighted(0.1, 0usize..4),
+            major(),
+            0usize..3,
         ),
     )
         .prop_map(
@@ -115,7 +131,7 @@ fn case() -> impl Strategy<Value = Case> {
                 copy_leftover,
                 stranger,
                 failed,
-                (served_record, pin, damaged_file),
+                (served_record, pin, damaged_file, image_major, copy),
             )| Case {
                 desired,
                 retain,
@@ -129,13 +145,17 @@ fn case() -> impl Strategy<Value = Case> {
                 served_record,
                 pin,
                 damaged_file,
+                image_major,
+                copy,
             },
         )
 }
 
 fn spec_of(c: &Case) -> Spec {
     let scope = if c.scope_project { "project" } else { "host" };
-    support::spec_with(c.desired, c.retain, "v-now", scope)
+    let mut spec = support::spec_with(c.desired, c.retain, "v-now", scope);
+    spec.db.copy = [CopyMode::Auto, CopyMode::Stream, CopyMode::Dump][c.copy];
+    spec
 }
 
 fn container(
@@ -182,6 +202,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
             obs.storage.generations.push(GenerationData {
                 generation: n,
                 marker: markers(m),
+                pg_major: g.pg_major,
             });
         }
         if let Some((state, public, fresh)) = g.app {
@@ -206,6 +227,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
         }
     }
     obs.storage.live = c.live;
+    obs.db_image_major = c.image_major;
     if c.served_record {
         obs.storage.served = Some(
             c.gens
@@ -300,7 +322,7 @@ fn protected(plan: &Plan, obs: &Observed, retain: u32) -> BTreeSet<u64> {
             .take(retain as usize),
     );
     if let Some(from) = plan.steps.iter().find_map(|s| match s.action {
-        Action::CopyData { from, .. } => Some(from),
+        Action::CopyData { from, .. } | Action::BaseBackup { from, .. } => Some(from),
         _ => None,
     }) {
         keep.insert(from);

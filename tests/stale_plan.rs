@@ -56,6 +56,9 @@ impl Engine for Scripted {
     async fn image_present(&self, _: &str) -> Result<bool, EngineError> {
         Ok(true)
     }
+    async fn image_env(&self, _: &str) -> Result<Option<Vec<String>>, EngineError> {
+        Ok(Some(Vec::new()))
+    }
     async fn pull_image(&self, _: &str) -> Result<(), EngineError> {
         Ok(())
     }

@@ -604,6 +604,9 @@ impl ApplyPrinter<'_> {
                 for n in &plan.notes {
                     head.push_str(&format!("\nnote: {n}"));
                 }
+                if let Some(copy) = &plan.copy {
+                    head.push_str(&format!("\ncopy mode: {} ({})", copy.mode, copy.reason));
+                }
                 let _ = print(&(head + "\n"));
             }
             Event::Plan { .. } => {}
@@ -628,6 +631,15 @@ impl ApplyPrinter<'_> {
                 self.show_progress(format!("{} ... {message}", self.current));
             }
             Event::Health { .. } => {}
+            Event::Copy { facts } => {
+                if let Some(ms) = facts.freeze_ms {
+                    self.clear_progress();
+                    let _ = print(&format!(
+                        "write freeze: {:.2}s (the old app stopped until the new one was exposed)\n",
+                        ms as f64 / 1000.0
+                    ));
+                }
+            }
             Event::Failure { message } => {
                 self.clear_progress();
                 let _ = print(&format!("\nFAILED: {message}\n"));

@@ -181,6 +181,9 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed) -> String {
         PlanKind::Restore => format!("restore a backup into generation {}", plan.target),
     };
     let _ = writeln!(out, "{kind}");
+    if let Some(copy) = &plan.copy {
+        let _ = writeln!(out, "copy mode: {} ({})", copy.mode, copy.reason);
+    }
     if let Some(pin) = &plan.pinned {
         let _ = writeln!(out, "{} {pin}", paint(YELLOW, "pinned:"));
     }

@@ -71,6 +71,7 @@ fn history_text(reports: &[crate::report::Report]) -> String {
                 r.finished.clone(),
                 format!("{}→{}", generation(r.before), generation(r.after)),
                 r.outcome.clone(),
+                copy_text(r.copy.as_ref()),
                 commit,
                 format!("{}@{}", r.user, r.host),
             ]
@@ -81,8 +82,19 @@ fn history_text(reports: &[crate::report::Report]) -> String {
         left("FINISHED", 20),
         left("GEN", 9),
         left("OUTCOME", 12),
+        left("COPY", 20),
         left("COMMIT", 10),
         left("BY", 0),
     ];
     table::render(&columns, rows)
+}
+
+/// An upgrade's copy in a few words: the mode and the write freeze.
+pub(super) fn copy_text(copy: Option<&crate::execute::CopyFacts>) -> String {
+    let Some(c) = copy else { return "-".into() };
+    let mode = c.mode.map_or("-".to_string(), |m| m.to_string());
+    match c.freeze_ms {
+        Some(ms) => format!("{mode}, freeze {:.1}s", ms as f64 / 1000.0),
+        None => mode,
+    }
 }

@@ -47,7 +47,11 @@ pub(super) fn run(args: StatusArgs) -> Result<u8, Error> {
         &observation.history,
         PlanOptions::default(),
     );
-    let status = crate::status::status(&spec, &observation, &planned);
+    let mut status = crate::status::status(&spec, &observation, &planned);
+    // A report that cannot be read only costs this line.
+    status.last_copy = crate::report::list(&spec.storage)
+        .ok()
+        .and_then(|reports| reports.into_iter().find_map(|r| r.copy));
     match args.output {
         Output::Json => print(&json(&status))?,
         Output::Text => print(&render(&status))?,
@@ -90,6 +94,16 @@ fn render(s: &Status) -> String {
     }
     if let Some(h) = &s.hold {
         let _ = writeln!(out, "held: {h}");
+    }
+    if let Some(c) = &s.last_copy {
+        let mut line = format!("last upgrade: {}", super::history::copy_text(Some(c)));
+        if let Some(b) = c.bytes {
+            line.push_str(&format!(", {} copied", human_bytes(b)));
+        }
+        if let Some(l) = c.lag_bytes {
+            line.push_str(&format!(", {} behind at the freeze", human_bytes(l)));
+        }
+        let _ = writeln!(out, "{line}");
     }
     if s.generations.is_empty() {
         let _ = writeln!(out, "no generations on this host");
@@ -198,6 +212,7 @@ mod tests {
                 generation(2, "live", &long),
                 generation(1, "retained", "example/shop:v1"),
             ],
+            last_copy: None,
         };
         let text = render(&s);
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("GEN")).collect();

@@ -56,7 +56,12 @@ impl<E: Engine> Run<'_, E> {
         let mut last = String::new();
         while started.elapsed() < DB_READY_TIMEOUT {
             match self.engine.exec(container, &cmd).await {
-                Ok(out) if out.exit_code == 0 && out.stdout.trim() == "1" => return Ok(()),
+                Ok(out) if out.exit_code == 0 && out.stdout.trim() == "1" => {
+                    // A slot a killed streamed upgrade left would hold this db's WAL
+                    // forever: a db that starts (for a rollback, a fall back) has none.
+                    crate::stream::drop_stale_slots(self.engine, container, &creds).await?;
+                    return Ok(());
+                }
                 Ok(out) => last = format!("{}{}", out.stdout, out.stderr).trim().to_string(),
                 Err(e) => last = e.to_string(),
             }

@@ -39,7 +39,7 @@ impl<E: Engine> Run<'_, E> {
                         human_bytes(FRESH_DB_BYTES)
                     ));
                 }
-                Action::CopyData { from, .. } => {
+                Action::CopyData { from, .. } | Action::BaseBackup { from, .. } => {
                     let size = state::dir_size(&desired::data_dir(self.spec, *from));
                     need += size + size / 10;
                     what.push(format!(
@@ -106,6 +106,7 @@ impl<E: Engine> Run<'_, E> {
     }
 
     pub(super) async fn verify_copy(&mut self, from: u64, to: u64) -> Result<(), StepError> {
+        self.wait_standby_replayed_all(from, to).await?;
         let env = super::db_env(self.spec)?;
         let v = copy::verify(self.engine, self.spec, &env, from, to).await?;
         self.progress(format!(

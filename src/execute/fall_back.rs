@@ -64,6 +64,7 @@ pub(super) fn fall_back_from(plan: &Plan, failure: &StepFailure) -> Option<u64> 
     }
     let makes_new = |a: &Action| {
         matches!(a, Action::CreateDb { generation, fresh: true, .. }
+            | Action::BaseBackup { to: generation, .. }
             | Action::CreateAppProbe { generation, .. } if *generation == t)
     };
     if !plan.steps.iter().any(|s| makes_new(&s.action)) {
@@ -150,6 +151,7 @@ impl<E: Engine> Run<'_, E> {
         if let Ok(path) = &written.report {
             cause.push_str(&format!("\nFailure report: {}", path.display()));
         }
+        self.drop_base_backup_slot(plan).await;
         let back = match self.plan_back(&f, written.recorded.is_err()).await {
             Ok(back) => back,
             Err(why) => {
@@ -180,6 +182,23 @@ impl<E: Engine> Run<'_, E> {
             report: written.report.ok(),
             reason: f.why,
         })
+    }
+
+    /// A streamed upgrade that failed before its standby streamed left the base
+    /// backup's slot in the old db, which serves on: it goes now, or it would hold
+    /// that db's WAL. Best effort: the next start of that db or the next streamed
+    /// upgrade drops it too.
+    async fn drop_base_backup_slot(&self, plan: &Plan) {
+        let Some((from, to)) = plan.steps.iter().find_map(|s| match s.action {
+            Action::BaseBackup { from, to } => Some((from, to)),
+            _ => None,
+        }) else {
+            return;
+        };
+        if let Ok(env) = super::db_env(self.spec) {
+            let creds = crate::copy::DbCredentials::from_env(&env);
+            let _ = crate::stream::drop_slot(self.engine, self.spec, &creds, from, to).await;
+        }
     }
 
     /// Which step failed and why, in the words said, recorded and reported.

@@ -7,11 +7,12 @@
 //! does lives with what it touches: `containers` (network and containers),
 //! `data` (the space check, copy, verify, restore, removal), `checks` (the db's
 //! readiness, the app's health), `records` (markers and records under the storage
-//! root). A new kind of step is a new handler in one of them, or a new file, and
-//! one line in `Run::step`.
+//! root), `stream` (the streamed upgrade's steps). A new kind of step is a new
+//! handler in one of them, or a new file, and one line in `Run::step`.
 //!
 //! When a step of a new generation fails — its health checks, or anything from its
-//! database's start (or the old app's stop) until it is recorded live — `fall_back`
+//! database's start or base backup (or the old app's stop) until it is recorded
+//! live — `fall_back`
 //! shows the cause first, records the failure (so a crash from here on still falls
 //! back, I4), writes a report with the error and the logs, and lets the planner —
 //! now holding the failed generation back — produce the plan that returns the host
@@ -23,6 +24,7 @@ mod containers;
 mod data;
 mod fall_back;
 mod records;
+mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -94,6 +96,38 @@ pub enum Event {
         /// What failed and what happens next.
         message: String,
     },
+    /// What the data copy measured so far (each event adds what it knows).
+    Copy {
+        /// The facts.
+        facts: CopyFacts,
+    },
+}
+
+/// What an upgrade's data copy measured, for reports and `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct CopyFacts {
+    /// `stream` or `dump`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<plan::Mode>,
+    /// Bytes copied by the base backup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<u64>,
+    /// WAL bytes the standby was behind when the freeze started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_bytes: Option<u64>,
+    /// From the old app's stop to the new app's exposure, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub freeze_ms: Option<u64>,
+}
+
+impl CopyFacts {
+    /// Adds what `other` knows.
+    pub fn merge(&mut self, other: &CopyFacts) {
+        self.mode = other.mode.or(self.mode);
+        self.bytes = other.bytes.or(self.bytes);
+        self.lag_bytes = other.lag_bytes.or(self.lag_bytes);
+        self.freeze_ms = other.freeze_ms.or(self.freeze_ms);
+    }
 }
 
 /// How an apply ended.
@@ -259,8 +293,24 @@ impl<'a, E: Engine> Run<'a, E> {
             .await
             .map_err(|error| StepFailure { index: None, error })?;
         let total = plan.steps.len();
+        if let Some(copy) = &plan.copy {
+            (self.on_event)(Event::Copy {
+                facts: CopyFacts {
+                    mode: Some(copy.mode),
+                    ..CopyFacts::default()
+                },
+            });
+        }
+        // The write freeze: from the old app's stop to the new app's exposure.
+        let mut freeze: Option<Instant> = None;
         for (i, step) in plan.steps.iter().enumerate() {
             let index = i + 1;
+            if let Action::StopApp { generation, .. } = step.action
+                && generation != plan.target
+                && freeze.is_none()
+            {
+                freeze = Some(Instant::now());
+            }
             (self.on_event)(Event::StepStarted {
                 index,
                 total,
@@ -280,6 +330,16 @@ impl<'a, E: Engine> Run<'a, E> {
                 total,
                 duration_ms: started.elapsed().as_millis() as u64,
             });
+            if let (Action::ExposeApp { generation, .. }, Some(since)) = (&step.action, freeze)
+                && *generation == plan.target
+            {
+                (self.on_event)(Event::Copy {
+                    facts: CopyFacts {
+                        freeze_ms: Some(since.elapsed().as_millis() as u64),
+                        ..CopyFacts::default()
+                    },
+                });
+            }
         }
         Ok(())
     }
@@ -290,7 +350,7 @@ impl<'a, E: Engine> Run<'a, E> {
         let mut images = BTreeSet::new();
         for step in &plan.steps {
             match step.action {
-                Action::CreateDb { .. } | Action::CopyData { .. } => {
+                Action::CreateDb { .. } | Action::CopyData { .. } | Action::BaseBackup { .. } => {
                     images.insert(self.spec.db.image.to_string());
                 }
                 Action::RestoreBackup { ref backup, .. } => {
@@ -343,6 +403,7 @@ impl<'a, E: Engine> Run<'a, E> {
         let target = match action {
             Action::StopApp { container, .. }
             | Action::StopDb { container, .. }
+            | Action::StopPrimary { container, .. }
             | Action::RemoveContainer { container, .. }
             | Action::ExposeApp { container, .. } => Some(container.clone()),
             Action::RemoveData { .. } => None,
@@ -399,7 +460,16 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::MarkReady {
                 generation,
                 copied_from,
-            } => self.mark_ready(*generation, *copied_from),
+            } => {
+                // A database gemctl initialised (bootstrap, restore) is ready to be
+                // followed by the next generation's; a copy inherits it or gets it
+                // from the next streamed upgrade's first step.
+                if copied_from.is_none() {
+                    let db = desired::container_name(self.spec, Role::Db, *generation);
+                    self.allow_replication(&db).await?;
+                }
+                self.mark_ready(*generation, *copied_from)
+            }
             Action::CreateAppProbe { generation, .. } => self.create_app_probe(*generation).await,
             Action::CheckHealth {
                 generation,
@@ -412,6 +482,12 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::SetLive { generation } => self.set_live(*generation),
             Action::RemoveContainer { container, .. } => self.remove(container).await,
             Action::RemoveData { generation } => self.remove_data(*generation),
+            Action::AllowReplication { container, .. } => self.allow_replication(container).await,
+            Action::BaseBackup { from, to } => self.base_backup(*from, *to).await,
+            Action::WaitCatchUp { from, to } => self.wait_catch_up(*from, *to).await,
+            Action::StopPrimary { container, .. } => self.stop_primary(container).await,
+            Action::WaitReplay { from, to } => self.wait_replay(*from, *to).await,
+            Action::Promote { container, .. } => self.promote(container).await,
         }
     }
 }

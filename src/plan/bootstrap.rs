@@ -22,6 +22,7 @@ pub(super) fn bootstrap(b: &mut Builder, target: u64, tgen: &Gen) {
             generation: target,
             copied_from: None,
         },
-        "bootstrap: the database is initialised",
+        "bootstrap: the database is initialised (and allows replication from the private \
+         network, for the next streamed upgrade)",
     );
 }

@@ -26,6 +26,7 @@ pub(super) struct Builder<'s> {
     stopped: BTreeSet<String>,
     removed: BTreeSet<String>,
     started_dbs: BTreeSet<(u64, String)>,
+    started_apps: BTreeSet<(u64, String)>,
 }
 
 impl<'s> Builder<'s> {
@@ -39,6 +40,7 @@ impl<'s> Builder<'s> {
             stopped: BTreeSet::new(),
             removed: BTreeSet::new(),
             started_dbs: BTreeSet::new(),
+            started_apps: BTreeSet::new(),
         }
     }
 
@@ -104,23 +106,52 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// Stops every app but the target's, including those this plan started.
     pub(super) fn stop_other_apps(&mut self, host: &Host, target: u64, reason: &str) {
-        for (n, g) in &host.gens {
-            if *n != target
-                && let Some(app) = g.app.filter(Known::up)
-                && !self.stopped.contains(&app.c.name)
-                && !self.removed.contains(&app.c.name)
-            {
-                self.stopped.insert(app.c.name.clone());
+        let running_apps: BTreeSet<(u64, String)> = host
+            .gens
+            .iter()
+            .filter_map(|(n, g)| g.app.filter(Known::up).map(|a| (*n, a.c.name.clone())))
+            .chain(self.started_apps.iter().cloned())
+            .collect();
+        for (n, name) in running_apps {
+            if n != target && !self.stopped.contains(&name) && !self.removed.contains(&name) {
+                self.stopped.insert(name.clone());
                 self.push(
                     Action::StopApp {
-                        generation: *n,
-                        container: app.c.name.clone(),
+                        generation: n,
+                        container: name,
                     },
                     reason,
                 );
             }
         }
+    }
+
+    /// Starts a stopped public app again, and checks it.
+    pub(super) fn restart_app(&mut self, generation: u64, name: &str, reason: &str) {
+        self.started_apps.insert((generation, name.to_string()));
+        self.push(
+            Action::StartApp {
+                generation,
+                container: name.to_string(),
+            },
+            reason,
+        );
+        self.check(generation, "the restarted app must pass its health checks");
+    }
+
+    /// The streamed upgrade's clean shutdown of the source db, which no later step
+    /// stops again.
+    pub(super) fn stop_primary(&mut self, generation: u64, name: &str, reason: &str) {
+        self.stopped.insert(name.to_string());
+        self.push(
+            Action::StopPrimary {
+                generation,
+                container: name.to_string(),
+            },
+            reason,
+        );
     }
 
     pub(super) fn remove_containers(&mut self, generation: u64, g: &Gen, why: &str) {
@@ -211,13 +242,19 @@ impl<'s> Builder<'s> {
     /// Clears what an interrupted apply left of a generation whose data never became
     /// ready, and starts its database on a fresh data directory.
     pub(super) fn start_afresh(&mut self, target: u64, tgen: &Gen) {
+        self.clear_half_made(target, tgen);
+        self.create_db(target, true, "the new generation's database starts empty");
+    }
+
+    /// Clears what an interrupted apply left of a generation whose data never became
+    /// ready: it is redone from scratch (only with proof that it never served).
+    pub(super) fn clear_half_made(&mut self, target: u64, tgen: &Gen) {
         let why = "half-made by an interrupted apply; it is redone from scratch";
         if tgen.data.is_some() {
             self.remove_never_served(target, tgen, why);
         } else if tgen.app.is_some() || tgen.db.is_some() {
             self.remove_containers(target, tgen, why);
         }
-        self.create_db(target, true, "the new generation's database starts empty");
     }
 
     /// Stops every database but the target's, including those this plan started
@@ -230,7 +267,7 @@ impl<'s> Builder<'s> {
             .chain(self.started_dbs.iter().cloned())
             .collect();
         for (n, name) in running_dbs {
-            if n != target && !self.removed.contains(&name) {
+            if n != target && !self.removed.contains(&name) && !self.stopped.contains(&name) {
                 self.push(
                     Action::StopDb {
                         generation: n,

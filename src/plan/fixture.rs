@@ -31,6 +31,7 @@ pub(super) fn data(n: u64, marker: Marker) -> GenerationData {
     GenerationData {
         generation: n,
         marker,
+        pg_major: None,
     }
 }
 
@@ -67,6 +68,7 @@ pub(super) fn observed(containers: Vec<Container>, generations: Vec<GenerationDa
     Observed {
         containers,
         networks: Vec::new(),
+        db_image_major: None,
         storage: Storage {
             generations,
             served: Some(Default::default()),

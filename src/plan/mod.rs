@@ -29,6 +29,7 @@ mod repair;
 mod restore;
 mod rollback;
 mod steps;
+mod stream;
 mod upgrade;
 
 use serde::{Deserialize, Serialize};
@@ -46,6 +47,7 @@ pub use evidence::Evidence;
 pub use recognise::glob_match;
 pub use refusal::{Problem, Refusal};
 pub use steps::{Action, Mark, Step};
+pub use stream::{CopyChoice, Mode, copy_mode};
 
 /// Options that change what the planner may do.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -77,6 +79,9 @@ pub struct Plan {
     /// Things the operator must know (writes left behind by a rollback…).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// How an upgrade copies the data, and why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub copy: Option<CopyChoice>,
     /// The steps, in order.
     pub steps: Vec<Step>,
 }
@@ -128,9 +133,11 @@ impl Plan {
                 | Action::StartDb { .. }
                 | Action::CreateAppProbe { .. }
                 | Action::StartApp { .. } => s.start += 1,
-                Action::StopApp { .. } | Action::StopDb { .. } => s.stop += 1,
+                Action::StopApp { .. } | Action::StopDb { .. } | Action::StopPrimary { .. } => {
+                    s.stop += 1
+                }
                 Action::RemoveContainer { .. } | Action::RemoveData { .. } => s.remove += 1,
-                Action::CopyData { .. } => s.copy += 1,
+                Action::CopyData { .. } | Action::BaseBackup { .. } => s.copy += 1,
                 _ => {}
             }
         }
@@ -202,9 +209,17 @@ pub fn plan(
     let mut b = Builder::new(spec, evidence);
     b.ensure_network(&observed.networks);
     prune::clear_debris(&mut b, &host, target, hold.as_ref());
+    let mut copy = None;
     match &course {
         Course::Bootstrap => bootstrap::bootstrap(&mut b, target, &tgen),
-        Course::Upgrade { from } => upgrade::upgrade(&mut b, &host, target, &tgen, *from),
+        Course::Upgrade { from } => {
+            let choice = copy_mode(spec, observed, *from).map_err(|p| refusal(spec, vec![p]))?;
+            match choice.mode {
+                Mode::Stream => stream::upgrade(&mut b, &host, target, &tgen, *from, live),
+                Mode::Dump => upgrade::upgrade(&mut b, &host, target, &tgen, *from),
+            }
+            copy = Some(choice);
+        }
         Course::Restore { backup } => restore::restore(&mut b, target, &tgen, backup),
         Course::Repair => repair::repair(&mut b, target, &tgen),
         Course::Rollback => rollback::rollback(&mut b, target, &tgen),
@@ -228,6 +243,7 @@ pub fn plan(
         hold: hold.map(|h| h.message),
         pinned: pin.map(|p| p.message),
         notes,
+        copy,
         steps,
     })
 }

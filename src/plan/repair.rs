@@ -66,6 +66,7 @@ pub(super) fn clear_failed(
     // failed generation kept) are not carried, as the planner has always done.
     let (steps, _) = b.finish().map_err(|problems| refusal(spec, problems))?;
     Ok(Plan {
+        copy: None,
         project: spec.project.clone(),
         desired: hold.failed,
         target: hold.failed,

@@ -136,6 +136,57 @@ pub enum Action {
         /// Generation.
         generation: u64,
     },
+    /// Let a db accept replication connections from the private network (a line in
+    /// its `pg_hba.conf`, then a reload); drop replication slots an interrupted
+    /// apply left in it. Its configuration changes, its table data is only read.
+    AllowReplication {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Make a generation's data directory a base backup of another generation's
+    /// running db (`pg_basebackup`, WAL streamed, through a replication slot), set
+    /// up to start as its standby.
+    BaseBackup {
+        /// Source generation (only read, I2).
+        from: u64,
+        /// Destination generation.
+        to: u64,
+    },
+    /// Wait until the standby streams from its primary and has replayed close to
+    /// the primary's current WAL position; then drop the base backup's slot.
+    WaitCatchUp {
+        /// The primary's generation.
+        from: u64,
+        /// The standby's generation.
+        to: u64,
+    },
+    /// The primary's clean shutdown: `CHECKPOINT`, then a fast shutdown with time
+    /// to finish (its WAL sender ships everything to the standby on the way).
+    StopPrimary {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
+    /// Confirm from the primary's control data that it shut down cleanly, that the
+    /// standby is its copy (same system identifier), and wait until the standby has
+    /// replayed past the primary's shutdown checkpoint.
+    WaitReplay {
+        /// The primary's generation.
+        from: u64,
+        /// The standby's generation.
+        to: u64,
+    },
+    /// Promote the standby, remove its standby settings and password file, and check
+    /// that it accepts writes.
+    Promote {
+        /// Generation.
+        generation: u64,
+        /// Container name.
+        container: String,
+    },
 }
 
 /// How a step shows in `gemctl diff`.
@@ -169,8 +220,10 @@ impl Action {
             | Action::StartDb { .. }
             | Action::CreateAppProbe { .. }
             | Action::StartApp { .. } => Mark::Add,
+            Action::BaseBackup { .. } => Mark::Add,
             Action::StopApp { .. }
             | Action::StopDb { .. }
+            | Action::StopPrimary { .. }
             | Action::RemoveContainer { .. }
             | Action::RemoveData { .. } => Mark::Remove,
             _ => Mark::Change,
@@ -226,6 +279,24 @@ impl Action {
             Action::RemoveContainer { container, .. } => format!("remove {container}"),
             Action::RemoveData { generation } => {
                 format!("delete the data of generation {generation}")
+            }
+            Action::AllowReplication { container, .. } => {
+                format!("allow replication from the private network in {container}")
+            }
+            Action::BaseBackup { from, to } => {
+                format!("base backup of generation {from} into generation {to} (pg_basebackup)")
+            }
+            Action::WaitCatchUp { from, to } => {
+                format!("wait until generation {to} has caught up with generation {from}")
+            }
+            Action::StopPrimary { container, .. } => {
+                format!("checkpoint and shut down {container} cleanly (data kept)")
+            }
+            Action::WaitReplay { from, to } => format!(
+                "wait until generation {to} has replayed generation {from}'s shutdown checkpoint"
+            ),
+            Action::Promote { container, .. } => {
+                format!("promote {container} and check that it accepts writes")
             }
         }
     }

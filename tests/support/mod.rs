@@ -86,6 +86,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 obs.storage.generations.push(GenerationData {
                     generation: *generation,
                     marker: Marker::Preparing,
+                    pg_major: None,
                 });
                 obs.storage.generations.sort_by_key(|d| d.generation);
             } else if !has_dir {
@@ -207,6 +208,81 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 return Err(format!("removed {container}, which gemctl did not make"));
             }
             obs.containers.remove(i);
+        }
+        Action::AllowReplication { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if !obs.containers[i].state.is_up() {
+                return Err(format!("{container} is not running"));
+            }
+        }
+        Action::BaseBackup { from, to } => {
+            need_network(spec, obs)?;
+            let name = desired::container_name(spec, Role::Db, *from);
+            if !find(obs, &name).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("base backup needs {name} running"));
+            }
+            if !data_ready(obs, *from) {
+                return Err(format!("base backup source {from} is not ready"));
+            }
+            if obs.storage.generations.iter().any(|d| d.generation == *to) {
+                return Err(format!("data dir of {to} is not fresh"));
+            }
+            if obs.storage.served.is_none() {
+                obs.storage.served = Some(gemctl::state::seed_served(&obs.storage));
+            }
+            obs.storage.generations.push(GenerationData {
+                generation: *to,
+                marker: Marker::Preparing,
+                pg_major: None,
+            });
+            obs.storage.generations.sort_by_key(|d| d.generation);
+        }
+        Action::WaitCatchUp { from, to } => {
+            for g in [from, to] {
+                let name = desired::container_name(spec, Role::Db, *g);
+                if !find(obs, &name).is_some_and(|i| obs.containers[i].state.is_up()) {
+                    return Err(format!("catch-up needs {name} running"));
+                }
+            }
+        }
+        Action::StopPrimary {
+            generation,
+            container,
+        } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            let app = desired::container_name(spec, Role::App, *generation);
+            if find(obs, &app).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("{app} still writes when its db stops"));
+            }
+            obs.containers[i].state = ContainerState::Exited;
+        }
+        Action::WaitReplay { from, to } => {
+            let primary = desired::container_name(spec, Role::Db, *from);
+            if find(obs, &primary).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("replay awaited while {primary} still runs"));
+            }
+            let standby = desired::container_name(spec, Role::Db, *to);
+            if !find(obs, &standby).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("replay needs {standby} running"));
+            }
+        }
+        Action::Promote {
+            generation,
+            container,
+        } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if !obs.containers[i].state.is_up() {
+                return Err(format!("{container} is not running"));
+            }
+            // Never two writable databases serving: no app of another generation
+            // writes anywhere when the standby takes over.
+            if let Some(other) = obs.containers.iter().find(|c| {
+                c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
+                    && c.state.is_up()
+                    && generation_of(c) != *generation
+            }) {
+                return Err(format!("{container} promoted while {} runs", other.name));
+            }
         }
         Action::RemoveData { generation } => {
             let db = desired::container_name(spec, Role::Db, *generation);
@@ -364,9 +440,11 @@ impl HostEdit for Observed {
         self.storage
             .generations
             .retain(|d| d.generation != generation);
-        self.storage
-            .generations
-            .push(GenerationData { generation, marker });
+        self.storage.generations.push(GenerationData {
+            generation,
+            marker,
+            pg_major: None,
+        });
         self.storage.generations.sort_by_key(|d| d.generation);
         if self.storage.served.is_none() {
             self.storage.served = Some(Default::default());
