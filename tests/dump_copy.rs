@@ -191,7 +191,7 @@ fn upgrade_by_dump_keeps_every_database_sequence_role_and_grant() {
     let before = snapshot(&p.db(1));
     assert!(before[1].contains("invoice_no=1002"), "{}", before[1]);
 
-    p.write_spec(2, "2", 2, "scope: project");
+    p.write_spec_with(2, "2", 2, "scope: project", "  copy: dump");
     let (code, out) = p.apply(&["-o", "json"]);
     assert_eq!(code, 0, "{out}");
     assert!(
