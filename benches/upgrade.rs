@@ -439,6 +439,8 @@ struct Upgrade {
     verify: Duration,
     /// `cp -a` of the source's data directory once the upgrade stopped its db.
     cp: Duration,
+    /// The steps from stopping the old app to exposing the new one, by name.
+    cut_over: Vec<(String, Duration)>,
 }
 
 impl Upgrade {
@@ -495,7 +497,32 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
         }),
         verify: step_time(&steps, |a| matches!(a, Action::VerifyCopy { .. })),
         cp,
+        cut_over: cut_over(&steps),
     }
+}
+
+/// The steps from the first `stop_app` to the last `expose_app`, named by their
+/// action's tag in plans, to show where the write-freeze goes.
+fn cut_over(steps: &[(Action, Duration)]) -> Vec<(String, Duration)> {
+    let first = steps
+        .iter()
+        .position(|(a, _)| matches!(a, Action::StopApp { .. }));
+    let last = steps
+        .iter()
+        .rposition(|(a, _)| matches!(a, Action::ExposeApp { .. }));
+    let (Some(first), Some(last)) = (first, last) else {
+        return Vec::new();
+    };
+    steps[first..=last]
+        .iter()
+        .map(|(a, d)| {
+            let tag = serde_json::to_value(a).unwrap()["action"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
+            (tag, *d)
+        })
+        .collect()
 }
 
 /// A backup of the live generation `live` while a client polls the app, its
@@ -665,6 +692,23 @@ fn main() {
     println!(
         "(copy: the base backup for stream, the dump's copy for dump; copy/cp: throughput ratio)"
     );
+    println!();
+    println!("steps from stopping the old app to exposing the new (gemctl's own timing):");
+    for (rows, stream, dump) in &results {
+        for (mode, u) in [("stream", stream), ("dump", dump)] {
+            let steps: Vec<String> = u
+                .cut_over
+                .iter()
+                .map(|(tag, d)| format!("{tag} {:.2}", d.as_secs_f64()))
+                .collect();
+            let sum: Duration = u.cut_over.iter().map(|(_, d)| *d).sum();
+            println!(
+                "  {mode} {rows}: {:.2} s = {}",
+                sum.as_secs_f64(),
+                steps.join(" + ")
+            );
+        }
+    }
 
     let [
         (_, small_stream, small_dump),
