@@ -456,23 +456,43 @@ fn every_write_acknowledged_during_a_streamed_upgrade_is_in_the_new_db() {
 /// Kills gemctl when a given step of a streamed upgrade starts, then applies
 /// again: the host converges (to 2, or back to 1), every row is kept, one app is
 /// public, one db runs, and no slot of gemctl's stays in it.
+/// Every step boundary of a streamed upgrade, in order: the step gemctl is killed
+/// at (the `nth` time it starts).
+const KILL_POINTS: [(&str, usize); 12] = [
+    ("allow_replication", 1),
+    ("base_backup", 1),
+    ("create_db", 1),
+    ("wait_catch_up", 1),
+    ("stop_app", 1),
+    ("stop_primary", 1),
+    ("wait_replay", 1),
+    ("promote", 1),
+    ("mark_ready", 1),
+    ("create_app_probe", 1),
+    ("expose_app", 1),
+    ("set_live", 1),
+];
+
+// The table is run in three parts so that they run side by side.
 #[test]
-fn killed_at_every_step_of_a_streamed_upgrade_converges_on_the_next_run() {
-    let steps = [
-        ("allow_replication", 1),
-        ("base_backup", 1),
-        ("create_db", 1),
-        ("wait_catch_up", 1),
-        ("stop_app", 1),
-        ("stop_primary", 1),
-        ("wait_replay", 1),
-        ("promote", 1),
-        ("mark_ready", 1),
-        ("create_app_probe", 1),
-        ("expose_app", 1),
-        ("set_live", 1),
-    ];
-    for (action, nth) in steps {
+fn killed_while_the_old_app_serves_a_streamed_upgrade_converges_on_the_next_run() {
+    killed_at(&KILL_POINTS[..4]);
+}
+
+#[test]
+fn killed_in_the_freeze_of_a_streamed_upgrade_converges_on_the_next_run() {
+    killed_at(&KILL_POINTS[4..8]);
+}
+
+#[test]
+fn killed_during_the_cut_over_of_a_streamed_upgrade_converges_on_the_next_run() {
+    killed_at(&KILL_POINTS[8..]);
+}
+
+/// Kills a streamed upgrade at each of `points`, runs apply again, and checks it
+/// converged: one public app, one running db, every row, no replication left.
+fn killed_at(points: &[(&str, usize)]) {
+    for &(action, nth) in points {
         let p = Project::new("strkil");
         assert_eq!(p.apply(&[]).0, 0);
         p.insert_rows(30_000);
