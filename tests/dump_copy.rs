@@ -12,26 +12,6 @@ use std::time::Duration;
 
 use real::*;
 
-/// Runs SQL as the superuser inside `db`, in `database`; its output (`-tA`).
-fn sql(db: &str, database: &str, statement: &str) -> String {
-    docker_ok(&[
-        "exec",
-        db,
-        "psql",
-        "-U",
-        "app",
-        "-d",
-        database,
-        "-X",
-        "-q",
-        "-tA",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        statement,
-    ])
-}
-
 /// Per table of `database`: `name count:md5` of its rows in row-text order, and
 /// every sequence's position; computed with no help from gemctl.
 fn contents(db: &str, database: &str) -> String {

@@ -30,25 +30,6 @@ const ROLES_SQL: &str = "select rolname || ' login=' || rolcanlogin || ' super='
 
 const DATABASES_SQL: &str = "select datname from pg_database where not datistemplate order by 1";
 
-/// `query` through psql in container `db`, as the superuser `app` on the socket.
-fn sql(db: &str, database: &str, query: &str) -> String {
-    docker_ok(&[
-        "exec",
-        db,
-        "psql",
-        "-U",
-        "app",
-        "-d",
-        database,
-        "-X",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-tA",
-        "-c",
-        query,
-    ])
-}
-
 /// Everything an upgrade must carry, as text: the roles, then per database its
 /// tables' counts and checksums and its sequences' values.
 fn contents(db: &str) -> String {

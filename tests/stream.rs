@@ -14,26 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use real::{Project, docker, docker_ok};
-
-/// One value from psql inside a db container.
-fn sql(db: &str, database: &str, query: &str) -> String {
-    docker_ok(&[
-        "exec",
-        db,
-        "psql",
-        "-U",
-        "app",
-        "-d",
-        database,
-        "-X",
-        "-tA",
-        "-v",
-        "ON_ERROR_STOP=1",
-        "-c",
-        query,
-    ])
-}
+use real::{Project, docker, docker_ok, sql};
 
 /// Rows, tables, sequences and a role beyond the app's own, in two databases.
 fn more_data(p: &Project) {

@@ -36,6 +36,27 @@ pub fn docker_ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }
 
+/// Runs SQL through psql inside db container `db`, in `database`, as the
+/// superuser `app` on the socket; its output, unaligned and without headers.
+pub fn sql(db: &str, database: &str, statement: &str) -> String {
+    docker_ok(&[
+        "exec",
+        db,
+        "psql",
+        "-U",
+        "app",
+        "-d",
+        database,
+        "-X",
+        "-q",
+        "-tA",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-c",
+        statement,
+    ])
+}
+
 /// Creates (does not start) a container named `name` that gemctl did not make.
 /// The test's `Project` does not know it: the caller removes it.
 pub fn create_stranger(name: &str) {
@@ -279,19 +300,11 @@ impl Project {
 
     /// `count:md5` of the items table, queried inside a db container.
     pub fn table_digest(&self, db: &str) -> String {
-        docker_ok(&[
-            "exec",
+        sql(
             db,
-            "psql",
-            "-U",
             "app",
-            "-d",
-            "app",
-            "-X",
-            "-tA",
-            "-c",
             "select count(*) || ':' || md5(coalesce(string_agg(t::text, ',' order by id), '')) from items t",
-        ])
+        )
     }
 
     /// `name state` of every container of this project.
