@@ -23,9 +23,13 @@
 //! data directory), `GEMCTL_BENCH_SCALE` the large one's factor (default 10).
 //! Run without `--bench` (as `cargo test --all-targets` does) it does nothing.
 
+#[path = "../tests/real/client.rs"]
+mod client;
 mod common;
 #[path = "../tests/real/spec.rs"]
 mod spec;
+
+use client::try_post;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -381,27 +385,6 @@ impl Bench {
     fn data(&self, generation: u64) -> PathBuf {
         self.dir.join(format!("storage/{generation}/pgdata"))
     }
-}
-
-/// Whether one `POST /rows?n=1` through the app was acknowledged.
-fn try_post(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
-    ) else {
-        return false;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    if s.write_all(
-        b"POST /rows?n=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 /// A writer through the app every 20 ms; it returns when each acknowledged write

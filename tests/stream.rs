@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use real::client::try_post;
 use real::{Project, docker, docker_ok, sql};
 
 /// Rows, tables, sequences and a role beyond the app's own, in two databases.
@@ -101,27 +102,6 @@ fn no_replication_left(p: &Project, g: u64) {
         .collect();
     assert!(slots.is_empty(), "slots in {g}: {slots:?}");
     assert_eq!(any_file_holds(&dir, b"s3cret"), None, "the password in {g}");
-}
-
-/// A write through the app that may fail (the port closes in the freeze).
-fn try_post(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect_timeout(
-        &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
-        Duration::from_secs(2),
-    ) else {
-        return false;
-    };
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    if s.write_all(
-        b"POST /rows?n=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-    )
-    .is_err()
-    {
-        return false;
-    }
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.1 200")
 }
 
 fn health_answers(port: u16) -> bool {
