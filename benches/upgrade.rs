@@ -30,9 +30,10 @@ mod common;
 mod spec;
 
 use client::try_post;
+use spec::free_port;
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -46,14 +47,6 @@ use gemctl::engine::Engine;
 use gemctl::execute::{self, ApplyOptions, Event};
 use gemctl::plan::Action;
 use gemctl::spec::{CopyMode, Spec};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// The bench's health check: the TCP one, polled often, with room for a big copy.
 const HEALTH: &str = r#"    - tcp: { port: 7000, send: "status\n", expect_regex: "^OK " }

@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Command, Output};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 pub mod client;
 pub mod spec;
 
-pub use spec::PG_IMAGE;
+pub use spec::{PG_IMAGE, free_port};
 
 /// The test PostgreSQL of the next major version (`scripts/build-images`), for
 /// upgrades across majors.
@@ -95,14 +95,6 @@ fn require(images: &[&str]) {
             "image {image} is missing: run scripts/build-images (scripts/test does)"
         );
     }
-}
-
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The tests' health checks: one of each kind, quick to pass, quick to fail.

@@ -4,7 +4,41 @@
 //! `tests/real/mod.rs` and, by path, by `benches/`. Not for a test's one-off spec
 //! that exercises a single field: that test writes its own few lines.
 
+use std::net::TcpListener;
 use std::path::Path;
+use std::sync::atomic::{AtomicU16, Ordering};
+
+/// Ports handed out so far by [`free_port`] in this process.
+#[allow(dead_code)] // not every bench that includes this file publishes ports
+static NEXT_PORT: AtomicU16 = AtomicU16::new(0);
+
+/// A host port for a test's public app ports, free when asked for.
+///
+/// Taken from 20000–31999, below the kernel's ephemeral range (32768 and up):
+/// the engine publishes every probe's health ports on ephemeral ports, so a port
+/// the OS handed out as "free" (`bind(0)`) could be given to another test's probe
+/// a moment later, and this test's app would then find its public port taken.
+/// Each process starts at its own offset and never hands a port out twice.
+#[allow(dead_code)]
+pub fn free_port() -> u16 {
+    const BASE: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let start = std::process::id().wrapping_mul(7919) % SPAN;
+    loop {
+        let n = u32::from(NEXT_PORT.fetch_add(1, Ordering::SeqCst));
+        assert!(
+            n < SPAN,
+            "no free test port left in {BASE}..{}",
+            BASE + SPAN
+        );
+        let port = (BASE + (start + n) % SPAN) as u16;
+        let free = TcpListener::bind(("127.0.0.1", port)).is_ok()
+            && TcpListener::bind(("0.0.0.0", port)).is_ok();
+        if free {
+            return port;
+        }
+    }
+}
 
 /// The test PostgreSQL image (`scripts/build-images`).
 pub const PG_IMAGE: &str = "gemctl-test/postgres:15";
