@@ -142,11 +142,7 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
         let Some((mut file, created)) = open(&path)? else {
             continue;
         };
-        match file.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => return Err(held(&path, &file)),
-            Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
-        }
+        try_lock_briefly(&path, &file)?;
         if !still_named(&path, &file) {
             continue;
         }
@@ -169,6 +165,25 @@ pub fn acquire(storage: &Path, command: &str) -> Result<Lock, Error> {
         "another gemctl took the lock {} at the same moment; try again",
         path.display()
     )))
+}
+
+/// A lock just let go of can still look held for a moment: a child process forked
+/// by any thread shares the open file until it has exec'd (std opens files
+/// close-on-exec, but the fork comes first). So a lock that is held is tried again
+/// a few times over a tenth of a second before it counts as held.
+fn try_lock_briefly(path: &Path, file: &File) -> Result<(), Error> {
+    let mut retries = 4;
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(()),
+            Err(TryLockError::WouldBlock) if retries > 0 => {
+                retries -= 1;
+                std::thread::sleep(std::time::Duration::from_millis(25));
+            }
+            Err(TryLockError::WouldBlock) => return Err(held(path, file)),
+            Err(TryLockError::Error(e)) => return Err(Error::io(path, "lock", e)),
+        }
+    }
 }
 
 /// The refusal while another gemctl holds the lock.
