@@ -257,6 +257,27 @@ pub fn read_state(root: &Path) -> Result<(Storage, History), Error> {
     Ok((storage, history))
 }
 
+/// `<storage>/.gemctl/front/state.json`.
+pub fn front_state_file(storage: &Path) -> PathBuf {
+    crate::front::dir(storage).join(crate::front::STATE_FILE)
+}
+
+/// Writes the front's record, then its configuration rendered from it (both
+/// atomically), so that a front restarted at any moment comes back as recorded.
+pub fn write_front(storage: &Path, spec: &Spec, front: &FrontSpec, state: &FrontState) -> Result<(), Error> {
+    let dir = crate::front::dir(storage);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
+    write_atomic(&front_state_file(storage), &json(state))?;
+    write_atomic(
+        &dir.join(crate::front::PAGE_FILE),
+        crate::front::page(front).as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join(crate::front::CONFIG_FILE),
+        crate::front::render(spec, front, state).as_bytes(),
+    )
+}
+
 /// Reads the storage root: generations and their markers, the live pointer, the
 /// pin and the record of generations that served. A missing root is an empty
 /// storage (a fresh host). Only an I/O failure of the root itself is an error;
@@ -287,6 +308,13 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
         serde_json::from_str::<ServedRecord>(text)
             .map(|r| r.generations)
             .map_err(|e| format!("is not a valid record of served generations: {e}"))
+    });
+    let front_fix = "the front's record says which generation it forwards to: put back a copy, or \
+                     remove it and run `gemctl apply`, which points the front at the live \
+                     generation again";
+    storage.front = read_parsed(&front_state_file(root), front_fix, damage, |text| {
+        serde_json::from_str::<FrontState>(text)
+            .map_err(|e| format!("is not a valid front record: {e}"))
     });
     Ok(storage)
 }
