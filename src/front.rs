@@ -201,10 +201,7 @@ pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
     for port in &front.ports {
         let p = port.port.container_port;
         let mode = port.mode;
-        let _ = write!(
-            cfg,
-            "\nfrontend {mode}_{p}\n\tmode {mode}\n\tbind :{p}\n"
-        );
+        let _ = write!(cfg, "\nfrontend {mode}_{p}\n\tmode {mode}\n\tbind :{p}\n");
         if mode == FrontMode::Http {
             let _ = writeln!(cfg, "\toption httplog\n\tmonitor-uri {HEALTH_URI}");
         } else {
@@ -272,10 +269,18 @@ mod tests {
         assert_eq!(one.slot_of(1), Some(Slot::Blue));
         let (slot, prepared) = one.prepared(2);
         assert_eq!(slot, Slot::Green);
-        assert_eq!(prepared.live_generation(), Some(1), "preparing switches nothing");
+        assert_eq!(
+            prepared.live_generation(),
+            Some(1),
+            "preparing switches nothing"
+        );
         let two = prepared.switched(2);
         assert_eq!(two.live_generation(), Some(2));
-        assert_eq!(two.slot_of(1), Some(Slot::Blue), "1 stays named: a way back");
+        assert_eq!(
+            two.slot_of(1),
+            Some(Slot::Blue),
+            "1 stays named: a way back"
+        );
         // A rollback to 1 is a switch back to its slot, not a new slot.
         assert_eq!(two.switched(1).live, Some(Slot::Blue));
         // Generation 3 takes the slot that does not serve: 1's.

@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::front::FrontState;
 use crate::observed::{
     Damage, FailedGeneration, GenerationData, HISTORY_FILE, History, LIVE_FILE, Marker, PIN_FILE,
     Pin, READY_MARKER, SERVED_FILE, STATE_DIR, Storage,
 };
+use crate::spec::{FrontSpec, Spec};
 
 /// Writes `bytes` to `path` atomically (temporary file + rename), creating parents.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -262,9 +264,29 @@ pub fn front_state_file(storage: &Path) -> PathBuf {
     crate::front::dir(storage).join(crate::front::STATE_FILE)
 }
 
+/// The front's record, strictly: missing is a front that forwards nowhere yet.
+pub fn read_front(storage: &Path) -> Result<FrontState, Error> {
+    let file = front_state_file(storage);
+    match read_record(&file) {
+        Ok(None) => Ok(FrontState::default()),
+        Ok(Some(text)) => serde_json::from_str(&text).map_err(|e| {
+            Error::Apply(format!(
+                "{} is not a valid front record: {e}",
+                file.display()
+            ))
+        }),
+        Err(problem) => Err(Error::Apply(format!("{} {problem}", file.display()))),
+    }
+}
+
 /// Writes the front's record, then its configuration rendered from it (both
 /// atomically), so that a front restarted at any moment comes back as recorded.
-pub fn write_front(storage: &Path, spec: &Spec, front: &FrontSpec, state: &FrontState) -> Result<(), Error> {
+pub fn write_front(
+    storage: &Path,
+    spec: &Spec,
+    front: &FrontSpec,
+    state: &FrontState,
+) -> Result<(), Error> {
     let dir = crate::front::dir(storage);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
     write_atomic(&front_state_file(storage), &json(state))?;

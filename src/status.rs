@@ -39,6 +39,18 @@ pub struct Status {
     /// How the last upgrade recorded in the reports copied its data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_copy: Option<crate::execute::CopyFacts>,
+    /// The front door, when the spec has one or one is on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front: Option<FrontStatus>,
+}
+
+/// The front door.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontStatus {
+    /// Its container; `None` when it is not on the host.
+    pub container: Option<ContainerStatus>,
+    /// The generation it forwards to, by its record.
+    pub forwards_to: Option<u64>,
 }
 
 /// One generation.
@@ -112,12 +124,34 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 .flatten()
         }))
         .collect();
-    let serving = observed
-        .containers
-        .iter()
-        .filter(|c| c.is_public_app_of(&spec.project) && c.state.is_up())
-        .filter_map(Container::generation)
-        .max();
+    let front_container = observed.containers.iter().find(|c| {
+        c.name == crate::front::container_name(spec)
+            && c.labels.get(labels::PROJECT) == Some(&spec.project)
+    });
+    let forwards_to = observed
+        .storage
+        .front
+        .as_ref()
+        .and_then(crate::front::FrontState::live_generation);
+    // With a front, the app it forwards to serves while both run; without one, the
+    // app that is up with its public ports.
+    let serving = if spec.front.is_some() {
+        forwards_to.filter(|g| {
+            front_container.is_some_and(|c| c.state.is_up())
+                && find(Role::App, *g).is_some_and(|a| a.state.is_up())
+        })
+    } else {
+        observed
+            .containers
+            .iter()
+            .filter(|c| c.is_public_app_of(&spec.project) && c.state.is_up())
+            .filter_map(Container::generation)
+            .max()
+    };
+    let front = (spec.front.is_some() || front_container.is_some()).then(|| FrontStatus {
+        container: front_container.map(container_status),
+        forwards_to,
+    });
     // The generation `gemctl apply` would make live: a newer one than the live one
     // is then an upgrade under way, not one rolled back from.
     let target = plan.as_ref().map_or(spec.generation.0, |p| p.target);
@@ -179,6 +213,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         refusal,
         generations,
         last_copy: None,
+        front,
     }
 }
 
