@@ -7,11 +7,14 @@
 //! `<storage>/.gemctl/front/` and drives the running front through HAProxy's
 //! runtime API, a unix socket in that same directory, never published.
 //!
-//! How a cut-over holds instead of refusing: the front runs no health checks, so
-//! while the live app is stopped (the freeze) its slot stays "ready" and every
-//! connection to it fails; HAProxy retries once a second, each time redispatching,
-//! for `hold`. The switch makes the other slot ready and puts the old one in
-//! maintenance, and the next retry of every held request lands on the new app.
+//! How a cut-over holds instead of refusing: before the live app stops, the front
+//! is told to hold — its slot goes to maintenance and the third server of every
+//! backend, `hold`, an address where nothing listens, becomes the only one ready.
+//! Every try is refused and HAProxy retries once a second, each time
+//! redispatching, for `hold`. The switch makes the new app's slot ready and puts
+//! `hold` in maintenance, and the next retry of every held request lands on the new
+//! app. (Holding on the stopped app's own slot would not do: Docker may give its
+//! address to the next container made, and held requests would go there.)
 //! After `hold`, an HTTP request gets `503.http` (Retry-After and a short page); a
 //! TCP connection is closed. Measured with HAProxy 2.6 before this was built:
 //! `images/haproxy/FINDINGS.md`.
@@ -40,6 +43,9 @@ pub const STATE_FILE: &str = "state.json";
 /// HTTP ports answer this path with 200 whatever the app does, for a balancer in
 /// front of the host.
 pub const HEALTH_URI: &str = "/__gemctl/front";
+/// The server of every backend that holds requests: while it is the only one
+/// ready, each try is refused and retried, for `hold`.
+pub const HOLD_SERVER: &str = "hold";
 /// A retry of a held connection is one second apart.
 const RETRY_EVERY_SECS: u64 = 1;
 
@@ -93,9 +99,13 @@ pub struct FrontState {
     /// The generation whose app the green slot names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub green: Option<u64>,
-    /// The slot that takes traffic; `None` before the first switch.
+    /// The slot that took traffic last; `None` before the first switch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub live: Option<Slot>,
+    /// Requests are held (no app takes them): from before the live app stops
+    /// until the next switch.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub holding: bool,
 }
 
 impl FrontState {
@@ -106,9 +116,24 @@ impl FrontState {
         }
     }
 
-    /// The generation the front forwards to.
+    /// The generation the front forwards to; `None` while it holds requests.
     pub fn live_generation(&self) -> Option<u64> {
-        self.live.and_then(|s| self.named(s))
+        self.live
+            .filter(|_| !self.holding)
+            .and_then(|s| self.named(s))
+    }
+
+    /// The slot that takes traffic, unless requests are held.
+    pub fn serving_slot(&self) -> Option<Slot> {
+        self.live.filter(|_| !self.holding)
+    }
+
+    /// The state once the front holds requests instead of forwarding them.
+    pub fn held(&self) -> FrontState {
+        FrontState {
+            holding: true,
+            ..self.clone()
+        }
     }
 
     /// The slot that names generation `g`, if one does.
@@ -138,6 +163,7 @@ impl FrontState {
     pub fn switched(&self, g: u64) -> FrontState {
         let (slot, mut next) = self.prepared(g);
         next.live = Some(slot);
+        next.holding = false;
         next
     }
 }
@@ -226,15 +252,48 @@ pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
                 // Never resolves: the slot is disabled until a generation is named.
                 None => format!("{}-unused", container_name(spec)),
             };
-            let disabled = if state.live == Some(slot) {
+            let disabled = if state.serving_slot() == Some(slot) {
                 ""
             } else {
                 " disabled"
             };
             let _ = writeln!(cfg, "\tserver {} {host}:{p}{disabled}", slot.name());
         }
+        // Nothing listens there: while it is the one server, every try is refused
+        // and retried a second later, so requests wait for the next switch.
+        let holding = if state.serving_slot().is_none() {
+            ""
+        } else {
+            " disabled"
+        };
+        let _ = writeln!(cfg, "\tserver {HOLD_SERVER} 127.0.0.1:1{holding}");
     }
     cfg
+}
+
+/// Whether a line of `show servers state` says the server has `app`'s address:
+/// `srv_addr` (5th field) set, not in maintenance for want of resolution
+/// (`srv_admin_state`, 7th, bit 0x20), and `srv_fqdn` (18th) naming `app`.
+pub fn resolved(line: &str, app: &str) -> bool {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    let addr_set = f.get(4).is_some_and(|a| *a != "-" && *a != "0.0.0.0");
+    let resolving = f
+        .get(6)
+        .and_then(|s| s.parse::<u32>().ok())
+        .is_none_or(|s| s & 0x20 != 0);
+    addr_set && !resolving && f.get(17) == Some(&app)
+}
+
+/// The connections open to `server` in `backends`, from `show stat -1 4 -1`
+/// (CSV: `pxname,svname,qcur,qmax,scur,…`).
+pub fn open_connections(stats: &str, backends: &[String], server: &str) -> u64 {
+    stats
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .map(|l| l.split(',').collect::<Vec<_>>())
+        .filter(|f| f.len() > 4 && backends.iter().any(|b| b == f[0]) && f[1] == server)
+        .filter_map(|f| f[4].parse::<u64>().ok())
+        .sum()
 }
 
 /// The answer to a request held longer than `hold`: a whole HTTP response.
@@ -283,7 +342,11 @@ mod tests {
         );
         // A rollback to 1 is a switch back to its slot, not a new slot.
         assert_eq!(two.switched(1).live, Some(Slot::Blue));
-        // Generation 3 takes the slot that does not serve: 1's.
+        // Generation 3 takes the slot that does not serve: 1's, also while held.
         assert_eq!(two.prepared(3).0, Slot::Blue);
+        let held = two.held();
+        assert_eq!(held.live_generation(), None);
+        assert_eq!(held.prepared(3).0, Slot::Blue, "2's slot is the way back");
+        assert_eq!(held.switched(2).live_generation(), Some(2));
     }
 }

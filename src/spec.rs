@@ -91,6 +91,10 @@ pub struct FrontSpec {
     /// freeze of a cut-over) is held before it gets the maintenance answer.
     #[serde(default = "default_front_hold")]
     pub hold: HumanDuration,
+    /// How long connections already open to an app that is about to stop may
+    /// finish (new ones are held meanwhile) before it is stopped.
+    #[serde(default = "default_front_drain")]
+    pub drain: HumanDuration,
 }
 
 /// One public port of the front.
@@ -125,6 +129,10 @@ impl fmt::Display for FrontMode {
 }
 
 fn default_front_hold() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_front_drain() -> HumanDuration {
     HumanDuration(Duration::from_secs(30))
 }
 
@@ -1383,6 +1391,44 @@ mod tests {
         assert!(up[0].starts_with("/specs/s.yaml:3:10: storage: the storage root is /:"));
         let tilde = errors(&format!("project: p\ngeneration: 1\nstorage: ~/g\n{REST}"));
         assert!(tilde[0].contains("does not expand `~`"), "{tilde:?}");
+    }
+
+    #[test]
+    fn a_front_owns_the_public_ports_and_each_problem_is_named_where_it_is() {
+        let spec = |front: &str, app_ports: &str| {
+            format!(
+                "project: p\ngeneration: 1\nstorage: /srv/p\nfront:\n{front}\
+                 app:\n  image: \"a:1\"\n{app_ports}  health:\n    - tcp: {{ port: 7000 }}\n\
+                 db: {{ image: \"postgres:15\" }}\n"
+            )
+        };
+        let good = "  image: haproxy:2.6\n  ports:\n    - { port: \"80:8080\", mode: http }\n    \
+                    - { port: \"127.0.0.1:7000:7000\", mode: tcp }\n";
+        assert_eq!(errors(&spec(good, "")), Vec::<String>::new());
+        let with_app_ports = errors(&spec(good, "  ports: [\"81:8080\"]\n"));
+        assert!(
+            with_app_ports
+                .iter()
+                .any(|e| e.contains("app.ports") && e.contains("front.ports")),
+            "{with_app_ports:?}"
+        );
+        let bad = "  image: haproxy:2.6\n  hold: 500ms\n  ports:\n    - { port: \"8080\", mode: http }\n    \
+                   - { port: \"9000:8080\", mode: tcp }\n";
+        let e = errors(&spec(bad, "")).join("\n");
+        assert!(e.contains("front.hold"), "{e}");
+        assert!(e.contains("names no host port"), "{e}");
+        assert!(e.contains("already forwarded by front.ports[0]"), "{e}");
+        let smtp = "  image: haproxy:2.6\n  ports:\n    - { port: \"80:7000\", mode: smtp }\n";
+        let e = errors(&spec(smtp, "")).join("\n");
+        assert!(
+            e.contains("front.ports[0].mode") && e.contains("`http` or `tcp`"),
+            "{e}"
+        );
+        // The front's ports count in the health checks' ports and in clashes.
+        let clash = "  image: haproxy:2.6\n  ports:\n    - { port: \"80:8080\", mode: http }\n    \
+                     - { port: \"80:7000\", mode: tcp }\n";
+        let e = errors(&spec(clash, "")).join("\n");
+        assert!(e.contains("already taken by front.ports[0].port"), "{e}");
     }
 
     #[test]

@@ -83,7 +83,8 @@ pub struct ContainerStatus {
     pub state: String,
     /// Docker health, if the image defines a check.
     pub health: Option<String>,
-    /// `public` or `probe` (apps).
+    /// `public` or `probe` (apps); `behind the front` for the app the front
+    /// forwards to.
     pub exposure: Option<String>,
     /// Image.
     pub image: String,
@@ -188,7 +189,13 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
             GenerationStatus {
                 generation: g,
                 status: status.to_string(),
-                app: find(Role::App, g).map(container_status),
+                app: find(Role::App, g).map(|c| {
+                    let mut s = container_status(c);
+                    if spec.front.is_some() && forwards_to == Some(g) {
+                        s.exposure = Some("behind the front".into());
+                    }
+                    s
+                }),
                 db: find(Role::Db, g).map(container_status),
                 data_bytes: data.map(|_| crate::state::dir_size(&dir)),
                 data_dir: data.map(|_| dir.display().to_string()),

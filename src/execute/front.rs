@@ -14,13 +14,15 @@ use super::{Run, StepError};
 use crate::desired::{self, Role};
 use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
-use crate::front::{self, FrontState};
+use crate::front::{self, FrontState, Slot};
 use crate::labels;
 use crate::spec::{FrontSpec, Spec};
 use crate::state;
 
 /// How long a started front gets to answer on its runtime API.
 const FRONT_START: Duration = Duration::from_secs(20);
+/// How long the front gets to resolve a running app's name (it asks every second).
+const RESOLVE: Duration = Duration::from_secs(10);
 
 fn front_of(spec: &Spec) -> Result<&FrontSpec, StepError> {
     spec.front.as_ref().ok_or_else(|| {
@@ -115,7 +117,8 @@ impl<E: Engine> Run<'_, E> {
         }
     }
 
-    /// Names `generation`'s app in the slot that does not take traffic.
+    /// Names `generation`'s app in the slot that does not take traffic, and waits
+    /// until the front has its address.
     pub(super) async fn prepare_front(&mut self, generation: u64) -> Result<(), StepError> {
         let (slot, next) = self.front_state()?.prepared(generation);
         self.write_front(&next)?;
@@ -123,12 +126,31 @@ impl<E: Engine> Run<'_, E> {
         for be in front::backends(front_of(self.spec)?) {
             self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
                 .await?;
+            self.wait_resolved(&be, slot, &app).await?;
         }
         Ok(())
     }
 
-    /// New connections, and those held, go to `generation`'s app; the other slot is
-    /// put in maintenance (connections open to it finish).
+    /// New requests wait at the front: `hold` is the only server ready.
+    pub(super) async fn hold_front(&mut self) -> Result<(), StepError> {
+        let before = self.front_state()?;
+        self.write_front(&before.held())?;
+        for be in front::backends(front_of(self.spec)?) {
+            self.front_api(&format!(
+                "set server {be}/{} state ready",
+                front::HOLD_SERVER
+            ))
+            .await?;
+            for slot in [Slot::Blue, Slot::Green] {
+                self.front_api(&format!("set server {be}/{} state maint", slot.name()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// New connections, and those held, go to `generation`'s app; every other
+    /// server is put in maintenance (connections open to them finish).
     pub(super) async fn switch_front(&mut self, generation: u64) -> Result<(), StepError> {
         let before = self.front_state()?;
         let app = desired::container_name(self.spec, Role::App, generation);
@@ -143,15 +165,45 @@ impl<E: Engine> Run<'_, E> {
                 self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
                     .await?;
             }
+            self.wait_resolved(&be, slot, &app).await?;
             self.front_api(&format!("set server {be}/{} state ready", slot.name()))
                 .await?;
-            self.front_api(&format!(
-                "set server {be}/{} state maint",
-                slot.other().name()
-            ))
-            .await?;
+            for other in [slot.other().name(), front::HOLD_SERVER] {
+                self.front_api(&format!("set server {be}/{other} state maint"))
+                    .await?;
+            }
         }
         Ok(())
+    }
+
+    /// Waits until the front resolved `slot` of backend `be` to `app`'s address:
+    /// a slot without one would turn requests away instead of holding them.
+    async fn wait_resolved(&self, be: &str, slot: Slot, app: &str) -> Result<(), StepError> {
+        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < RESOLVE {
+            let answer = api(&socket, &format!("show servers state {be}"))
+                .await
+                .unwrap_or_default();
+            if let Some(line) = answer
+                .lines()
+                .find(|l| l.split_whitespace().nth(3) == Some(slot.name()))
+            {
+                if front::resolved(line, app) {
+                    return Ok(());
+                }
+                last = line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(StepError::Failed(Error::Apply(format!(
+            "the front did not resolve {app} for {be}/{} within {}s (its state: {last:?}): is \
+             {app} running on the network {}?",
+            slot.name(),
+            RESOLVE.as_secs(),
+            self.spec.network_name()
+        ))))
     }
 
     fn write_front(&self, next: &FrontState) -> Result<(), StepError> {

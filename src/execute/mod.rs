@@ -505,6 +505,7 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::RemoveFront { container } => self.remove(container).await,
             Action::PrepareFront { generation, .. } => self.prepare_front(*generation).await,
             Action::SwitchFront { generation, .. } => self.switch_front(*generation).await,
+            Action::HoldFront { .. } => self.hold_front().await,
         }
     }
 }

@@ -64,6 +64,11 @@ pub(super) struct Host<'a> {
 }
 
 impl Host<'_> {
+    /// The generation the front forwards to, by its record.
+    pub(super) fn front_live(&self) -> Option<u64> {
+        self.front_state.and_then(FrontState::live_generation)
+    }
+
     /// Whether the front's record names generation `n`'s app in a slot.
     pub(super) fn front_names(&self, n: u64) -> bool {
         self.front_state.is_some_and(|f| f.slot_of(n).is_some())

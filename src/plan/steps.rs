@@ -212,6 +212,12 @@ pub enum Action {
         /// The app container the slot names.
         container: String,
     },
+    /// Hold new connections at the front instead of forwarding them to a
+    /// generation's app, which is about to stop.
+    HoldFront {
+        /// The generation the front forwarded to.
+        generation: u64,
+    },
     /// Send new connections, and those the front holds, to a generation's app.
     SwitchFront {
         /// Generation.
@@ -341,6 +347,9 @@ impl Action {
                 }
             }
             Action::StartFront { container } => format!("start {container}"),
+            Action::HoldFront { generation } => {
+                format!("hold new requests at the front (generation {generation}'s app stops)")
+            }
             Action::RemoveFront { container } => format!("remove {container}"),
             Action::PrepareFront { container, .. } => {
                 format!("point the front's idle slot at {container}")

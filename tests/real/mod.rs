@@ -366,6 +366,23 @@ impl Project {
             .collect()
     }
 
+    /// Containers of this project that publish the project's two public ports (not
+    /// a probe's health ports).
+    pub fn holders_of_public_ports(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+            "--format",
+            "{{.Names}}|{{.Ports}}",
+        ]);
+        let public = [format!(":{}->", self.http), format!(":{}->", self.tcp)];
+        out.lines()
+            .filter(|l| public.iter().any(|p| l.contains(p.as_str())))
+            .map(|l| l.split('|').next().unwrap().to_string())
+            .collect()
+    }
+
     pub fn generations_on_disk(&self) -> Vec<u64> {
         let mut v: Vec<u64> = std::fs::read_dir(self.storage())
             .map(|d| {

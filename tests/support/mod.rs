@@ -245,6 +245,10 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             let state = obs.storage.front.clone().unwrap_or_default();
             obs.storage.front = Some(state.prepared(*generation).1);
         }
+        Action::HoldFront { .. } => {
+            let state = obs.storage.front.clone().unwrap_or_default();
+            obs.storage.front = Some(state.held());
+        }
         Action::SwitchFront {
             generation,
             container,
