@@ -84,6 +84,11 @@ impl ContainerConfig {
     }
 }
 
+/// A short, stable fingerprint of some bytes (hex).
+pub fn fingerprint(bytes: &[u8]) -> String {
+    format!("{:016x}", fnv1a(bytes))
+}
+
 /// FNV-1a, 64 bit: stable across Rust versions and platforms, unlike `DefaultHasher`.
 fn fnv1a(bytes: &[u8]) -> u64 {
     bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {

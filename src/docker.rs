@@ -254,6 +254,7 @@ impl Engine for Docker {
             labels: Some(spec.labels.clone().into_iter().collect()),
             cmd: spec.cmd.clone(),
             entrypoint: spec.entrypoint.clone(),
+            user: spec.user.clone(),
             exposed_ports: Some(port_bindings.keys().cloned().collect()),
             host_config: Some(host_config),
             ..Default::default()

@@ -73,6 +73,8 @@ pub struct CreateContainer {
     pub entrypoint: Option<Vec<String>>,
     /// Restart the container if it dies (`unless-stopped`), for long-running ones.
     pub restart: bool,
+    /// The user the command runs as, when not the image's.
+    pub user: Option<String>,
 }
 
 /// The result of a command run in a container.

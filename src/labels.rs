@@ -3,7 +3,8 @@
 //! A container is recognised as gemctl's only when its labels *and* its name agree:
 //! `io.gemctl.project=<project>`, `io.gemctl.role=app|db|copy`,
 //! `io.gemctl.generation=<n>`, and the name `<app.name>-<n>`, `<db.name>-<n>` or
-//! `<project>-copy-<n>`. `io.gemctl.spec-hash` fingerprints what the spec asked of
+//! `<project>-copy-<n>`; the front door is `io.gemctl.role=front`, named
+//! `<project>-front`, with no generation. `io.gemctl.spec-hash` fingerprints what the spec asked of
 //! the container (image, environment, ports, network, mounts; never secret values),
 //! so a spec changed without bumping `generation` is caught; `io.gemctl.settings`
 //! records those settings themselves as compact JSON (see [`crate::settings`]), so
@@ -28,6 +29,8 @@ pub const EXPOSURE: &str = "io.gemctl.exposure";
 pub const ROLE_APP: &str = "app";
 /// Value of [`ROLE`] for the database container.
 pub const ROLE_DB: &str = "db";
+/// Value of [`ROLE`] for the front door, `<project>-front` (no generation).
+pub const ROLE_FRONT: &str = "front";
 /// Value of [`ROLE`] for a one-shot copy container.
 pub const ROLE_COPY: &str = "copy";
 

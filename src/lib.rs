@@ -18,6 +18,7 @@ pub mod engine;
 pub mod env_file;
 pub mod error;
 pub mod execute;
+pub mod front;
 pub mod git;
 pub mod health;
 pub mod incident;

@@ -138,6 +138,10 @@ pub struct Storage {
     /// (`<storage>/.gemctl/served.json`); `None` when there is no such record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub served: Option<BTreeSet<u64>>,
+    /// What the front door forwards to (`<storage>/.gemctl/front/state.json`);
+    /// `None` when there is no such record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front: Option<crate::front::FrontState>,
     /// State files that could not be trusted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<Damage>,

@@ -64,10 +64,76 @@ pub struct Spec {
     /// How the first generation on a fresh host starts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bootstrap: Option<BootstrapSpec>,
+    /// A front door: one long-lived `<project>-front` container (HAProxy) that owns
+    /// the public ports and forwards them to the live generation's app, holding
+    /// requests through a cut-over instead of refusing them. Without it, the app
+    /// container publishes `app.ports` itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub front: Option<FrontSpec>,
     /// The stateless application container.
     pub app: AppSpec,
     /// The PostgreSQL container.
     pub db: DbSpec,
+}
+
+/// The front door: the public ports, forwarded to the live app over the private
+/// network by an HAProxy container that gemctl configures and switches.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrontSpec {
+    /// HAProxy image with an explicit tag: the official `haproxy:2.6` (or later) in
+    /// production; `gemctl-test/haproxy:2.6` is built offline by `scripts/build-images`.
+    pub image: ImageRef,
+    /// The public ports: Docker's syntax, host side → the app's container port
+    /// (`"80:8080"`), each `http` or `tcp`. With a front, `app.ports` stays empty.
+    pub ports: Vec<FrontPort>,
+    /// How long a request or connection that arrives while no app can take it (the
+    /// freeze of a cut-over) is held before it gets the maintenance answer.
+    #[serde(default = "default_front_hold")]
+    pub hold: HumanDuration,
+    /// How long connections already open to an app that is about to stop may
+    /// finish (new ones are held meanwhile) before it is stopped.
+    #[serde(default = "default_front_drain")]
+    pub drain: HumanDuration,
+}
+
+/// One public port of the front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FrontPort {
+    /// Docker's port syntax: `[ip:]host_port:app_port`; the app's side is the
+    /// container port the front forwards to.
+    pub port: PortMapping,
+    /// `http` (requests held and answered 503 with a page after `hold`) or `tcp`
+    /// (connections held, closed after `hold`).
+    pub mode: FrontMode,
+}
+
+/// How the front forwards a port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FrontMode {
+    /// HTTP/1.1 requests.
+    Http,
+    /// Plain TCP connections.
+    Tcp,
+}
+
+impl fmt::Display for FrontMode {
+    fn fmt(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(match self {
+            FrontMode::Http => "http",
+            FrontMode::Tcp => "tcp",
+        })
+    }
+}
+
+fn default_front_hold() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+
+fn default_front_drain() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
 }
 
 /// Alerts on failure, refusal, rollback, restore and failed scheduled backups,
@@ -791,6 +857,84 @@ impl Spec {
     }
 
     /// The checks that span fields, as (field path, message) pairs.
+    /// Every public port with the field it is written in: the front's when there is
+    /// a front, else the app's.
+    fn public_ports(&self) -> Vec<(String, &PortMapping)> {
+        let app = self
+            .app
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (format!("app.ports[{i}]"), p));
+        let front = self.front.iter().flat_map(|f| {
+            f.ports
+                .iter()
+                .enumerate()
+                .map(|(i, p)| (format!("front.ports[{i}].port"), &p.port))
+        });
+        app.chain(front).collect()
+    }
+
+    fn front_problems(&self, front: &FrontSpec, bad: &mut impl FnMut(String, String)) {
+        if !self.app.ports.is_empty() {
+            bad(
+                "app.ports".into(),
+                "with a `front:`, the front owns the public ports: move these to `front.ports` \
+                 (e.g. `- { port: \"80:8080\", mode: http }`) and leave `app.ports` out"
+                    .into(),
+            );
+        }
+        if front.ports.is_empty() {
+            bad(
+                "front.ports".into(),
+                "a front needs at least one port (e.g. `- { port: \"80:8080\", mode: http }`)"
+                    .into(),
+            );
+        }
+        for (i, p) in front.ports.iter().enumerate() {
+            if p.port.proto != "tcp" {
+                bad(
+                    format!("front.ports[{i}].port"),
+                    format!(
+                        "{:?}: the front forwards TCP (and HTTP over it) only",
+                        p.port.raw
+                    ),
+                );
+            }
+            if p.port.host_port.is_none() {
+                bad(
+                    format!("front.ports[{i}].port"),
+                    format!(
+                        "{:?} names no host port: a public port must be fixed (e.g. \"80:{}\")",
+                        p.port.raw, p.port.container_port
+                    ),
+                );
+            }
+            if let Some(first) = front.ports[..i]
+                .iter()
+                .position(|q| q.port.container_port == p.port.container_port)
+            {
+                bad(
+                    format!("front.ports[{i}].port"),
+                    format!(
+                        "the app's port {} is already forwarded by front.ports[{first}]: the \
+                         front listens on the app's port number, so each app port may appear once",
+                        p.port.container_port
+                    ),
+                );
+            }
+        }
+        if front.hold.get() < Duration::from_secs(1) {
+            bad(
+                "front.hold".into(),
+                format!(
+                    "{}: the front retries once a second, so it holds for at least 1s",
+                    humantime::format_duration(front.hold.get())
+                ),
+            );
+        }
+    }
+
     fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut bad = |field: String, msg: String| out.push((field, msg));
@@ -948,9 +1092,10 @@ impl Spec {
         let every = |ip: &Option<String>| {
             matches!(ip.as_deref(), None | Some("" | "0.0.0.0" | "::" | "[::]"))
         };
-        for (i, p) in self.app.ports.iter().enumerate() {
+        let public = self.public_ports();
+        for (i, (at, p)) in public.iter().enumerate() {
             let Some(hp) = p.host_port else { continue };
-            let first = self.app.ports[..i].iter().position(|q| {
+            let first = public[..i].iter().position(|(_, q)| {
                 q.host_port == Some(hp)
                     && q.proto == p.proto
                     && (every(&q.host_ip) || every(&p.host_ip) || q.host_ip == p.host_ip)
@@ -962,23 +1107,24 @@ impl Spec {
                     p.host_ip.clone().unwrap_or_default()
                 };
                 bad(
-                    format!("app.ports[{i}]"),
+                    at.clone(),
                     format!(
-                        "host port {hp}/{} on {ip} is already taken by app.ports[{first}] ({:?}); \
+                        "host port {hp}/{} on {ip} is already taken by {} ({:?}); \
                          a host port may appear once (a mapping without an address, or with \
                          0.0.0.0, listens on every address)",
-                        p.proto, self.app.ports[first].raw
+                        p.proto, public[first].0, public[first].1.raw
                     ),
                 );
             }
         }
+        if let Some(front) = &self.front {
+            self.front_problems(front, &mut bad);
+        }
 
-        let exposed: Vec<u16> = self
-            .app
-            .ports
+        let exposed: Vec<u16> = public
             .iter()
-            .filter(|p| p.proto == "tcp")
-            .map(|p| p.container_port)
+            .filter(|(_, p)| p.proto == "tcp")
+            .map(|(_, p)| p.container_port)
             .collect();
         for (i, check) in self.app.health.iter().enumerate() {
             let at = format!("app.health[{i}]");
@@ -1245,6 +1391,44 @@ mod tests {
         assert!(up[0].starts_with("/specs/s.yaml:3:10: storage: the storage root is /:"));
         let tilde = errors(&format!("project: p\ngeneration: 1\nstorage: ~/g\n{REST}"));
         assert!(tilde[0].contains("does not expand `~`"), "{tilde:?}");
+    }
+
+    #[test]
+    fn a_front_owns_the_public_ports_and_each_problem_is_named_where_it_is() {
+        let spec = |front: &str, app_ports: &str| {
+            format!(
+                "project: p\ngeneration: 1\nstorage: /srv/p\nfront:\n{front}\
+                 app:\n  image: \"a:1\"\n{app_ports}  health:\n    - tcp: {{ port: 7000 }}\n\
+                 db: {{ image: \"postgres:15\" }}\n"
+            )
+        };
+        let good = "  image: haproxy:2.6\n  ports:\n    - { port: \"80:8080\", mode: http }\n    \
+                    - { port: \"127.0.0.1:7000:7000\", mode: tcp }\n";
+        assert_eq!(errors(&spec(good, "")), Vec::<String>::new());
+        let with_app_ports = errors(&spec(good, "  ports: [\"81:8080\"]\n"));
+        assert!(
+            with_app_ports
+                .iter()
+                .any(|e| e.contains("app.ports") && e.contains("front.ports")),
+            "{with_app_ports:?}"
+        );
+        let bad = "  image: haproxy:2.6\n  hold: 500ms\n  ports:\n    - { port: \"8080\", mode: http }\n    \
+                   - { port: \"9000:8080\", mode: tcp }\n";
+        let e = errors(&spec(bad, "")).join("\n");
+        assert!(e.contains("front.hold"), "{e}");
+        assert!(e.contains("names no host port"), "{e}");
+        assert!(e.contains("already forwarded by front.ports[0]"), "{e}");
+        let smtp = "  image: haproxy:2.6\n  ports:\n    - { port: \"80:7000\", mode: smtp }\n";
+        let e = errors(&spec(smtp, "")).join("\n");
+        assert!(
+            e.contains("front.ports[0].mode") && e.contains("`http` or `tcp`"),
+            "{e}"
+        );
+        // The front's ports count in the health checks' ports and in clashes.
+        let clash = "  image: haproxy:2.6\n  ports:\n    - { port: \"80:8080\", mode: http }\n    \
+                     - { port: \"80:7000\", mode: tcp }\n";
+        let e = errors(&spec(clash, "")).join("\n");
+        assert!(e.contains("already taken by front.ports[0].port"), "{e}");
     }
 
     #[test]

@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
+use crate::front::FrontState;
 use crate::observed::{
     Damage, FailedGeneration, GenerationData, HISTORY_FILE, History, LIVE_FILE, Marker, PIN_FILE,
     Pin, READY_MARKER, SERVED_FILE, STATE_DIR, Storage,
 };
+use crate::spec::{FrontSpec, Spec};
 
 /// Writes `bytes` to `path` atomically (temporary file + rename), creating parents.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), Error> {
@@ -257,6 +259,47 @@ pub fn read_state(root: &Path) -> Result<(Storage, History), Error> {
     Ok((storage, history))
 }
 
+/// `<storage>/.gemctl/front/state.json`.
+pub fn front_state_file(storage: &Path) -> PathBuf {
+    crate::front::dir(storage).join(crate::front::STATE_FILE)
+}
+
+/// The front's record, strictly: missing is a front that forwards nowhere yet.
+pub fn read_front(storage: &Path) -> Result<FrontState, Error> {
+    let file = front_state_file(storage);
+    match read_record(&file) {
+        Ok(None) => Ok(FrontState::default()),
+        Ok(Some(text)) => serde_json::from_str(&text).map_err(|e| {
+            Error::Apply(format!(
+                "{} is not a valid front record: {e}",
+                file.display()
+            ))
+        }),
+        Err(problem) => Err(Error::Apply(format!("{} {problem}", file.display()))),
+    }
+}
+
+/// Writes the front's record, then its configuration rendered from it (both
+/// atomically), so that a front restarted at any moment comes back as recorded.
+pub fn write_front(
+    storage: &Path,
+    spec: &Spec,
+    front: &FrontSpec,
+    state: &FrontState,
+) -> Result<(), Error> {
+    let dir = crate::front::dir(storage);
+    std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
+    write_atomic(&front_state_file(storage), &json(state))?;
+    write_atomic(
+        &dir.join(crate::front::PAGE_FILE),
+        crate::front::page(front).as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join(crate::front::CONFIG_FILE),
+        crate::front::render(spec, front, state).as_bytes(),
+    )
+}
+
 /// Reads the storage root: generations and their markers, the live pointer, the
 /// pin and the record of generations that served. A missing root is an empty
 /// storage (a fresh host). Only an I/O failure of the root itself is an error;
@@ -287,6 +330,13 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
         serde_json::from_str::<ServedRecord>(text)
             .map(|r| r.generations)
             .map_err(|e| format!("is not a valid record of served generations: {e}"))
+    });
+    let front_fix = "the front's record says which generation it forwards to: put back a copy, or \
+                     remove it and run `gemctl apply`, which points the front at the live \
+                     generation again";
+    storage.front = read_parsed(&front_state_file(root), front_fix, damage, |text| {
+        serde_json::from_str::<FrontState>(text)
+            .map_err(|e| format!("is not a valid front record: {e}"))
     });
     Ok(storage)
 }

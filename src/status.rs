@@ -39,6 +39,18 @@ pub struct Status {
     /// How the last upgrade recorded in the reports copied its data.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_copy: Option<crate::execute::CopyFacts>,
+    /// The front door, when the spec has one or one is on the host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub front: Option<FrontStatus>,
+}
+
+/// The front door.
+#[derive(Debug, Clone, Serialize)]
+pub struct FrontStatus {
+    /// Its container; `None` when it is not on the host.
+    pub container: Option<ContainerStatus>,
+    /// The generation it forwards to, by its record.
+    pub forwards_to: Option<u64>,
 }
 
 /// One generation.
@@ -71,7 +83,8 @@ pub struct ContainerStatus {
     pub state: String,
     /// Docker health, if the image defines a check.
     pub health: Option<String>,
-    /// `public` or `probe` (apps).
+    /// `public` or `probe` (apps); `behind the front` for the app the front
+    /// forwards to.
     pub exposure: Option<String>,
     /// Image.
     pub image: String,
@@ -112,12 +125,34 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 .flatten()
         }))
         .collect();
-    let serving = observed
-        .containers
-        .iter()
-        .filter(|c| c.is_public_app_of(&spec.project) && c.state.is_up())
-        .filter_map(Container::generation)
-        .max();
+    let front_container = observed.containers.iter().find(|c| {
+        c.name == crate::front::container_name(spec)
+            && c.labels.get(labels::PROJECT) == Some(&spec.project)
+    });
+    let forwards_to = observed
+        .storage
+        .front
+        .as_ref()
+        .and_then(crate::front::FrontState::live_generation);
+    // With a front, the app it forwards to serves while both run; without one, the
+    // app that is up with its public ports.
+    let serving = if spec.front.is_some() {
+        forwards_to.filter(|g| {
+            front_container.is_some_and(|c| c.state.is_up())
+                && find(Role::App, *g).is_some_and(|a| a.state.is_up())
+        })
+    } else {
+        observed
+            .containers
+            .iter()
+            .filter(|c| c.is_public_app_of(&spec.project) && c.state.is_up())
+            .filter_map(Container::generation)
+            .max()
+    };
+    let front = (spec.front.is_some() || front_container.is_some()).then(|| FrontStatus {
+        container: front_container.map(container_status),
+        forwards_to,
+    });
     // The generation `gemctl apply` would make live: a newer one than the live one
     // is then an upgrade under way, not one rolled back from.
     let target = plan.as_ref().map_or(spec.generation.0, |p| p.target);
@@ -154,7 +189,13 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
             GenerationStatus {
                 generation: g,
                 status: status.to_string(),
-                app: find(Role::App, g).map(container_status),
+                app: find(Role::App, g).map(|c| {
+                    let mut s = container_status(c);
+                    if spec.front.is_some() && forwards_to == Some(g) {
+                        s.exposure = Some("behind the front".into());
+                    }
+                    s
+                }),
                 db: find(Role::Db, g).map(container_status),
                 data_bytes: data.map(|_| crate::state::dir_size(&dir)),
                 data_dir: data.map(|_| dir.display().to_string()),
@@ -179,6 +220,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         refusal,
         generations,
         last_copy: None,
+        front,
     }
 }
 

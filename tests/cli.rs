@@ -94,6 +94,7 @@ fn example_specs_start_with_the_schema_line_and_validate() {
     for (file, flags) in [
         ("specs/prod.yaml", &["--no-env-files"][..]),
         ("specs/demo.yaml", &[][..]),
+        ("specs/demo-front.yaml", &[][..]),
         ("tests/specs/shop-gen1.yaml", &[][..]),
     ] {
         let text = std::fs::read_to_string(file).unwrap();

@@ -6,16 +6,15 @@
 
 mod real;
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use real::client::try_post;
-use real::{Project, docker, docker_ok, sql};
+use real::{Project, Watched, docker, docker_ok, sql};
 
 /// Rows, tables, sequences and a role beyond the app's own, in two databases.
 fn more_data(p: &Project) {
@@ -232,49 +231,6 @@ fn a_streamed_upgrade_keeps_every_row_sequence_and_role_and_leaves_no_replicatio
         "0"
     );
     assert_eq!(p.table_digest(&p.db(1)), items);
-}
-
-/// `apply --output json` started in the background, its events read line by line.
-struct Watched {
-    child: std::process::Child,
-    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
-}
-
-impl Watched {
-    fn start(p: &Project) -> Watched {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
-            .args(["apply", "--output", "json", "-f", p.spec.to_str().unwrap()])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        Watched { child, lines }
-    }
-
-    /// Reads events until one matches; false when apply ended first.
-    fn until(&mut self, mut f: impl FnMut(&serde_json::Value) -> bool) -> bool {
-        for line in self.lines.by_ref() {
-            let Ok(line) = line else { return false };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
-                && f(&v)
-            {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn step_started(v: &serde_json::Value, action: &str) -> bool {
-        v["event"] == "step_started" && v["step"]["action"] == action
-    }
-}
-
-impl Drop for Watched {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -635,7 +635,7 @@ impl ApplyPrinter<'_> {
                 if let Some(ms) = facts.freeze_ms {
                     self.clear_progress();
                     let _ = print(&format!(
-                        "write freeze: {:.2}s (the old app stopped until the new one was exposed)\n",
+                        "write freeze: {:.2}s (from the old app's stop until the new one took traffic)\n",
                         ms as f64 / 1000.0
                     ));
                 }

@@ -89,6 +89,16 @@ fn render(s: &Status) -> String {
         }
         _ => {}
     }
+    if let Some(f) = &s.front {
+        let state = f.container.as_ref().map_or_else(
+            || "not on this host".to_string(),
+            |c| format!("{} {}", c.name, c.state),
+        );
+        let to = f.forwards_to.map_or("nowhere yet".to_string(), |g| {
+            format!("generation {g}'s app")
+        });
+        let _ = writeln!(out, "front: {state}, forwarding to {to}");
+    }
     if let Some(p) = &s.pinned {
         let _ = writeln!(out, "pinned: {p}");
     }
@@ -213,6 +223,7 @@ mod tests {
                 generation(1, "retained", "example/shop:v1"),
             ],
             last_copy: None,
+            front: None,
         };
         let text = render(&s);
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("GEN")).collect();

@@ -23,6 +23,7 @@ mod checks;
 mod containers;
 mod data;
 mod fall_back;
+mod front;
 mod records;
 mod stream;
 
@@ -330,7 +331,10 @@ impl<'a, E: Engine> Run<'a, E> {
                 total,
                 duration_ms: started.elapsed().as_millis() as u64,
             });
-            if let (Action::ExposeApp { generation, .. }, Some(since)) = (&step.action, freeze)
+            if let (
+                Action::ExposeApp { generation, .. } | Action::SwitchFront { generation, .. },
+                Some(since),
+            ) = (&step.action, freeze)
                 && *generation == plan.target
             {
                 (self.on_event)(Event::Copy {
@@ -360,6 +364,11 @@ impl<'a, E: Engine> Run<'a, E> {
                 }
                 Action::CreateAppProbe { .. } => {
                     images.insert(self.spec.app.image.to_string());
+                }
+                Action::CreateFront { .. } => {
+                    if let Some(front) = &self.spec.front {
+                        images.insert(front.image.to_string());
+                    }
                 }
                 _ => {}
             }
@@ -405,6 +414,7 @@ impl<'a, E: Engine> Run<'a, E> {
             | Action::StopDb { container, .. }
             | Action::StopPrimary { container, .. }
             | Action::RemoveContainer { container, .. }
+            | Action::RemoveFront { container }
             | Action::ExposeApp { container, .. } => Some(container.clone()),
             Action::RemoveData { .. } => None,
             _ => return Ok(()),
@@ -488,6 +498,14 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::StopPrimary { container, .. } => self.stop_primary(container).await,
             Action::WaitReplay { from, to } => self.wait_replay(*from, *to).await,
             Action::Promote { container, .. } => self.promote(container).await,
+            Action::CreateFront { container, replace } => {
+                self.create_front(container, *replace).await
+            }
+            Action::StartFront { container } => self.start_front(container).await,
+            Action::RemoveFront { container } => self.remove(container).await,
+            Action::PrepareFront { generation, .. } => self.prepare_front(*generation).await,
+            Action::SwitchFront { generation, .. } => self.switch_front(*generation).await,
+            Action::HoldFront { .. } => self.hold_front().await,
         }
     }
 }

@@ -117,6 +117,12 @@ impl<'s> Builder<'s> {
         for (n, name) in running_apps {
             if n != target && !self.stopped.contains(&name) && !self.removed.contains(&name) {
                 self.stopped.insert(name.clone());
+                if self.spec.front.is_some() && host.front_live() == Some(n) {
+                    self.push(
+                        Action::HoldFront { generation: n },
+                        "requests wait at the front, not at a stopped app",
+                    );
+                }
                 self.push(
                     Action::StopApp {
                         generation: n,

@@ -1,19 +1,25 @@
 //! The cut-over, the same for every kind of plan once the target's data is ready:
 //! only the target's app runs, health-checked on 127.0.0.1 before it is given the
-//! public ports (or restarted, or an interrupted probe resumed), the target is
-//! recorded live, and only its database keeps running.
+//! public ports — or, with a front door, before the front switches to it —, the
+//! target is recorded live, and only its database keeps running.
 
 use crate::desired::{self, Role};
 use crate::labels;
 
 use super::Action;
 use super::builder::Builder;
+use super::front;
 use super::recognise::{Gen, Host};
 
 /// Puts generation `target`'s app in front and stops every other generation.
 pub(super) fn cut_over(b: &mut Builder, host: &Host, tgen: &Gen, target: u64, live: Option<u64>) {
     b.stop_other_apps(host, target, "only one generation's app may be live");
-    bring_up_app(b, tgen, target);
+    if b.spec.front.is_some() {
+        front::after_public_apps_stopped(b, host);
+        front::bring_up_app(b, host, tgen, target);
+    } else {
+        bring_up_app(b, tgen, target);
+    }
     if live != Some(target) {
         b.push(
             Action::SetLive { generation: target },
@@ -26,7 +32,7 @@ pub(super) fn cut_over(b: &mut Builder, host: &Host, tgen: &Gen, target: u64, li
     b.stop_other_dbs(host, target);
 }
 
-/// The target's app as found decides: none (or data just made) is probed and exposed;
+/// Without a front: the target's app as found decides: none (or data just made) is probed and exposed;
 /// a probe left running is checked and exposed; a stopped probe is replaced; a
 /// stopped public app is restarted; a running public app is left alone.
 fn bring_up_app(b: &mut Builder, tgen: &Gen, target: u64) {

@@ -20,6 +20,7 @@ mod cutover;
 mod evidence;
 #[cfg(test)]
 mod fixture;
+mod front;
 mod hold;
 mod pin;
 mod prune;
@@ -208,6 +209,7 @@ pub fn plan(
 
     let mut b = Builder::new(spec, evidence);
     b.ensure_network(&observed.networks);
+    front::at_start(&mut b, &host);
     prune::clear_debris(&mut b, &host, target, hold.as_ref());
     let mut copy = None;
     match &course {

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::front::FrontState;
 use crate::labels;
 use crate::observed::{Container, ContainerState, GenerationData, Observed};
 use crate::spec::{Scope, Spec};
@@ -14,6 +15,8 @@ use super::{Problem, Refusal};
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Known<'a> {
     pub(super) c: &'a Container,
+    /// An app the front door forwards to: public through the front.
+    pub(super) fronted: bool,
 }
 
 impl Known<'_> {
@@ -27,8 +30,11 @@ impl Known<'_> {
     pub(super) fn hash(&self) -> Option<&str> {
         self.c.labels.get(labels::SPEC_HASH).map(String::as_str)
     }
+    /// Given the public ports, or forwarded to by the front door.
     pub(super) fn public(&self) -> bool {
-        self.c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+        self.fronted
+            || self.c.labels.get(labels::EXPOSURE).map(String::as_str)
+                == Some(labels::EXPOSURE_PUBLIC)
     }
 }
 
@@ -51,6 +57,22 @@ pub(super) struct Host<'a> {
     pub(super) gens: BTreeMap<u64, Gen<'a>>,
     /// Copy and backup containers, by the generation they worked for.
     pub(super) copies: Vec<(u64, &'a Container)>,
+    /// The front door's container.
+    pub(super) front: Option<Known<'a>>,
+    /// The front door's record: which generation each slot names, which is live.
+    pub(super) front_state: Option<&'a FrontState>,
+}
+
+impl Host<'_> {
+    /// The generation the front forwards to, by its record.
+    pub(super) fn front_live(&self) -> Option<u64> {
+        self.front_state.and_then(FrontState::live_generation)
+    }
+
+    /// Whether the front's record names generation `n`'s app in a slot.
+    pub(super) fn front_names(&self, n: u64) -> bool {
+        self.front_state.is_some_and(|f| f.slot_of(n).is_some())
+    }
 }
 
 impl<'a> Host<'a> {
@@ -86,11 +108,21 @@ impl<'a> Host<'a> {
 pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<'a>, Refusal> {
     let mut gens: BTreeMap<u64, Gen<'a>> = BTreeMap::new();
     let mut copies = Vec::new();
+    let mut front = None;
     let mut problems = Vec::new();
+    let front_state = observed.storage.front.as_ref();
+    let front_live = front_state.and_then(FrontState::live_generation);
     for c in &observed.containers {
+        let known = |n| Known {
+            c,
+            fronted: front_live == Some(n),
+        };
         match sort(spec, c) {
-            Ok(Some((labels::ROLE_APP, n))) => gens.entry(n).or_default().app = Some(Known { c }),
-            Ok(Some((labels::ROLE_DB, n))) => gens.entry(n).or_default().db = Some(Known { c }),
+            Ok(Some((labels::ROLE_APP, n))) => gens.entry(n).or_default().app = Some(known(n)),
+            Ok(Some((labels::ROLE_DB, n))) => {
+                gens.entry(n).or_default().db = Some(Known { c, fronted: false })
+            }
+            Ok(Some((labels::ROLE_FRONT, _))) => front = Some(Known { c, fronted: false }),
             Ok(Some((_, n))) => copies.push((n, c)),
             Ok(None) => {}
             Err(problem) => problems.push(problem),
@@ -100,7 +132,12 @@ pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<
         gens.entry(d.generation).or_default().data = Some(d);
     }
     if problems.is_empty() {
-        Ok(Host { gens, copies })
+        Ok(Host {
+            gens,
+            copies,
+            front,
+            front_state,
+        })
     } else {
         Err(Refusal {
             project: spec.project.clone(),
@@ -169,6 +206,9 @@ fn ours(
         .and_then(|g| g.parse::<u64>().ok());
     match (role, generation, by_name) {
         (Some(r), Some(n), Some((nr, nn))) if r == nr && n == nn => Ok((nr, nn)),
+        (Some(labels::ROLE_FRONT), None, Some((labels::ROLE_FRONT, _))) => {
+            Ok((labels::ROLE_FRONT, 0))
+        }
         _ => Err(Problem {
             container: Some(c.name.clone()),
             seen: format!(
@@ -188,9 +228,12 @@ fn ours(
     }
 }
 
-/// The role and generation a container's name claims in this project: app, db, or
-/// a copy or backup container (both `copy`).
+/// The role and generation a container's name claims in this project: app, db, a
+/// copy or backup container (both `copy`), or the front door (no generation: 0).
 fn role_by_name(spec: &Spec, name: &str) -> Option<(&'static str, u64)> {
+    if name == crate::front::container_name(spec) {
+        return Some((labels::ROLE_FRONT, 0));
+    }
     let numbered = |prefix: &str| -> Option<u64> {
         name.strip_prefix(prefix)?
             .strip_prefix('-')

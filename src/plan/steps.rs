@@ -187,6 +187,44 @@ pub enum Action {
         /// Container name.
         container: String,
     },
+    /// Create and start the front door (removing an outdated one first), forwarding
+    /// where its record says, and wait until its runtime API answers.
+    CreateFront {
+        /// Container name.
+        container: String,
+        /// Whether a front made from another spec is removed first.
+        replace: bool,
+    },
+    /// Start the stopped front door and wait until its runtime API answers.
+    StartFront {
+        /// Container name.
+        container: String,
+    },
+    /// Remove the front door: the spec has none.
+    RemoveFront {
+        /// Container name.
+        container: String,
+    },
+    /// Point the front's idle slot at a generation's app; no traffic moves.
+    PrepareFront {
+        /// Generation.
+        generation: u64,
+        /// The app container the slot names.
+        container: String,
+    },
+    /// Hold new connections at the front instead of forwarding them to a
+    /// generation's app, which is about to stop.
+    HoldFront {
+        /// The generation the front forwarded to.
+        generation: u64,
+    },
+    /// Send new connections, and those the front holds, to a generation's app.
+    SwitchFront {
+        /// Generation.
+        generation: u64,
+        /// The app container.
+        container: String,
+    },
 }
 
 /// How a step shows in `gemctl diff`.
@@ -219,12 +257,15 @@ impl Action {
             | Action::CreateDb { .. }
             | Action::StartDb { .. }
             | Action::CreateAppProbe { .. }
-            | Action::StartApp { .. } => Mark::Add,
+            | Action::StartApp { .. }
+            | Action::CreateFront { .. }
+            | Action::StartFront { .. } => Mark::Add,
             Action::BaseBackup { .. } => Mark::Add,
             Action::StopApp { .. }
             | Action::StopDb { .. }
             | Action::StopPrimary { .. }
             | Action::RemoveContainer { .. }
+            | Action::RemoveFront { .. }
             | Action::RemoveData { .. } => Mark::Remove,
             _ => Mark::Change,
         }
@@ -297,6 +338,24 @@ impl Action {
             ),
             Action::Promote { container, .. } => {
                 format!("promote {container} and check that it accepts writes")
+            }
+            Action::CreateFront { container, replace } => {
+                if *replace {
+                    format!("make {container} again (its public ports close for a moment)")
+                } else {
+                    format!("start {container} on the public ports")
+                }
+            }
+            Action::StartFront { container } => format!("start {container}"),
+            Action::HoldFront { generation } => {
+                format!("hold new requests at the front (generation {generation}'s app stops)")
+            }
+            Action::RemoveFront { container } => format!("remove {container}"),
+            Action::PrepareFront { container, .. } => {
+                format!("point the front's idle slot at {container}")
+            }
+            Action::SwitchFront { container, .. } => {
+                format!("switch the front to {container} (held requests go there)")
             }
         }
     }

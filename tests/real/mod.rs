@@ -2,10 +2,10 @@
 //! names, ports and storage, removed when the test ends, pass or fail.
 #![allow(dead_code)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::PathBuf;
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
@@ -13,6 +13,9 @@ pub mod client;
 pub mod spec;
 
 pub use spec::{PG_IMAGE, free_port};
+
+/// The front door's image (`scripts/build-images`).
+pub const HAPROXY_IMAGE: &str = "gemctl-test/haproxy:2.6";
 
 /// The test PostgreSQL of the next major version (`scripts/build-images`), for
 /// upgrades across majors.
@@ -80,6 +83,11 @@ pub fn require_images() {
         "gemctl-test/app:2",
         "gemctl-test/app:broken",
     ]);
+}
+
+/// The front door's image, for the tests behind a front.
+pub fn require_haproxy() {
+    require(&[HAPROXY_IMAGE]);
 }
 
 /// The next major version's PostgreSQL, for the tests that upgrade across majors
@@ -176,6 +184,34 @@ impl Project {
         extra: &str,
     ) {
         self.write_template(generation, tag, retain, scope, extra, PG_IMAGE);
+    }
+
+    /// As [`Project::write_spec`] (retain 2, `scope: project`), behind a front door
+    /// on the project's two ports that holds requests for `hold`.
+    pub fn write_front_spec(&self, generation: u64, tag: &str, hold: &str) {
+        let front = format!(
+            "front:\n  image: {HAPROXY_IMAGE}\n  hold: {hold}\n  ports:\n    \
+             - {{ port: \"127.0.0.1:{}:8080\", mode: http }}\n    \
+             - {{ port: \"127.0.0.1:{}:7000\", mode: tcp }}\n",
+            self.http, self.tcp
+        );
+        let text = spec::SpecTemplate {
+            name: &self.name,
+            generation,
+            tag,
+            retain: Some(2),
+            scope: "scope: project",
+            ports: "",
+            health: HEALTH_OF_EVERY_KIND,
+            extra: &front,
+        }
+        .text();
+        std::fs::write(&self.spec, text).unwrap();
+    }
+
+    /// The front door's container.
+    pub fn front(&self) -> String {
+        format!("{}-front", self.name)
     }
 
     fn write_template(
@@ -330,6 +366,23 @@ impl Project {
             .collect()
     }
 
+    /// Containers of this project that publish the project's two public ports (not
+    /// a probe's health ports).
+    pub fn holders_of_public_ports(&self) -> Vec<String> {
+        let out = docker_ok(&[
+            "ps",
+            "--filter",
+            &format!("label=io.gemctl.project={}", self.name),
+            "--format",
+            "{{.Names}}|{{.Ports}}",
+        ]);
+        let public = [format!(":{}->", self.http), format!(":{}->", self.tcp)];
+        out.lines()
+            .filter(|l| public.iter().any(|p| l.contains(p.as_str())))
+            .map(|l| l.split('|').next().unwrap().to_string())
+            .collect()
+    }
+
     pub fn generations_on_disk(&self) -> Vec<u64> {
         let mut v: Vec<u64> = std::fs::read_dir(self.storage())
             .map(|d| {
@@ -466,5 +519,48 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     while !f() {
         assert!(start.elapsed() < timeout, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `apply --output json` started in the background, its events read line by line.
+pub struct Watched {
+    pub child: std::process::Child,
+    lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
+}
+
+impl Watched {
+    pub fn start(p: &Project) -> Watched {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(["apply", "--output", "json", "-f", p.spec.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        Watched { child, lines }
+    }
+
+    /// Reads events until one matches; false when apply ended first.
+    pub fn until(&mut self, mut f: impl FnMut(&serde_json::Value) -> bool) -> bool {
+        for line in self.lines.by_ref() {
+            let Ok(line) = line else { return false };
+            if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                && f(&v)
+            {
+                return true;
+            }
+        }
+        false
+    }
+
+    pub fn step_started(v: &serde_json::Value, action: &str) -> bool {
+        v["event"] == "step_started" && v["step"]["action"] == action
+    }
+}
+
+impl Drop for Watched {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }

@@ -202,6 +202,69 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             served(obs, *generation);
             obs.storage.live = Some(*generation);
         }
+        Action::CreateFront { container, replace } => {
+            need_network(spec, obs)?;
+            let front = spec.front.as_ref().ok_or("a front step without `front:`")?;
+            match (find(obs, container), replace) {
+                (Some(i), true) => {
+                    obs.containers.remove(i);
+                }
+                (Some(_), false) => return Err(format!("conflict: {container} already exists")),
+                (None, _) => {}
+            }
+            // The front binds the public ports: no app may hold them.
+            ports_free(obs, container)?;
+            obs.containers.push(Container {
+                name: container.clone(),
+                id: format!("id-{container}"),
+                image: front.image.to_string(),
+                labels: BTreeMap::from([
+                    (labels::PROJECT.to_string(), spec.project.clone()),
+                    (labels::ROLE.to_string(), labels::ROLE_FRONT.to_string()),
+                    (
+                        labels::SPEC_HASH.to_string(),
+                        gemctl::front::spec_hash(front),
+                    ),
+                ]),
+                state: ContainerState::Running,
+                health: None,
+                ports: Vec::new(),
+                created: None,
+            });
+        }
+        Action::StartFront { container } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            ports_free(obs, container)?;
+            obs.containers[i].state = ContainerState::Running;
+        }
+        Action::RemoveFront { container } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            obs.containers.remove(i);
+        }
+        Action::PrepareFront { generation, .. } => {
+            let state = obs.storage.front.clone().unwrap_or_default();
+            obs.storage.front = Some(state.prepared(*generation).1);
+        }
+        Action::HoldFront { .. } => {
+            let state = obs.storage.front.clone().unwrap_or_default();
+            obs.storage.front = Some(state.held());
+        }
+        Action::SwitchFront {
+            generation,
+            container,
+        } => {
+            let front = gemctl::front::container_name(spec);
+            if !find(obs, &front).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("switched while {front} is down"));
+            }
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            if !obs.containers[i].state.is_up() {
+                return Err(format!("the front switched to stopped {container}"));
+            }
+            served(obs, *generation);
+            let state = obs.storage.front.clone().unwrap_or_default();
+            obs.storage.front = Some(state.switched(*generation));
+        }
         Action::RemoveContainer { container, .. } => {
             let i = find(obs, container).ok_or(format!("no such container {container}"))?;
             if obs.containers[i].labels.get(labels::PROJECT) != Some(&spec.project) {
@@ -318,12 +381,17 @@ fn generation_of(c: &Container) -> u64 {
     c.labels[labels::GENERATION].parse().unwrap()
 }
 
-/// Two public apps of the same spec would bind the same host ports.
+/// Two public apps of the same spec, or a public app and the front door, would bind
+/// the same host ports.
 fn ports_free(obs: &Observed, except: &str) -> Result<(), SimError> {
+    fn label<'c>(c: &'c Container, k: &str) -> Option<&'c str> {
+        c.labels.get(k).map(String::as_str)
+    }
     match obs.containers.iter().find(|c| {
         c.name != except
             && c.state.is_up()
-            && c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+            && (label(c, labels::EXPOSURE) == Some(labels::EXPOSURE_PUBLIC)
+                || label(c, labels::ROLE) == Some(labels::ROLE_FRONT))
     }) {
         Some(c) => Err(format!("port conflict: {} holds the public ports", c.name)),
         None => Ok(()),

@@ -1,0 +1,255 @@
+//! Steps that touch the front door: make or start its container, point a slot at a
+//! generation's app, switch traffic. Each change is written to the front's record
+//! and configuration first (`state::write_front`), then made in the running
+//! HAProxy through its runtime API, so a front that restarts at any moment comes
+//! back forwarding where it was told last.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+
+use super::{Run, StepError};
+use crate::desired::{self, Role};
+use crate::engine::{CreateContainer, Engine, PortBinding};
+use crate::error::Error;
+use crate::front::{self, FrontState, Slot};
+use crate::labels;
+use crate::spec::{FrontSpec, Spec};
+use crate::state;
+
+/// How long a started front gets to answer on its runtime API.
+const FRONT_START: Duration = Duration::from_secs(20);
+/// How long the front gets to resolve a running app's name (it asks every second).
+const RESOLVE: Duration = Duration::from_secs(10);
+
+fn front_of(spec: &Spec) -> Result<&FrontSpec, StepError> {
+    spec.front.as_ref().ok_or_else(|| {
+        StepError::Failed(Error::Apply(
+            "the plan has a front step but the spec has no `front:`".into(),
+        ))
+    })
+}
+
+impl<E: Engine> Run<'_, E> {
+    /// The front's record, strictly: missing is a front that forwards nowhere yet.
+    fn front_state(&self) -> Result<FrontState, StepError> {
+        Ok(state::read_front(&self.spec.storage)?)
+    }
+
+    pub(super) async fn create_front(
+        &mut self,
+        container: &str,
+        replace: bool,
+    ) -> Result<(), StepError> {
+        let spec = self.spec;
+        let front = front_of(spec)?;
+        state::write_front(&spec.storage, spec, front, &self.front_state()?)?;
+        if replace {
+            self.remove(container).await?;
+        }
+        let labels = [
+            (labels::PROJECT, spec.project.clone()),
+            (labels::ROLE, labels::ROLE_FRONT.to_string()),
+            (labels::SPEC_HASH, front::spec_hash(front)),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let id = self
+            .engine
+            .create_container(&CreateContainer {
+                name: container.to_string(),
+                image: front.image.to_string(),
+                labels,
+                network: Some(spec.network_name()),
+                ports: front
+                    .ports
+                    .iter()
+                    .map(|p| PortBinding {
+                        host_ip: p.port.host_ip.clone(),
+                        host_port: p.port.host_port,
+                        container_port: p.port.container_port,
+                        proto: "tcp".into(),
+                    })
+                    .collect(),
+                binds: vec![(front::dir(&spec.storage), front::MOUNT.to_string())],
+                cmd: Some(
+                    [
+                        "haproxy",
+                        "-W",
+                        "-db",
+                        "-f",
+                        &format!("{}/{}", front::MOUNT, front::CONFIG_FILE),
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                ),
+                restart: true,
+                // The official image runs as `haproxy`, which may not create the
+                // runtime socket in the host directory gemctl owns.
+                user: Some("root".into()),
+                ..CreateContainer::default()
+            })
+            .await?;
+        self.known.insert(container.to_string(), id);
+        self.start_front(container).await
+    }
+
+    pub(super) async fn start_front(&mut self, container: &str) -> Result<(), StepError> {
+        self.engine.start_container(container).await?;
+        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
+        let started = Instant::now();
+        loop {
+            match api(&socket, "show info").await {
+                Ok(_) => return Ok(()),
+                Err(e) if started.elapsed() >= FRONT_START => {
+                    let logs = self.engine.logs(container, 20).await.unwrap_or_default();
+                    return Err(StepError::Failed(Error::Apply(format!(
+                        "{container} did not answer on its runtime API within {}s ({e}); its \
+                         last log lines:\n{logs}",
+                        FRONT_START.as_secs()
+                    ))));
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
+
+    /// Names `generation`'s app in the slot that does not take traffic, and waits
+    /// until the front has its address.
+    pub(super) async fn prepare_front(&mut self, generation: u64) -> Result<(), StepError> {
+        let (slot, next) = self.front_state()?.prepared(generation);
+        self.write_front(&next)?;
+        let app = desired::container_name(self.spec, Role::App, generation);
+        for be in front::backends(front_of(self.spec)?) {
+            self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
+                .await?;
+            self.wait_resolved(&be, slot, &app).await?;
+        }
+        Ok(())
+    }
+
+    /// New requests wait at the front: `hold` is the only server ready.
+    pub(super) async fn hold_front(&mut self) -> Result<(), StepError> {
+        let before = self.front_state()?;
+        self.write_front(&before.held())?;
+        for be in front::backends(front_of(self.spec)?) {
+            self.front_api(&format!(
+                "set server {be}/{} state ready",
+                front::HOLD_SERVER
+            ))
+            .await?;
+            for slot in [Slot::Blue, Slot::Green] {
+                self.front_api(&format!("set server {be}/{} state maint", slot.name()))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// New connections, and those held, go to `generation`'s app; every other
+    /// server is put in maintenance (connections open to them finish).
+    pub(super) async fn switch_front(&mut self, generation: u64) -> Result<(), StepError> {
+        let before = self.front_state()?;
+        let app = desired::container_name(self.spec, Role::App, generation);
+        // Clients may write through it from the switch on: its data is never
+        // deleted as debris again.
+        self.record_served(generation)?;
+        let next = before.switched(generation);
+        let slot = next.live.expect("a switched front has a live slot");
+        self.write_front(&next)?;
+        for be in front::backends(front_of(self.spec)?) {
+            if before.slot_of(generation).is_none() {
+                self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
+                    .await?;
+            }
+            self.wait_resolved(&be, slot, &app).await?;
+            self.front_api(&format!("set server {be}/{} state ready", slot.name()))
+                .await?;
+            for other in [slot.other().name(), front::HOLD_SERVER] {
+                self.front_api(&format!("set server {be}/{other} state maint"))
+                    .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits until the front resolved `slot` of backend `be` to `app`'s address:
+    /// a slot without one would turn requests away instead of holding them.
+    async fn wait_resolved(&self, be: &str, slot: Slot, app: &str) -> Result<(), StepError> {
+        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
+        let started = Instant::now();
+        let mut last = String::new();
+        while started.elapsed() < RESOLVE {
+            let answer = api(&socket, &format!("show servers state {be}"))
+                .await
+                .unwrap_or_default();
+            if let Some(line) = answer
+                .lines()
+                .find(|l| l.split_whitespace().nth(3) == Some(slot.name()))
+            {
+                if front::resolved(line, app) {
+                    return Ok(());
+                }
+                last = line.to_string();
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(StepError::Failed(Error::Apply(format!(
+            "the front did not resolve {app} for {be}/{} within {}s (its state: {last:?}): is \
+             {app} running on the network {}?",
+            slot.name(),
+            RESOLVE.as_secs(),
+            self.spec.network_name()
+        ))))
+    }
+
+    fn write_front(&self, next: &FrontState) -> Result<(), StepError> {
+        let spec = self.spec;
+        state::write_front(&spec.storage, spec, front_of(self.spec)?, next)?;
+        Ok(())
+    }
+
+    async fn front_api(&self, command: &str) -> Result<(), StepError> {
+        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
+        let answer = api(&socket, command).await.map_err(|e| {
+            StepError::Failed(Error::Apply(format!(
+                "the front's runtime API ({}) did not take `{command}`: {e}",
+                socket.display()
+            )))
+        })?;
+        // Commands that change something answer nothing, or a line of information.
+        let lower = answer.to_ascii_lowercase();
+        let refused = [
+            "fail",
+            "unknown",
+            "no such",
+            "not found",
+            "require",
+            "invalid",
+            "can't",
+        ];
+        if refused.iter().any(|w| lower.contains(w)) {
+            return Err(StepError::Failed(Error::Apply(format!(
+                "the front refused `{command}`: {}",
+                answer.trim()
+            ))));
+        }
+        Ok(())
+    }
+}
+
+/// One command over HAProxy's runtime API: it answers and closes.
+async fn api(socket: &Path, command: &str) -> std::io::Result<String> {
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(socket))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    stream.write_all(format!("{command}\n").as_bytes()).await?;
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    Ok(answer)
+}

@@ -1,0 +1,327 @@
+//! The front door against the real engine: HAProxy (`gemctl-test/haproxy:2.6`)
+//! owns the public ports and forwards to the live generation's app. Clients that
+//! keep sending through a streamed upgrade see no failed request and no refused
+//! connection; a release that never becomes healthy leaves the front on the old
+//! generation; a front that dies comes back by itself forwarding where it did; a
+//! gemctl killed just before the switch converges on the next run.
+
+mod real;
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use real::{Project, Watched, docker, docker_ok, require_haproxy, sql, wait_until};
+
+/// What one attempt through the front came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// Answered as the app answers (an acknowledged write, an `OK` report).
+    Ok,
+    /// The connection was refused: nothing listened on the public port.
+    Refused,
+    /// Anything else, with what was seen.
+    Failed(String),
+}
+
+/// Every outcome of a client that keeps going until told to stop.
+struct Client {
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<Vec<(Outcome, Duration)>>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Client {
+    fn start(every: Duration, attempt: impl Fn() -> Outcome + Send + 'static) -> Client {
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let thread = {
+            let (stop, seen) = (stop.clone(), seen.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    let outcome = attempt();
+                    seen.lock().unwrap().push((outcome, started.elapsed()));
+                    std::thread::sleep(every);
+                }
+            })
+        };
+        Client {
+            stop,
+            seen,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops the client; every outcome, in order.
+    fn finish(mut self) -> Vec<(Outcome, Duration)> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.thread.take().unwrap().join().unwrap();
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+    }
+}
+
+fn connect(port: u16) -> Result<TcpStream, Outcome> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    TcpStream::connect_timeout(&addr, Duration::from_secs(5)).map_err(|e| {
+        if e.kind() == ErrorKind::ConnectionRefused {
+            Outcome::Refused
+        } else {
+            Outcome::Failed(format!("connect: {e}"))
+        }
+    })
+}
+
+/// One `POST /rows?n=1` through the front's HTTP port; held requests may wait.
+fn post(port: u16) -> Outcome {
+    let mut s = match connect(port) {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    let request =
+        b"POST /rows?n=1 HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+    if let Err(e) = s.write_all(request) {
+        return Outcome::Failed(format!("write: {e}"));
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    if out.starts_with("HTTP/1.1 200") {
+        Outcome::Ok
+    } else {
+        Outcome::Failed(out.lines().next().unwrap_or("no answer").to_string())
+    }
+}
+
+/// One report over the front's TCP port: a fresh connection, `status`, one line.
+fn report(port: u16) -> Outcome {
+    let mut s = match connect(port) {
+        Ok(s) => s,
+        Err(o) => return o,
+    };
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    if let Err(e) = s.write_all(b"status\n") {
+        return Outcome::Failed(format!("write: {e}"));
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    if out.starts_with("OK ") {
+        Outcome::Ok
+    } else {
+        Outcome::Failed(format!("answered {:?}", out.trim()))
+    }
+}
+
+/// The outcomes that were not `Ok`, and the longest attempt.
+fn summary(name: &str, seen: &[(Outcome, Duration)]) -> (Vec<Outcome>, Duration) {
+    let bad: Vec<Outcome> = seen
+        .iter()
+        .filter(|(o, _)| *o != Outcome::Ok)
+        .map(|(o, _)| o.clone())
+        .collect();
+    let longest = seen.iter().map(|(_, d)| *d).max().unwrap_or_default();
+    eprintln!(
+        "{name}: {} attempts, {} not ok, longest {:.2}s",
+        seen.len(),
+        bad.len(),
+        longest.as_secs_f64()
+    );
+    (bad, longest)
+}
+
+fn front_project(test: &str, hold: &str) -> Project {
+    require_haproxy();
+    let p = Project::new(test);
+    p.write_front_spec(1, "1", hold);
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    p
+}
+
+/// The generation whose app answers through the front.
+fn serving_generation(p: &Project) -> String {
+    let r = p.report();
+    r.split_whitespace()
+        .find_map(|w| w.strip_prefix("gen="))
+        .unwrap_or_else(|| panic!("no gen= in {r:?}"))
+        .to_string()
+}
+
+#[test]
+fn a_streamed_upgrade_behind_the_front_fails_no_request_and_refuses_no_connection() {
+    let p = front_project("frupg", "30s");
+    assert_eq!(
+        p.holders_of_public_ports(),
+        [p.front()],
+        "only the front publishes"
+    );
+    assert_eq!(serving_generation(&p), "1");
+    p.insert_rows(20_000);
+    let before: u64 = sql(&p.db(1), "app", "select count(*) from items")
+        .parse()
+        .unwrap();
+
+    let (http, tcp) = (p.http, p.tcp);
+    let writer = Client::start(Duration::from_millis(20), move || post(http));
+    let reporter = Client::start(Duration::from_millis(50), move || report(tcp));
+    p.write_front_spec(2, "2", "30s");
+    let (code, out) = p.apply(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let writes = writer.finish();
+    let reports = reporter.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copy mode: stream"), "{out}");
+    assert!(out.contains("switch the front to"), "{out}");
+    assert!(
+        !out.contains("on its public ports"),
+        "no app is recreated for its ports: {out}"
+    );
+
+    let (bad_writes, longest_write) = summary("HTTP writes", &writes);
+    let (bad_reports, _) = summary("TCP reports", &reports);
+    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
+    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    assert!(writes.len() > 20 && reports.len() > 10);
+    // Requests that arrived in the freeze were held, not answered at once.
+    assert!(
+        longest_write > Duration::from_millis(300),
+        "{longest_write:?}"
+    );
+
+    let acked = writes.len() as u64;
+    let after: u64 = sql(&p.db(2), "app", "select count(*) from items")
+        .parse()
+        .unwrap();
+    assert!(
+        after >= before + acked,
+        "{before} rows before, {acked} writes acknowledged, {after} in generation 2"
+    );
+    assert_eq!(serving_generation(&p), "2");
+    assert_eq!(p.holders_of_public_ports(), [p.front()]);
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.gemctl(&["status", "--output", "json"]).stdout).unwrap();
+    assert_eq!(status["front"]["forwards_to"], 2, "{status}");
+    assert_eq!(status["serving"], 2, "{status}");
+    assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_release_that_never_becomes_healthy_leaves_the_front_on_the_old_generation() {
+    let p = front_project("frbrk", "60s");
+    let (http, tcp) = (p.http, p.tcp);
+    let writer = Client::start(Duration::from_millis(20), move || post(http));
+    let reporter = Client::start(Duration::from_millis(50), move || report(tcp));
+    p.write_front_spec(2, "broken", "60s");
+    let (code, out) = p.apply(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let writes = writer.finish();
+    let reports = reporter.finish();
+    assert_eq!(code, 4, "{out}");
+    assert!(
+        !out.contains(&format!("switch the front to {}", p.app(2))),
+        "{out}"
+    );
+    let (bad_writes, _) = summary("HTTP writes", &writes);
+    let (bad_reports, _) = summary("TCP reports", &reports);
+    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
+    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    assert_eq!(serving_generation(&p), "1");
+    assert_eq!(p.generations_on_disk(), [1]);
+}
+
+#[test]
+fn a_front_that_dies_or_is_stopped_comes_back_forwarding_to_the_live_generation() {
+    let p = front_project("frdie", "30s");
+    p.write_front_spec(2, "2", "30s");
+    assert_eq!(p.apply(&[]).0, 0);
+    assert_eq!(serving_generation(&p), "2");
+
+    // Killed from the host as a crash would: its restart policy brings it back, and
+    // it forwards where its configuration, rewritten at the switch, says.
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &p.front()]);
+    assert!(
+        std::process::Command::new("kill")
+            .args(["-9", pid.trim()])
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_until("the front answers again", Duration::from_secs(30), || {
+        TcpStream::connect(("127.0.0.1", p.tcp))
+            .ok()
+            .and_then(|mut s| {
+                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+                s.write_all(b"status\n").ok()?;
+                let mut out = String::new();
+                s.read_to_string(&mut out).ok()?;
+                Some(out.contains("gen=2"))
+            })
+            .unwrap_or(false)
+    });
+    let restarts = docker_ok(&["inspect", "-f", "{{.RestartCount}}", &p.front()]);
+    assert_ne!(restarts.trim(), "0", "the engine restarted it");
+    assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+
+    // Stopped by hand: the next apply starts it, and nothing else.
+    docker_ok(&["stop", &p.front()]);
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("start {}", p.front())), "{out}");
+    assert_eq!(serving_generation(&p), "2");
+}
+
+#[test]
+fn killed_just_before_the_switch_converges_with_the_front_on_the_live_app() {
+    for action in ["prepare_front", "switch_front", "set_live"] {
+        let p = front_project("frkil", "30s");
+        p.insert_rows(1_000);
+        p.write_front_spec(2, "2", "30s");
+        let mut w = Watched::start(&p);
+        assert!(
+            w.until(|v| Watched::step_started(v, action)),
+            "{action}: the step never started"
+        );
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
+        drop(w);
+
+        let (code, out) = p.apply(&[]);
+        assert_eq!(code, 0, "killed at {action}: {out}");
+        assert_eq!(
+            p.gemctl(&["diff"]).status.code(),
+            Some(0),
+            "killed at {action}"
+        );
+        let live = serving_generation(&p);
+        let status: serde_json::Value =
+            serde_json::from_slice(&p.gemctl(&["status", "--output", "json"]).stdout).unwrap();
+        assert_eq!(
+            status["front"]["forwards_to"].to_string(),
+            live,
+            "killed at {action}: {status}"
+        );
+        assert_eq!(status["live"].to_string(), live, "killed at {action}");
+        let running_apps: Vec<String> = p
+            .containers()
+            .into_iter()
+            .filter(|c| c.contains("-gem-") && c.ends_with("running"))
+            .collect();
+        assert_eq!(
+            running_apps.len(),
+            1,
+            "killed at {action}: {running_apps:?}"
+        );
+        assert_eq!(p.holders_of_public_ports(), [p.front()]);
+        eprintln!("killed at {action}: converged to generation {live}");
+        let _ = docker(&["ps"]);
+    }
+}
