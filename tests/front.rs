@@ -325,3 +325,82 @@ fn killed_just_before_the_switch_converges_with_the_front_on_the_live_app() {
         let _ = docker(&["ps"]);
     }
 }
+
+/// One `GET path` through the front's HTTP port: the whole answer, head and body.
+fn get(port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The one line the front's TCP port answers to `status`.
+fn tcp_line(port: u16) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("the front listens");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(b"status\n").unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.trim().to_string()
+}
+
+#[test]
+fn maintenance_answers_with_the_message_keeps_the_front_healthy_and_survives_a_restart() {
+    let p = front_project("frmnt", "30s");
+    let o = p.gemctl(&[
+        "maintenance",
+        "on",
+        "--message",
+        "Back at 5; <soon>",
+        "--retry-after",
+        "2m",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let page = get(p.http, "/rows");
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(
+        page.to_ascii_lowercase().contains("retry-after: 120"),
+        "{page}"
+    );
+    assert!(page.contains("Back at 5; &lt;soon&gt;"), "{page}");
+    assert!(get(p.http, "/__gemctl/front").starts_with("HTTP/1.1 200"));
+    assert_eq!(tcp_line(p.tcp), "MAINT Back at 5; &lt;soon&gt;");
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.gemctl(&["status", "--output", "json"]).stdout).unwrap();
+    assert_eq!(
+        status["front"]["maintenance"]["message"], "Back at 5; <soon>",
+        "{status}"
+    );
+
+    // The front reads the setting from its directory when it starts again.
+    docker_ok(&["restart", &p.front()]);
+    // Docker's proxy accepts on the host port before HAProxy listens: wait for an
+    // answer, which must be the maintenance page.
+    let mut page = String::new();
+    wait_until(
+        "the front answers after its restart",
+        Duration::from_secs(20),
+        || {
+            page = get(p.http, "/rows");
+            !page.is_empty()
+        },
+    );
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains("Back at 5; &lt;soon&gt;"), "{page}");
+
+    assert_eq!(p.gemctl(&["maintenance", "off"]).status.code(), Some(0));
+    assert!(get(p.http, "/rows").starts_with("HTTP/1.1 200"));
+    assert!(tcp_line(p.tcp).starts_with("OK "), "{}", tcp_line(p.tcp));
+    assert_eq!(serving_generation(&p), "1");
+}

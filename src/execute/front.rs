@@ -4,17 +4,14 @@
 //! HAProxy through its runtime API, so a front that restarts at any moment comes
 //! back forwarding where it was told last.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use super::{Run, StepError};
 use crate::desired::{self, Role};
 use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
 use crate::front::{self, FrontState, Slot};
+use crate::front_api;
 use crate::labels;
 use crate::spec::{FrontSpec, Spec};
 use crate::state;
@@ -102,7 +99,7 @@ impl<E: Engine> Run<'_, E> {
         let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
         let started = Instant::now();
         loop {
-            match api(&socket, "show info").await {
+            match front_api::send(&socket, "show info").await {
                 Ok(_) => return Ok(()),
                 Err(e) if started.elapsed() >= FRONT_START => {
                     let logs = self.engine.logs(container, 20).await.unwrap_or_default();
@@ -183,7 +180,7 @@ impl<E: Engine> Run<'_, E> {
         let started = Instant::now();
         let mut last = String::new();
         while started.elapsed() < RESOLVE {
-            let answer = api(&socket, &format!("show servers state {be}"))
+            let answer = front_api::send(&socket, &format!("show servers state {be}"))
                 .await
                 .unwrap_or_default();
             if let Some(line) = answer
@@ -213,43 +210,7 @@ impl<E: Engine> Run<'_, E> {
     }
 
     async fn front_api(&self, command: &str) -> Result<(), StepError> {
-        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
-        let answer = api(&socket, command).await.map_err(|e| {
-            StepError::Failed(Error::Apply(format!(
-                "the front's runtime API ({}) did not take `{command}`: {e}",
-                socket.display()
-            )))
-        })?;
-        // Commands that change something answer nothing, or a line of information.
-        let lower = answer.to_ascii_lowercase();
-        let refused = [
-            "fail",
-            "unknown",
-            "no such",
-            "not found",
-            "require",
-            "invalid",
-            "can't",
-        ];
-        if refused.iter().any(|w| lower.contains(w)) {
-            return Err(StepError::Failed(Error::Apply(format!(
-                "the front refused `{command}`: {}",
-                answer.trim()
-            ))));
-        }
+        front_api::command(&self.spec.storage, command).await?;
         Ok(())
     }
-}
-
-/// One command over HAProxy's runtime API: it answers and closes.
-async fn api(socket: &Path, command: &str) -> std::io::Result<String> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(socket))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.write_all(format!("{command}\n").as_bytes()).await?;
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
-    Ok(answer)
 }
