@@ -219,8 +219,9 @@ pub fn backends(front: &FrontSpec) -> Vec<String> {
 /// The front listens on the app's port number inside its container; Docker
 /// publishes it on the spec's host address and port.
 pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
-    // A retried connection waits a second, so `hold` seconds are that many tries.
-    let retries = front.hold.get().as_secs().div_ceil(RETRY_EVERY_SECS).max(1) - 1;
+    // Every try at the hold server is refused at once and retried a second later:
+    // `hold` seconds are that many retries.
+    let retries = front.hold.get().as_secs().div_ceil(RETRY_EVERY_SECS).max(1);
     let mut cfg = format!(
         "# Written by gemctl from the spec's `front:` section and {STATE_FILE}; \
          rewritten at every switch.\n\

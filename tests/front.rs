@@ -98,7 +98,7 @@ fn post(port: u16) -> Outcome {
     if out.starts_with("HTTP/1.1 200") {
         Outcome::Ok
     } else {
-        Outcome::Failed(out.lines().next().unwrap_or("no answer").to_string())
+        Outcome::Failed(out.chars().take(400).collect())
     }
 }
 
@@ -222,6 +222,40 @@ fn a_streamed_upgrade_behind_the_front_fails_no_request_and_refuses_no_connectio
     assert_eq!(status["front"]["forwards_to"], 2, "{status}");
     assert_eq!(status["serving"], 2, "{status}");
     assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_dump_upgrade_longer_than_the_hold_answers_503_with_the_page_and_refuses_nothing() {
+    let p = front_project("frlong", "2s");
+    for _ in 0..4 {
+        p.insert_rows(100_000);
+    }
+    let http = p.http;
+    let writer = Client::start(Duration::from_millis(20), move || post(http));
+    p.write_front_spec_with(2, "2", "2s", "  copy: dump\n");
+    let (code, out) = p.apply(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let writes = writer.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copy mode: dump"), "{out}");
+    let (bad, _) = summary("HTTP writes", &writes);
+    assert!(
+        !bad.is_empty(),
+        "the freeze outlasted the hold: some requests got the page"
+    );
+    for outcome in &bad {
+        let Outcome::Failed(answer) = outcome else {
+            panic!("refused: {bad:?}");
+        };
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 2"),
+            "{answer}"
+        );
+        assert!(answer.contains("Temporarily unavailable"), "{answer}");
+    }
+    assert_eq!(writes.last().map(|w| &w.0), Some(&Outcome::Ok));
+    assert_eq!(serving_generation(&p), "2");
 }
 
 #[test]
