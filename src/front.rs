@@ -135,7 +135,8 @@ pub struct Maintenance {
 }
 
 impl FrontState {
-    fn named(&self, slot: Slot) -> Option<u64> {
+    /// The generation whose app `slot` names.
+    pub fn named(&self, slot: Slot) -> Option<u64> {
         match slot {
             Slot::Blue => self.blue,
             Slot::Green => self.green,
