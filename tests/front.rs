@@ -198,6 +198,9 @@ fn a_streamed_upgrade_behind_the_front_fails_no_request_and_refuses_no_connectio
 
     let (bad_writes, longest_write) = summary("HTTP writes", &writes);
     let (bad_reports, _) = summary("TCP reports", &reports);
+    if !bad_writes.is_empty() || !bad_reports.is_empty() {
+        eprintln!("{}", docker_ok(&["logs", "--tail", "300", &p.front()]));
+    }
     assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
     assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
     assert!(writes.len() > 20 && reports.len() > 10);

@@ -18,6 +18,8 @@ use crate::state;
 
 /// How long a started front gets to answer on its runtime API.
 const FRONT_START: Duration = Duration::from_secs(20);
+/// How long no connection may be open to an app about to stop before it stops.
+const DRAIN_QUIET: Duration = Duration::from_millis(150);
 /// How long the front gets to resolve a running app's name (it asks every second).
 const RESOLVE: Duration = Duration::from_secs(10);
 
@@ -128,11 +130,15 @@ impl<E: Engine> Run<'_, E> {
         Ok(())
     }
 
-    /// New requests wait at the front: `hold` is the only server ready.
+    /// New requests wait at the front: `hold` is the only server ready. Then the
+    /// connections still open to the app that stops next may finish, for up to
+    /// `front.drain`.
     pub(super) async fn hold_front(&mut self) -> Result<(), StepError> {
+        let front = front_of(self.spec)?;
         let before = self.front_state()?;
         self.write_front(&before.held())?;
-        for be in front::backends(front_of(self.spec)?) {
+        let backends = front::backends(front);
+        for be in &backends {
             self.front_api(&format!(
                 "set server {be}/{} state ready",
                 front::HOLD_SERVER
@@ -143,7 +149,36 @@ impl<E: Engine> Run<'_, E> {
                     .await?;
             }
         }
-        Ok(())
+        let Some(draining) = before.serving_slot() else {
+            return Ok(());
+        };
+        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
+        let started = Instant::now();
+        // A connection accepted just before the switch to `hold` is given its server
+        // a moment later, and only then counted: the count must stay at zero for a
+        // while before the app may stop.
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let open = front_api::send(&socket, "show stat -1 4 -1")
+                .await
+                .map_or(1, |s| {
+                    front::open_connections(&s, &backends, draining.name())
+                });
+            match (open, quiet_since) {
+                (0, Some(t)) if t.elapsed() >= DRAIN_QUIET => return Ok(()),
+                (0, None) => quiet_since = Some(Instant::now()),
+                (0, Some(_)) => {}
+                _ => quiet_since = None,
+            }
+            if started.elapsed() >= front.drain.get() {
+                self.progress(format!(
+                    "{open} connection(s) still open after the drain of {}: the app stops now",
+                    humantime::format_duration(front.drain.get())
+                ));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// New connections, and those held, go to `generation`'s app; every other
@@ -158,10 +193,10 @@ impl<E: Engine> Run<'_, E> {
         let slot = next.live.expect("a switched front has a live slot");
         self.write_front(&next)?;
         for be in front::backends(front_of(self.spec)?) {
-            if before.slot_of(generation).is_none() {
-                self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
-                    .await?;
-            }
+            // Again even when the record names it: a run killed between writing
+            // the record and telling the front left the front without it.
+            self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
+                .await?;
             self.wait_resolved(&be, slot, &app).await?;
             self.front_api(&format!("set server {be}/{} state ready", slot.name()))
                 .await?;
