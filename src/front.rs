@@ -43,6 +43,17 @@ pub const STATE_FILE: &str = "state.json";
 /// HTTP ports answer this path with 200 whatever the app does, for a balancer in
 /// front of the host.
 pub const HEALTH_URI: &str = "/__gemctl/front";
+/// The maintenance switch, message and Retry-After, read by the configuration's
+/// rules (`map(…)`), in the front's directory; changed at runtime by `set map`.
+pub const MAP_FILE: &str = "state.map";
+/// The TCP maintenance answer (a Lua service), in the front's directory.
+pub const LUA_FILE: &str = "maint.lua";
+/// The TCP maintenance answer: one line, then the connection is closed.
+pub const LUA: &str = "-- Written by gemctl: the front's TCP maintenance answer, one line.\n\
+core.register_service(\"maint_line\", \"tcp\", function(applet)\n\
+\tapplet:send(\"MAINT \" .. (applet:get_var(\"txn.message\") or \"\") .. \"\\n\")\n\
+end)\n";
+
 /// The server of every backend that holds requests: while it is the only one
 /// ready, each try is refused and retried, for `hold`.
 pub const HOLD_SERVER: &str = "hold";
@@ -106,10 +117,26 @@ pub struct FrontState {
     /// until the next switch.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub holding: bool,
+    /// Set by `gemctl maintenance on`: every request gets the maintenance answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<Maintenance>,
+}
+
+/// What the front answers in maintenance.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Maintenance {
+    /// Shown on the HTTP page and after `MAINT ` on TCP ports; one line.
+    pub message: String,
+    /// The `Retry-After` header, in seconds.
+    pub retry_after_secs: u64,
+    /// When it was switched on (RFC 3339 UTC).
+    pub since: String,
 }
 
 impl FrontState {
-    fn named(&self, slot: Slot) -> Option<u64> {
+    /// The generation whose app `slot` names.
+    pub fn named(&self, slot: Slot) -> Option<u64> {
         match slot {
             Slot::Blue => self.blue,
             Slot::Green => self.green,
@@ -193,14 +220,16 @@ pub fn backends(front: &FrontSpec) -> Vec<String> {
 /// The front listens on the app's port number inside its container; Docker
 /// publishes it on the spec's host address and port.
 pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
-    // A retried connection waits a second, so `hold` seconds are that many tries.
-    let retries = front.hold.get().as_secs().div_ceil(RETRY_EVERY_SECS).max(1) - 1;
+    // Every try at the hold server is refused at once and retried a second later:
+    // `hold` seconds are that many retries.
+    let retries = front.hold.get().as_secs().div_ceil(RETRY_EVERY_SECS).max(1);
     let mut cfg = format!(
         "# Written by gemctl from the spec's `front:` section and {STATE_FILE}; \
          rewritten at every switch.\n\
          global\n\
          \tlog stdout format raw local0\n\
          \tstats socket {MOUNT}/{SOCKET_FILE} mode 600 level admin\n\
+         {lua}\
          \n\
          # Docker's DNS: a slot follows its container's address. A stopped container's\n\
          # name does not resolve; the long `hold nx` keeps the slot's last address so\n\
@@ -223,15 +252,35 @@ pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
          \t# HAProxy answers at once instead of holding.\n\
          \tdefault-server init-addr last,libc,none resolvers docker\n",
         hold = humantime::format_duration(front.hold.get()),
+        lua = if front.ports.iter().any(|p| p.mode == FrontMode::Tcp) {
+            format!("\tlua-load {MOUNT}/{LUA_FILE}\n")
+        } else {
+            String::new()
+        },
     );
+    let map_file = format!("{MOUNT}/{MAP_FILE}");
+    let in_maintenance = format!("{{ str(maint),map({map_file},off) -m str on }}");
     for port in &front.ports {
         let p = port.port.container_port;
         let mode = port.mode;
         let _ = write!(cfg, "\nfrontend {mode}_{p}\n\tmode {mode}\n\tbind :{p}\n");
         if mode == FrontMode::Http {
-            let _ = writeln!(cfg, "\toption httplog\n\tmonitor-uri {HEALTH_URI}");
+            // The health URI is answered before any rule: 200 in maintenance too.
+            let _ = writeln!(
+                cfg,
+                "\toption httplog\n\tmonitor-uri {HEALTH_URI}\n\
+                 \thttp-request return status 503 content-type \"text/html; charset=utf-8\" \
+                 hdr Retry-After \"%[str(retry_after),map({map_file},30)]\" hdr Cache-Control no-store \
+                 lf-string \"<!doctype html><meta charset=utf-8><title>Maintenance</title>\
+                 <h1>Maintenance</h1><p>%[str(message),map({map_file},)]</p>\" if {in_maintenance}"
+            );
         } else {
-            let _ = writeln!(cfg, "\toption tcplog");
+            let _ = writeln!(
+                cfg,
+                "\toption tcplog\n\
+                 \ttcp-request content set-var(txn.message) str(message),map({map_file},)\n\
+                 \ttcp-request content use-service lua.maint_line if {in_maintenance}"
+            );
         }
         let _ = write!(
             cfg,
@@ -269,6 +318,65 @@ pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
         let _ = writeln!(cfg, "\tserver {HOLD_SERVER} 127.0.0.1:1{holding}");
     }
     cfg
+}
+
+/// The map's keys and values as `state` says, in file order.
+fn map_entries(state: &FrontState) -> [(&'static str, String); 3] {
+    let m = state.maintenance.as_ref();
+    [
+        (
+            "retry_after",
+            m.map_or(30, |m| m.retry_after_secs).to_string(),
+        ),
+        (
+            "message",
+            m.map_or(String::new(), |m| html_escape(&m.message)),
+        ),
+        ("maint", if m.is_some() { "on" } else { "off" }.to_string()),
+    ]
+}
+
+/// The map file: `key value` lines (a value is the rest of its line).
+pub fn map(state: &FrontState) -> String {
+    map_entries(state)
+        .iter()
+        .map(|(k, v)| format!("{k} {v}\n"))
+        .collect()
+}
+
+/// The runtime commands that make the running front's map what `state` says;
+/// the switch itself last, so the page is complete when it shows.
+pub fn map_commands(state: &FrontState) -> Vec<String> {
+    map_entries(state)
+        .iter()
+        .map(|(k, v)| format!("set map {MOUNT}/{MAP_FILE} {k} {}", cli_escape(v)))
+        .collect()
+}
+
+/// The runtime API splits on spaces and `;`; a backslash escapes them.
+fn cli_escape(value: &str) -> String {
+    let mut out = String::new();
+    for c in value.chars() {
+        if matches!(c, ' ' | ';' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The message goes into an HTML page: no markup, one line.
+fn html_escape(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '&' => "&amp;".to_string(),
+            '<' => "&lt;".to_string(),
+            '>' => "&gt;".to_string(),
+            '"' => "&quot;".to_string(),
+            c if c.is_control() => " ".to_string(),
+            c => c.to_string(),
+        })
+        .collect()
 }
 
 /// Whether a line of `show servers state` says the server has `app`'s address:
@@ -320,6 +428,28 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_maintenance_message_is_one_line_of_text_escaped_for_the_runtime_api() {
+        let state = FrontState {
+            maintenance: Some(Maintenance {
+                message: "Back at 5; <b>soon</b>\nreally".into(),
+                retry_after_secs: 120,
+                since: "2026-12-05T00:00:00Z".into(),
+            }),
+            ..FrontState::default()
+        };
+        assert_eq!(
+            map(&state),
+            "retry_after 120\nmessage Back at 5; &lt;b&gt;soon&lt;/b&gt; really\nmaint on\n"
+        );
+        let commands = map_commands(&state);
+        assert_eq!(
+            commands[1],
+            "set map /gemctl/state.map message Back\\ at\\ 5\\;\\ &lt\\;b&gt\\;soon&lt\\;/b&gt\\;\\ really"
+        );
+        assert_eq!(commands[2], "set map /gemctl/state.map maint on");
+    }
+
+    #[test]
     fn a_generation_gets_the_idle_slot_and_keeps_it_through_the_switch() {
         let s = FrontState::default();
         assert_eq!(s.live_generation(), None);
@@ -342,6 +472,7 @@ mod tests {
         );
         // A rollback to 1 is a switch back to its slot, not a new slot.
         assert_eq!(two.switched(1).live, Some(Slot::Blue));
+        assert!(map(&two).contains("maint off"));
         // Generation 3 takes the slot that does not serve: 1's, also while held.
         assert_eq!(two.prepared(3).0, Slot::Blue);
         let held = two.held();

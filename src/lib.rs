@@ -19,6 +19,7 @@ pub mod env_file;
 pub mod error;
 pub mod execute;
 pub mod front;
+pub mod front_api;
 pub mod git;
 pub mod health;
 pub mod incident;

@@ -295,6 +295,14 @@ pub fn write_front(
         crate::front::page(front).as_bytes(),
     )?;
     write_atomic(
+        &dir.join(crate::front::MAP_FILE),
+        crate::front::map(state).as_bytes(),
+    )?;
+    write_atomic(
+        &dir.join(crate::front::LUA_FILE),
+        crate::front::LUA.as_bytes(),
+    )?;
+    write_atomic(
         &dir.join(crate::front::CONFIG_FILE),
         crate::front::render(spec, front, state).as_bytes(),
     )

@@ -51,6 +51,9 @@ pub struct FrontStatus {
     pub container: Option<ContainerStatus>,
     /// The generation it forwards to, by its record.
     pub forwards_to: Option<u64>,
+    /// Set while `gemctl maintenance on` holds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::front::Maintenance>,
 }
 
 /// One generation.
@@ -129,11 +132,8 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         c.name == crate::front::container_name(spec)
             && c.labels.get(labels::PROJECT) == Some(&spec.project)
     });
-    let forwards_to = observed
-        .storage
-        .front
-        .as_ref()
-        .and_then(crate::front::FrontState::live_generation);
+    let front_state = observed.storage.front.as_ref();
+    let forwards_to = front_state.and_then(crate::front::FrontState::live_generation);
     // With a front, the app it forwards to serves while both run; without one, the
     // app that is up with its public ports.
     let serving = if spec.front.is_some() {
@@ -152,6 +152,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
     let front = (spec.front.is_some() || front_container.is_some()).then(|| FrontStatus {
         container: front_container.map(container_status),
         forwards_to,
+        maintenance: front_state.and_then(|f| f.maintenance.clone()),
     });
     // The generation `gemctl apply` would make live: a newer one than the live one
     // is then an upgrade under way, not one rolled back from.

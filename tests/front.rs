@@ -98,7 +98,7 @@ fn post(port: u16) -> Outcome {
     if out.starts_with("HTTP/1.1 200") {
         Outcome::Ok
     } else {
-        Outcome::Failed(out.lines().next().unwrap_or("no answer").to_string())
+        Outcome::Failed(out.chars().take(400).collect())
     }
 }
 
@@ -147,9 +147,19 @@ fn front_project(test: &str, hold: &str) -> Project {
     p
 }
 
-/// The generation whose app answers through the front.
+/// The generation whose app answers through the front. A front just (re)started
+/// may take a moment to listen behind Docker's proxy, which accepts and closes
+/// meanwhile: an empty answer is asked again.
 fn serving_generation(p: &Project) -> String {
-    let r = p.report();
+    let mut r = String::new();
+    wait_until(
+        "an answer through the front",
+        Duration::from_secs(20),
+        || {
+            r = tcp_line(p.tcp);
+            !r.is_empty()
+        },
+    );
     r.split_whitespace()
         .find_map(|w| w.strip_prefix("gen="))
         .unwrap_or_else(|| panic!("no gen= in {r:?}"))
@@ -188,6 +198,9 @@ fn a_streamed_upgrade_behind_the_front_fails_no_request_and_refuses_no_connectio
 
     let (bad_writes, longest_write) = summary("HTTP writes", &writes);
     let (bad_reports, _) = summary("TCP reports", &reports);
+    if !bad_writes.is_empty() || !bad_reports.is_empty() {
+        eprintln!("{}", docker_ok(&["logs", "--tail", "300", &p.front()]));
+    }
     assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
     assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
     assert!(writes.len() > 20 && reports.len() > 10);
@@ -212,6 +225,40 @@ fn a_streamed_upgrade_behind_the_front_fails_no_request_and_refuses_no_connectio
     assert_eq!(status["front"]["forwards_to"], 2, "{status}");
     assert_eq!(status["serving"], 2, "{status}");
     assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+}
+
+#[test]
+fn a_dump_upgrade_longer_than_the_hold_answers_503_with_the_page_and_refuses_nothing() {
+    let p = front_project("frlong", "2s");
+    for _ in 0..4 {
+        p.insert_rows(100_000);
+    }
+    let http = p.http;
+    let writer = Client::start(Duration::from_millis(20), move || post(http));
+    p.write_front_spec_with(2, "2", "2s", "  copy: dump\n");
+    let (code, out) = p.apply(&[]);
+    std::thread::sleep(Duration::from_millis(500));
+    let writes = writer.finish();
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("copy mode: dump"), "{out}");
+    let (bad, _) = summary("HTTP writes", &writes);
+    assert!(
+        !bad.is_empty(),
+        "the freeze outlasted the hold: some requests got the page"
+    );
+    for outcome in &bad {
+        let Outcome::Failed(answer) = outcome else {
+            panic!("refused: {bad:?}");
+        };
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("retry-after: 2"),
+            "{answer}"
+        );
+        assert!(answer.contains("Temporarily unavailable"), "{answer}");
+    }
+    assert_eq!(writes.last().map(|w| &w.0), Some(&Outcome::Ok));
+    assert_eq!(serving_generation(&p), "2");
 }
 
 #[test]
@@ -256,27 +303,36 @@ fn a_front_that_dies_or_is_stopped_comes_back_forwarding_to_the_live_generation(
             .success()
     );
     wait_until("the front answers again", Duration::from_secs(30), || {
-        TcpStream::connect(("127.0.0.1", p.tcp))
-            .ok()
-            .and_then(|mut s| {
-                s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-                s.write_all(b"status\n").ok()?;
-                let mut out = String::new();
-                s.read_to_string(&mut out).ok()?;
-                Some(out.contains("gen=2"))
-            })
-            .unwrap_or(false)
+        tcp_line(p.tcp).contains("gen=2")
     });
     let restarts = docker_ok(&["inspect", "-f", "{{.RestartCount}}", &p.front()]);
     assert_ne!(restarts.trim(), "0", "the engine restarted it");
     assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
 
-    // Stopped by hand: the next apply starts it, and nothing else.
+    // Stopped by hand: the next apply starts it, and nothing else; reconcile too.
     docker_ok(&["stop", &p.front()]);
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains(&format!("start {}", p.front())), "{out}");
     assert_eq!(serving_generation(&p), "2");
+    docker_ok(&["stop", &p.front()]);
+    let reconciler = p.spawn_reconcile();
+    wait_until(
+        "reconcile starts the front",
+        Duration::from_secs(30),
+        || docker_ok(&["inspect", "-f", "{{.State.Running}}", &p.front()]).trim() == "true",
+    );
+    drop(reconciler);
+    assert_eq!(serving_generation(&p), "2");
+
+    // Its logs are one command away.
+    let logs = p.gemctl(&["logs", "--role", "front", "--tail", "50"]);
+    assert_eq!(logs.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&logs.stdout).contains("Loading success"),
+        "{}",
+        String::from_utf8_lossy(&logs.stdout)
+    );
 }
 
 #[test]
@@ -324,4 +380,87 @@ fn killed_just_before_the_switch_converges_with_the_front_on_the_live_app() {
         eprintln!("killed at {action}: converged to generation {live}");
         let _ = docker(&["ps"]);
     }
+}
+
+/// One `GET path` through the front's HTTP port: the whole answer, head and body.
+fn get(port: u16, path: &str) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .is_err()
+    {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out
+}
+
+/// The one line the front's TCP port answers to `status`.
+fn tcp_line(port: u16) -> String {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return String::new();
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    if s.write_all(b"status\n").is_err() {
+        return String::new();
+    }
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.trim().to_string()
+}
+
+#[test]
+fn maintenance_answers_with_the_message_keeps_the_front_healthy_and_survives_a_restart() {
+    let p = front_project("frmnt", "30s");
+    let o = p.gemctl(&[
+        "maintenance",
+        "on",
+        "--message",
+        "Back at 5; <soon>",
+        "--retry-after",
+        "2m",
+    ]);
+    assert_eq!(o.status.code(), Some(0));
+    let page = get(p.http, "/rows");
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(
+        page.to_ascii_lowercase().contains("retry-after: 120"),
+        "{page}"
+    );
+    assert!(page.contains("Back at 5; &lt;soon&gt;"), "{page}");
+    assert!(get(p.http, "/__gemctl/front").starts_with("HTTP/1.1 200"));
+    assert_eq!(tcp_line(p.tcp), "MAINT Back at 5; &lt;soon&gt;");
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.gemctl(&["status", "--output", "json"]).stdout).unwrap();
+    assert_eq!(
+        status["front"]["maintenance"]["message"], "Back at 5; <soon>",
+        "{status}"
+    );
+
+    // The front reads the setting from its directory when it starts again.
+    docker_ok(&["restart", &p.front()]);
+    // Docker's proxy accepts on the host port before HAProxy listens: wait for an
+    // answer, which must be the maintenance page.
+    let mut page = String::new();
+    wait_until(
+        "the front answers after its restart",
+        Duration::from_secs(20),
+        || {
+            page = get(p.http, "/rows");
+            !page.is_empty()
+        },
+    );
+    assert!(page.starts_with("HTTP/1.1 503"), "{page}");
+    assert!(page.contains("Back at 5; &lt;soon&gt;"), "{page}");
+
+    assert_eq!(p.gemctl(&["maintenance", "off"]).status.code(), Some(0));
+    assert!(get(p.http, "/rows").starts_with("HTTP/1.1 200"));
+    assert!(tcp_line(p.tcp).starts_with("OK "), "{}", tcp_line(p.tcp));
+    assert_eq!(serving_generation(&p), "1");
 }

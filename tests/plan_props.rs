@@ -99,6 +99,9 @@ struct Case {
     image_major: Option<u32>,
     /// `db.copy`: auto, stream, dump.
     copy: usize,
+    /// A front door: its container's state (if there is one), the generation its
+    /// record forwards to, whether it holds requests.
+    front: Option<(Option<usize>, Option<u64>, bool)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -118,6 +121,14 @@ fn case() -> impl Strategy<Value = Case> {
             prop::option::weighted(0.1, 0usize..4),
             major(),
             0usize..3,
+            prop::option::weighted(
+                0.3,
+                (
+                    prop::option::weighted(0.8, 0..STATES.len()),
+                    prop::option::weighted(0.8, 1u64..=6),
+                    prop::bool::weighted(0.2),
+                ),
+            ),
         ),
     )
         .prop_map(
@@ -131,7 +142,7 @@ fn case() -> impl Strategy<Value = Case> {
                 copy_leftover,
                 stranger,
                 failed,
-                (served_record, pin, damaged_file, image_major, copy),
+                (served_record, pin, damaged_file, image_major, copy, front),
             )| Case {
                 desired,
                 retain,
@@ -147,6 +158,7 @@ fn case() -> impl Strategy<Value = Case> {
                 damaged_file,
                 image_major,
                 copy,
+                front,
             },
         )
 }
@@ -155,6 +167,16 @@ fn spec_of(c: &Case) -> Spec {
     let scope = if c.scope_project { "project" } else { "host" };
     let mut spec = support::spec_with(c.desired, c.retain, "v-now", scope);
     spec.db.copy = [CopyMode::Auto, CopyMode::Stream, CopyMode::Dump][c.copy];
+    if c.front.is_some() {
+        spec.app.ports.clear();
+        spec.front = Some(
+            serde_yaml::from_str(
+                "image: haproxy:2.6\nports:\n  - { port: \"80:8080\", mode: http }\n  \
+                 - { port: \"127.0.0.1:7000:7000\", mode: tcp }\n",
+            )
+            .unwrap(),
+        );
+    }
     spec
 }
 
@@ -225,6 +247,35 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
             obs.containers
                 .push(container(spec, Role::Db, n, state, false, fresh));
         }
+    }
+    if let (Some((state, live, holding)), Some(front)) = (c.front, &spec.front) {
+        if let Some(state) = state {
+            obs.containers.push(Container {
+                name: gemctl::front::container_name(spec),
+                id: String::new(),
+                image: front.image.to_string(),
+                labels: [
+                    (labels::PROJECT, spec.project.clone()),
+                    (labels::ROLE, labels::ROLE_FRONT.to_string()),
+                    (labels::SPEC_HASH, gemctl::front::spec_hash(front)),
+                ]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v))
+                .collect(),
+                state: STATES[state],
+                health: None,
+                ports: Vec::new(),
+                created: None,
+            });
+        }
+        let mut record = gemctl::front::FrontState::default();
+        if let Some(g) = live {
+            record = record.switched(g);
+        }
+        if holding {
+            record = record.held();
+        }
+        obs.storage.front = Some(record);
     }
     obs.storage.live = c.live;
     obs.db_image_major = c.image_major;
@@ -394,6 +445,9 @@ proptest! {
                                 && c.state != ContainerState::Created
                         });
                         prop_assert!(!exposed, "deletes data of {} whose app was public", generation);
+                        let fronted = obs.storage.front.as_ref().and_then(|f| f.live.and_then(|s| f.named(s)));
+                        prop_assert!(fronted != Some(*generation),
+                            "deletes data of {} whose app the front forwards to", generation);
                     }
                 }
                 _ => {}
@@ -415,6 +469,14 @@ proptest! {
                 && c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
         }).count();
         prop_assert!(public_up <= 1, "two public apps");
+        if spec.front.is_some() && p.hold.is_none() {
+            let front = after.storage.front.as_ref().and_then(|f| f.live_generation());
+            prop_assert_eq!(front, Some(p.target), "the front forwards to the target");
+            let apps_up = after.containers.iter().filter(|c| {
+                c.state.is_up() && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
+            }).count();
+            prop_assert_eq!(apps_up, 1, "one app runs behind the front");
+        }
         let app = desired::container_name(&spec, Role::App, p.target);
         if p.hold.is_none() || !after.storage.generations.is_empty() {
             prop_assert!(after.containers.iter().any(|c| c.name == app && c.state.is_up()) || p.hold.is_some());

@@ -6,13 +6,15 @@ use std::path::PathBuf;
 use clap::{Args, ValueEnum};
 
 use super::runtime;
+use crate::desired::Role;
 use crate::error::{Error, exit};
 use crate::spec::Spec;
 
 /// Show a generation's container logs, through the engine.
 ///
 /// By default the live generation's app; `--role db` for its database,
-/// `--generation N` for another generation, `--follow` to keep streaming.
+/// `--role front` for the front door (one for all generations), `--generation N`
+/// for another generation, `--follow` to keep streaming.
 /// Exit codes: 0 ok, 1 error (no such container, engine unreachable).
 #[derive(Debug, Args)]
 pub(super) struct LogsArgs {
@@ -40,6 +42,8 @@ enum LogRole {
     App,
     /// The database.
     Db,
+    /// The front door (`front:` in the spec).
+    Front,
 }
 
 pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
@@ -53,11 +57,11 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
     let storage = crate::state::read_storage(&spec.storage)?;
     let generation = generation.or(storage.live).unwrap_or(spec.generation.0);
-    let role = match role {
-        LogRole::App => crate::desired::Role::App,
-        LogRole::Db => crate::desired::Role::Db,
+    let name = match role {
+        LogRole::App => crate::desired::container_name(&spec, Role::App, generation),
+        LogRole::Db => crate::desired::container_name(&spec, Role::Db, generation),
+        LogRole::Front => crate::front::container_name(&spec),
     };
-    let name = crate::desired::container_name(&spec, role, generation);
     runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;
         docker

@@ -19,6 +19,7 @@ pub mod diff;
 mod history;
 mod lock;
 mod logs;
+mod maintenance;
 mod observe;
 mod reconcile;
 mod repair;
@@ -71,6 +72,7 @@ enum Command {
     RepairState(repair::RepairStateArgs),
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
+    Maintenance(maintenance::MaintenanceArgs),
     Diff(diff::DiffArgs),
 }
 
@@ -159,6 +161,7 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::RepairState(args) => repair::run(args),
         Command::Status(args) => status::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Maintenance(args) => maintenance::run(args),
         Command::Diff(args) => diff::run(args),
     }
 }

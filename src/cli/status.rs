@@ -98,6 +98,13 @@ fn render(s: &Status) -> String {
             format!("generation {g}'s app")
         });
         let _ = writeln!(out, "front: {state}, forwarding to {to}");
+        if let Some(m) = &f.maintenance {
+            let _ = writeln!(
+                out,
+                "maintenance: on since {} ({:?}); `gemctl maintenance off` ends it",
+                m.since, m.message
+            );
+        }
     }
     if let Some(p) = &s.pinned {
         let _ = writeln!(out, "pinned: {p}");

@@ -4,23 +4,22 @@
 //! HAProxy through its runtime API, so a front that restarts at any moment comes
 //! back forwarding where it was told last.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::UnixStream;
 
 use super::{Run, StepError};
 use crate::desired::{self, Role};
 use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
 use crate::front::{self, FrontState, Slot};
+use crate::front_api;
 use crate::labels;
 use crate::spec::{FrontSpec, Spec};
 use crate::state;
 
 /// How long a started front gets to answer on its runtime API.
 const FRONT_START: Duration = Duration::from_secs(20);
+/// How long no connection may be open to an app about to stop before it stops.
+const DRAIN_QUIET: Duration = Duration::from_millis(150);
 /// How long the front gets to resolve a running app's name (it asks every second).
 const RESOLVE: Duration = Duration::from_secs(10);
 
@@ -102,7 +101,7 @@ impl<E: Engine> Run<'_, E> {
         let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
         let started = Instant::now();
         loop {
-            match api(&socket, "show info").await {
+            match front_api::send(&socket, "show info").await {
                 Ok(_) => return Ok(()),
                 Err(e) if started.elapsed() >= FRONT_START => {
                     let logs = self.engine.logs(container, 20).await.unwrap_or_default();
@@ -131,11 +130,15 @@ impl<E: Engine> Run<'_, E> {
         Ok(())
     }
 
-    /// New requests wait at the front: `hold` is the only server ready.
+    /// New requests wait at the front: `hold` is the only server ready. Then the
+    /// connections still open to the app that stops next may finish, for up to
+    /// `front.drain`.
     pub(super) async fn hold_front(&mut self) -> Result<(), StepError> {
+        let front = front_of(self.spec)?;
         let before = self.front_state()?;
         self.write_front(&before.held())?;
-        for be in front::backends(front_of(self.spec)?) {
+        let backends = front::backends(front);
+        for be in &backends {
             self.front_api(&format!(
                 "set server {be}/{} state ready",
                 front::HOLD_SERVER
@@ -146,7 +149,36 @@ impl<E: Engine> Run<'_, E> {
                     .await?;
             }
         }
-        Ok(())
+        let Some(draining) = before.serving_slot() else {
+            return Ok(());
+        };
+        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
+        let started = Instant::now();
+        // A connection accepted just before the switch to `hold` is given its server
+        // a moment later, and only then counted: the count must stay at zero for a
+        // while before the app may stop.
+        let mut quiet_since: Option<Instant> = None;
+        loop {
+            let open = front_api::send(&socket, "show stat -1 4 -1")
+                .await
+                .map_or(1, |s| {
+                    front::open_connections(&s, &backends, draining.name())
+                });
+            match (open, quiet_since) {
+                (0, Some(t)) if t.elapsed() >= DRAIN_QUIET => return Ok(()),
+                (0, None) => quiet_since = Some(Instant::now()),
+                (0, Some(_)) => {}
+                _ => quiet_since = None,
+            }
+            if started.elapsed() >= front.drain.get() {
+                self.progress(format!(
+                    "{open} connection(s) still open after the drain of {}: the app stops now",
+                    humantime::format_duration(front.drain.get())
+                ));
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// New connections, and those held, go to `generation`'s app; every other
@@ -161,10 +193,10 @@ impl<E: Engine> Run<'_, E> {
         let slot = next.live.expect("a switched front has a live slot");
         self.write_front(&next)?;
         for be in front::backends(front_of(self.spec)?) {
-            if before.slot_of(generation).is_none() {
-                self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
-                    .await?;
-            }
+            // Again even when the record names it: a run killed between writing
+            // the record and telling the front left the front without it.
+            self.front_api(&format!("set server {be}/{} fqdn {app}", slot.name()))
+                .await?;
             self.wait_resolved(&be, slot, &app).await?;
             self.front_api(&format!("set server {be}/{} state ready", slot.name()))
                 .await?;
@@ -183,7 +215,7 @@ impl<E: Engine> Run<'_, E> {
         let started = Instant::now();
         let mut last = String::new();
         while started.elapsed() < RESOLVE {
-            let answer = api(&socket, &format!("show servers state {be}"))
+            let answer = front_api::send(&socket, &format!("show servers state {be}"))
                 .await
                 .unwrap_or_default();
             if let Some(line) = answer
@@ -213,43 +245,7 @@ impl<E: Engine> Run<'_, E> {
     }
 
     async fn front_api(&self, command: &str) -> Result<(), StepError> {
-        let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
-        let answer = api(&socket, command).await.map_err(|e| {
-            StepError::Failed(Error::Apply(format!(
-                "the front's runtime API ({}) did not take `{command}`: {e}",
-                socket.display()
-            )))
-        })?;
-        // Commands that change something answer nothing, or a line of information.
-        let lower = answer.to_ascii_lowercase();
-        let refused = [
-            "fail",
-            "unknown",
-            "no such",
-            "not found",
-            "require",
-            "invalid",
-            "can't",
-        ];
-        if refused.iter().any(|w| lower.contains(w)) {
-            return Err(StepError::Failed(Error::Apply(format!(
-                "the front refused `{command}`: {}",
-                answer.trim()
-            ))));
-        }
+        front_api::command(&self.spec.storage, command).await?;
         Ok(())
     }
-}
-
-/// One command over HAProxy's runtime API: it answers and closes.
-async fn api(socket: &Path, command: &str) -> std::io::Result<String> {
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(socket))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
-    stream.write_all(format!("{command}\n").as_bytes()).await?;
-    let mut answer = String::new();
-    tokio::time::timeout(Duration::from_secs(5), stream.read_to_string(&mut answer))
-        .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
-    Ok(answer)
 }

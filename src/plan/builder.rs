@@ -27,6 +27,8 @@ pub(super) struct Builder<'s> {
     removed: BTreeSet<String>,
     started_dbs: BTreeSet<(u64, String)>,
     started_apps: BTreeSet<(u64, String)>,
+    /// The generation the front forwards to as the steps so far leave it.
+    pub(super) fronted: Option<u64>,
 }
 
 impl<'s> Builder<'s> {
@@ -41,6 +43,7 @@ impl<'s> Builder<'s> {
             removed: BTreeSet::new(),
             started_dbs: BTreeSet::new(),
             started_apps: BTreeSet::new(),
+            fronted: None,
         }
     }
 
@@ -106,6 +109,11 @@ impl<'s> Builder<'s> {
         }
     }
 
+    /// Whether this plan already removes the container `name`.
+    pub(super) fn removes(&self, name: &str) -> bool {
+        self.removed.contains(name)
+    }
+
     /// Stops every app but the target's, including those this plan started.
     pub(super) fn stop_other_apps(&mut self, host: &Host, target: u64, reason: &str) {
         let running_apps: BTreeSet<(u64, String)> = host
@@ -117,11 +125,12 @@ impl<'s> Builder<'s> {
         for (n, name) in running_apps {
             if n != target && !self.stopped.contains(&name) && !self.removed.contains(&name) {
                 self.stopped.insert(name.clone());
-                if self.spec.front.is_some() && host.front_live() == Some(n) {
+                if self.fronted == Some(n) {
                     self.push(
                         Action::HoldFront { generation: n },
                         "requests wait at the front, not at a stopped app",
                     );
+                    self.fronted = None;
                 }
                 self.push(
                     Action::StopApp {

@@ -15,8 +15,7 @@ use super::recognise::{Gen, Host};
 pub(super) fn cut_over(b: &mut Builder, host: &Host, tgen: &Gen, target: u64, live: Option<u64>) {
     b.stop_other_apps(host, target, "only one generation's app may be live");
     if b.spec.front.is_some() {
-        front::after_public_apps_stopped(b, host);
-        front::bring_up_app(b, host, tgen, target);
+        front::cut_over(b, host, tgen, target);
     } else {
         bring_up_app(b, tgen, target);
     }

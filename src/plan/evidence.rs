@@ -24,6 +24,10 @@ pub struct Evidence<'a> {
     /// The generation any pin names: its data is never deleted, except that a
     /// restore pin's half-made generation is redone from its backup.
     pub pinned: Option<u64>,
+    /// The generation the front door forwarded to last (also while it holds
+    /// requests), by its record: the front switches only to an app that passed
+    /// its checks, and clients may have written through it from then on.
+    pub fronted: Option<u64>,
 }
 
 impl<'a> Evidence<'a> {
@@ -39,6 +43,11 @@ impl<'a> Evidence<'a> {
                 .filter(|p| p.restore_from.is_none())
                 .map(|p| p.generation),
             pinned: observed.storage.pin.as_ref().map(|p| p.generation),
+            fronted: observed
+                .storage
+                .front
+                .as_ref()
+                .and_then(|f| f.live.and_then(|slot| f.named(slot))),
         }
     }
 
@@ -74,6 +83,8 @@ impl<'a> Evidence<'a> {
             Some("it is in the record of generations that served".into())
         } else if self.rollback_pin == Some(n) || self.pinned == Some(n) {
             Some("the host is pinned to it".into())
+        } else if self.fronted == Some(n) {
+            Some("the front door's record says it forwarded to its app".into())
         } else if public_app {
             Some("its app container was started with the public ports".into())
         } else {
@@ -113,6 +124,7 @@ pub(super) fn untrusted_state(
         let served = evidence.live == Some(*n)
             || evidence.served.is_some_and(|s| s.contains(n))
             || evidence.rollback_pin == Some(*n)
+            || evidence.fronted == Some(*n)
             || g.app.is_some_and(|a| a.exposed());
         problems.push(Problem {
             container: None,
@@ -154,6 +166,7 @@ mod tests {
             served,
             rollback_pin: Some(2),
             pinned: Some(3),
+            fronted: None,
         }
     }
 

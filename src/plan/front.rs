@@ -11,19 +11,21 @@ use crate::labels;
 
 use super::Action;
 use super::builder::Builder;
-use super::recognise::{Gen, Host};
+use super::recognise::{Gen, Host, Known};
 
-/// Whether an app of another generation still holds public ports of its own (the
-/// host ran without a front): the front can only bind them once it stopped.
+/// An app made with the public ports of its own (by a spec without a front).
+fn own_ports(app: &Known) -> bool {
+    app.c.labels.get(labels::EXPOSURE).map(String::as_str) == Some(labels::EXPOSURE_PUBLIC)
+}
+
+/// Whether an app still holds public ports of its own (the host ran without a
+/// front): the front can only bind them once it is stopped or removed.
 fn waits_for_public_apps(b: &Builder, host: &Host) -> bool {
     b.spec.front.is_some()
-        && host.gens.values().any(|g| {
-            g.app.is_some_and(|a| {
-                a.up()
-                    && a.c.labels.get(labels::EXPOSURE).map(String::as_str)
-                        == Some(labels::EXPOSURE_PUBLIC)
-            })
-        })
+        && host
+            .gens
+            .values()
+            .any(|g| g.app.is_some_and(|a| a.up() && own_ports(&a)))
 }
 
 /// The front as the spec wants it, at the start of the plan (unless public apps of
@@ -34,11 +36,31 @@ pub(super) fn at_start(b: &mut Builder, host: &Host) {
     }
 }
 
-/// The front, once the cut-over stopped the apps that held its ports.
-pub(super) fn after_public_apps_stopped(b: &mut Builder, host: &Host) {
+/// The cut-over behind the front, once the other apps are stopped: the target's
+/// app, if it was made with public ports of its own, is made again behind the
+/// front (its ports close until the front has them); then the front, if it had
+/// to wait for those ports; then the target's app is brought up and switched to.
+pub(super) fn cut_over(b: &mut Builder, host: &Host, tgen: &Gen, target: u64) {
+    let mut tgen = tgen.clone();
+    let remade = tgen
+        .app
+        .filter(|a| tgen.ready() && own_ports(a) && !b.removes(&a.c.name));
+    if let Some(app) = remade {
+        b.push(
+            Action::RemoveContainer {
+                generation: target,
+                container: app.c.name.clone(),
+                role: labels::ROLE_APP.into(),
+            },
+            "it publishes the public ports itself; behind the front it runs with its health \
+             ports only (the ports close until the front takes them)",
+        );
+        tgen.app = None;
+    }
     if waits_for_public_apps(b, host) {
         ensure(b, host);
     }
+    bring_up_app(b, host, &tgen, target);
 }
 
 fn ensure(b: &mut Builder, host: &Host) {
@@ -75,7 +97,7 @@ fn ensure(b: &mut Builder, host: &Host) {
 /// and health-checked, then switched to; one the front does not forward to yet is
 /// (re)started if stopped, checked and switched to; one it forwards to is
 /// restarted if stopped, or left alone.
-pub(super) fn bring_up_app(b: &mut Builder, host: &Host, tgen: &Gen, target: u64) {
+fn bring_up_app(b: &mut Builder, host: &Host, tgen: &Gen, target: u64) {
     let container = desired::container_name(b.spec, Role::App, target);
     match tgen.app.filter(|_| tgen.ready()) {
         None => {
@@ -114,20 +136,54 @@ pub(super) fn bring_up_app(b: &mut Builder, host: &Host, tgen: &Gen, target: u64
     }
 }
 
-fn switch_after_check(b: &mut Builder, host: &Host, target: u64, container: String) {
+/// The live generation's app behind the front, while a streamed upgrade makes the
+/// next one: an app an interrupted apply stopped is started, checked and switched
+/// to again (an app with public ports of its own cannot run beside the front).
+pub(super) fn serve_meanwhile(b: &mut Builder, host: &Host, source: &Gen, from: u64) {
+    let Some(app) = source.app.filter(|a| !own_ports(a)) else {
+        return;
+    };
+    if app.up() && b.fronted == Some(from) {
+        return;
+    }
+    let container = app.c.name.clone();
+    if app.up() {
+        switch_after_check(b, host, from, container);
+    } else {
+        b.restart_app(
+            from,
+            &container,
+            "the live generation's app serves while the new generation follows its data \
+             (an interrupted apply stopped it)",
+        );
+        prepare(b, host, from, &container);
+        switch(b, from, container);
+    }
+}
+
+/// The front learns the app's address unless a slot names it already.
+fn prepare(b: &mut Builder, host: &Host, target: u64, container: &str) {
     if !host.front_names(target) {
         b.push(
             Action::PrepareFront {
                 generation: target,
-                container: container.clone(),
+                container: container.to_string(),
             },
             "the front learns the new app's address while it is checked",
         );
     }
+}
+
+fn switch_after_check(b: &mut Builder, host: &Host, target: u64, container: String) {
+    prepare(b, host, target, &container);
     b.check(
         target,
         "the app must pass every health check before the front sends it traffic",
     );
+    switch(b, target, container);
+}
+
+fn switch(b: &mut Builder, target: u64, container: String) {
     b.push(
         Action::SwitchFront {
             generation: target,
@@ -135,4 +191,5 @@ fn switch_after_check(b: &mut Builder, host: &Host, target: u64, container: Stri
         },
         "healthy: new and held requests go to it",
     );
+    b.fronted = Some(target);
 }

@@ -208,6 +208,7 @@ pub fn plan(
     }
 
     let mut b = Builder::new(spec, evidence);
+    b.fronted = host.front_live();
     b.ensure_network(&observed.networks);
     front::at_start(&mut b, &host);
     prune::clear_debris(&mut b, &host, target, hold.as_ref());

@@ -167,7 +167,9 @@ pub(super) fn upgrade(
         &source,
         "the base backup and the standby read from it",
     );
-    if live == Some(from)
+    if live == Some(from) && spec.front.is_some() {
+        super::front::serve_meanwhile(b, host, &source, from);
+    } else if live == Some(from)
         && let Some(app) = source.app.filter(|a| a.public() && !a.up())
     {
         b.restart_app(

@@ -189,8 +189,13 @@ impl Project {
     /// As [`Project::write_spec`] (retain 2, `scope: project`), behind a front door
     /// on the project's two ports that holds requests for `hold`.
     pub fn write_front_spec(&self, generation: u64, tag: &str, hold: &str) {
+        self.write_front_spec_with(generation, tag, hold, "");
+    }
+
+    /// As [`Project::write_front_spec`], with `db_lines` added to the `db:` section.
+    pub fn write_front_spec_with(&self, generation: u64, tag: &str, hold: &str, db_lines: &str) {
         let front = format!(
-            "front:\n  image: {HAPROXY_IMAGE}\n  hold: {hold}\n  ports:\n    \
+            "{db_lines}front:\n  image: {HAPROXY_IMAGE}\n  hold: {hold}\n  ports:\n    \
              - {{ port: \"127.0.0.1:{}:8080\", mode: http }}\n    \
              - {{ port: \"127.0.0.1:{}:7000\", mode: tcp }}\n",
             self.http, self.tcp
