@@ -9,6 +9,10 @@
 //! freeze's growth with the size per mode, and the issue's targets beside the
 //! numbers, marked PASS or MISS: informational, the bench does not fail on them.
 //!
+//! At the small size, the same two upgrades behind a front door
+//! (`GEMCTL_BENCH_FRONT=0` skips them): writes that failed and the longest write,
+//! without and with the front (target with it: none failed).
+//!
 //! At the small size only (`GEMCTL_BENCH_EXTRAS=0` skips it): a backup while the
 //! app serves and its restore into a new generation, then the dump copy itself,
 //! old against new on the same data in the same run: from the live db into fresh
@@ -331,6 +335,8 @@ struct Bench {
     dir: PathBuf,
     http: u16,
     tcp: u16,
+    /// Behind a front door (`gemctl-test/haproxy:2.6`) holding requests for 60 s.
+    front: bool,
 }
 
 impl Bench {
@@ -343,16 +349,39 @@ impl Bench {
             dir,
             http: free_port(),
             tcp: free_port(),
+            front: false,
+        }
+    }
+
+    fn behind_front(name: String) -> Bench {
+        Bench {
+            front: true,
+            ..Bench::new(name)
         }
     }
 
     /// The spec of `generation` (the app's tag alternates, as upgrades do), copying
     /// its data the `copy` way.
     fn load(&self, generation: u64, copy: CopyMode) -> Spec {
-        let ports = format!(
-            "\"127.0.0.1:{}:8080\", \"127.0.0.1:{}:7000\"",
-            self.http, self.tcp
-        );
+        let (ports, front) = if self.front {
+            (
+                String::new(),
+                format!(
+                    "front:\n  image: gemctl-test/haproxy:2.6\n  hold: 60s\n  ports:\n    \
+                     - {{ port: \"127.0.0.1:{}:8080\", mode: http }}\n    \
+                     - {{ port: \"127.0.0.1:{}:7000\", mode: tcp }}\n",
+                    self.http, self.tcp
+                ),
+            )
+        } else {
+            (
+                format!(
+                    "\"127.0.0.1:{}:8080\", \"127.0.0.1:{}:7000\"",
+                    self.http, self.tcp
+                ),
+                String::new(),
+            )
+        };
         let text = spec::SpecTemplate {
             name: &self.name,
             generation,
@@ -365,7 +394,7 @@ impl Bench {
             scope: "scope: project",
             ports: &ports,
             health: HEALTH,
-            extra: "",
+            extra: &front,
         }
         .text();
         let path = self.dir.join("spec.yaml");
@@ -380,21 +409,32 @@ impl Bench {
     }
 }
 
-/// A writer through the app every 20 ms; it returns when each acknowledged write
-/// was acknowledged.
-fn start_writer(http: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<Instant>>) {
+/// One write through the app: when it was answered, whether it was acknowledged,
+/// how long it took.
+struct Attempt {
+    at: Instant,
+    acked: bool,
+    took: Duration,
+}
+
+/// A writer through the app every 20 ms; it returns every write it tried.
+fn start_writer(http: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Vec<Attempt>>) {
     let stop = Arc::new(AtomicBool::new(false));
     let handle = {
         let stop = stop.clone();
         std::thread::spawn(move || {
-            let mut acked = Vec::new();
+            let mut writes = Vec::new();
             while !stop.load(Ordering::SeqCst) {
-                if try_post(http) {
-                    acked.push(Instant::now());
-                }
+                let started = Instant::now();
+                let acked = try_post(http);
+                writes.push(Attempt {
+                    at: Instant::now(),
+                    acked,
+                    took: started.elapsed(),
+                });
                 std::thread::sleep(Duration::from_millis(20));
             }
-            acked
+            writes
         })
     };
     std::thread::sleep(Duration::from_millis(300));
@@ -409,6 +449,10 @@ struct Upgrade {
     /// The longest stretch between two acknowledged writes.
     freeze: Duration,
     acked: usize,
+    /// Writes that were not acknowledged (refused, or answered with an error).
+    failed: usize,
+    /// The longest write, from sending to its answer (held at a front).
+    longest: Duration,
     unreachable: Duration,
     /// The base backup (stream) or the dump's copy (dump).
     copy: Duration,
@@ -442,8 +486,9 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     std::thread::sleep(Duration::from_millis(500));
     stop_writer.store(true, Ordering::SeqCst);
     stop_poller.store(true, Ordering::SeqCst);
-    let acked = writer.join().unwrap();
+    let writes = writer.join().unwrap();
     let unreachable = poller.join().unwrap();
+    let acked: Vec<Instant> = writes.iter().filter(|w| w.acked).map(|w| w.at).collect();
     let freeze = acked
         .windows(2)
         .map(|w| w[1] - w[0])
@@ -467,6 +512,8 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
         total,
         freeze,
         acked: acked.len(),
+        failed: writes.iter().filter(|w| !w.acked).count(),
+        longest: writes.iter().map(|w| w.took).max().unwrap_or_default(),
         unreachable,
         copy: step_time(&steps, |a| {
             matches!(a, Action::CopyData { .. } | Action::BaseBackup { .. })
@@ -477,15 +524,16 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     }
 }
 
-/// The steps from the first `stop_app` to the last `expose_app`, named by their
-/// action's tag in plans, to show where the write-freeze goes.
+/// The steps from the first `stop_app` to the last `expose_app` (or switch of the
+/// front), named by their action's tag in plans, to show where the write-freeze
+/// goes.
 fn cut_over(steps: &[(Action, Duration)]) -> Vec<(String, Duration)> {
     let first = steps
         .iter()
         .position(|(a, _)| matches!(a, Action::StopApp { .. }));
     let last = steps
         .iter()
-        .rposition(|(a, _)| matches!(a, Action::ExposeApp { .. }));
+        .rposition(|(a, _)| matches!(a, Action::ExposeApp { .. } | Action::SwitchFront { .. }));
     let (Some(first), Some(last)) = (first, last) else {
         return Vec::new();
     };
@@ -633,6 +681,27 @@ fn main() {
         }
     }
 
+    // The small size again, behind a front door: the same two upgrades.
+    let fronted = std::env::var("GEMCTL_BENCH_FRONT").as_deref() != Ok("0");
+    let front = fronted.then(|| {
+        let bench = Bench::behind_front(format!("gb{}fr", std::process::id()));
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            rt.block_on(apply(&bench.load(1, CopyMode::Auto)));
+            let mut left = small;
+            while left > 0 {
+                let n = left.min(200_000);
+                post_rows(bench.http, n);
+                left -= n;
+            }
+            println!("{small} rows behind a front: stream upgrade 1 -> 2, then dump 2 -> 3");
+            let stream = upgrade(&rt, &bench, 1, CopyMode::Stream);
+            let dump = upgrade(&rt, &bench, 2, CopyMode::Dump);
+            (stream, dump)
+        }));
+        common::clean_up(&bench.name, &bench.dir);
+        result.unwrap_or_else(|e| std::panic::resume_unwind(e))
+    });
+
     println!();
     println!(
         "{:<6} {:>9} {:>8} {:>8} {:>14} {:>7} {:>12} {:>8} {:>9} {:>8} {:>8} {:>8}",
@@ -684,6 +753,40 @@ fn main() {
                 "  {mode} {rows}: {:.2} s = {}",
                 sum.as_secs_f64(),
                 steps.join(" + ")
+            );
+        }
+    }
+
+    if let Some((front_stream, front_dump)) = &front {
+        let (_, stream, dump) = &results[0];
+        println!();
+        println!(
+            "writes through the app every 20 ms at {small} rows, without and with a front door \
+             (target with a front: 0 failed):"
+        );
+        println!(
+            "{:<6} {:<6} {:>7} {:>7} {:>14} {:>14}",
+            "mode", "front", "writes", "failed", "write-freeze s", "longest write s"
+        );
+        for (mode, front, u) in [
+            ("stream", "no", stream),
+            ("stream", "yes", front_stream),
+            ("dump", "no", dump),
+            ("dump", "yes", front_dump),
+        ] {
+            println!(
+                "{mode:<6} {front:<6} {:>7} {:>7} {:>14.2} {:>14.2}",
+                u.acked + u.failed,
+                u.failed,
+                u.freeze.as_secs_f64(),
+                u.longest.as_secs_f64()
+            );
+        }
+        for (mode, u) in [("stream", front_stream), ("dump", front_dump)] {
+            println!(
+                "  {mode} behind a front: {} failed writes: {}",
+                u.failed,
+                mark(u.failed == 0)
             );
         }
     }

@@ -7,7 +7,8 @@
 //! ([`execute`], step handlers grouped by subject) and talks to the operator
 //! ([`cli`], one file per command with its printing). `plan` is split by kind of
 //! change (bootstrap, upgrade, rollback, restore, repair, prune), with `Builder`
-//! the one place that emits steps.
+//! the one place that emits steps. The front door is [`front`] (pure: its slots
+//! and the HAProxy configuration) and [`front_api`] (its runtime socket).
 
 pub mod backup;
 pub mod cli;

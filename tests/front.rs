@@ -341,14 +341,7 @@ fn killed_just_before_the_switch_converges_with_the_front_on_the_live_app() {
         let p = front_project("frkil", "30s");
         p.insert_rows(1_000);
         p.write_front_spec(2, "2", "30s");
-        let mut w = Watched::start(&p);
-        assert!(
-            w.until(|v| Watched::step_started(v, action)),
-            "{action}: the step never started"
-        );
-        w.child.kill().unwrap();
-        w.child.wait().unwrap();
-        drop(w);
+        Watched::kill_at(&p, action, 1);
 
         let (code, out) = p.apply(&[]);
         assert_eq!(code, 0, "killed at {action}: {out}");

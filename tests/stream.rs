@@ -415,18 +415,7 @@ fn killed_at(points: &[(&str, usize)]) {
         p.insert_rows(30_000);
         let before = p.table_digest(&p.db(1));
         p.write_spec(2, "2", 2, "scope: project");
-        let mut w = Watched::start(&p);
-        let mut seen = 0;
-        let found = w.until(|v| {
-            if v["event"] == "step_started" && v["step"]["action"] == action {
-                seen += 1;
-            }
-            seen == nth
-        });
-        assert!(found, "{action}: the step never started");
-        w.child.kill().unwrap();
-        w.child.wait().unwrap();
-        drop(w);
+        Watched::kill_at(&p, action, nth);
 
         let (code, out) = p.apply(&[]);
         assert_eq!(code, 0, "killed at {action}: {out}");

@@ -356,8 +356,9 @@ impl Project {
         v
     }
 
-    /// Containers of this project that publish ports.
-    pub fn with_public_ports(&self) -> Vec<String> {
+    /// Every container of this project that runs, with its published ports as
+    /// `docker ps` shows them.
+    fn running_with_ports(&self) -> Vec<(String, String)> {
         let out = docker_ok(&[
             "ps",
             "--filter",
@@ -366,25 +367,28 @@ impl Project {
             "{{.Names}}|{{.Ports}}",
         ]);
         out.lines()
-            .filter(|l| l.split('|').nth(1).is_some_and(|p| p.contains("->")))
-            .map(|l| l.split('|').next().unwrap().to_string())
+            .filter_map(|l| l.split_once('|'))
+            .map(|(name, ports)| (name.to_string(), ports.to_string()))
+            .collect()
+    }
+
+    /// Containers of this project that publish ports.
+    pub fn with_public_ports(&self) -> Vec<String> {
+        self.running_with_ports()
+            .into_iter()
+            .filter(|(_, ports)| ports.contains("->"))
+            .map(|(name, _)| name)
             .collect()
     }
 
     /// Containers of this project that publish the project's two public ports (not
     /// a probe's health ports).
     pub fn holders_of_public_ports(&self) -> Vec<String> {
-        let out = docker_ok(&[
-            "ps",
-            "--filter",
-            &format!("label=io.gemctl.project={}", self.name),
-            "--format",
-            "{{.Names}}|{{.Ports}}",
-        ]);
         let public = [format!(":{}->", self.http), format!(":{}->", self.tcp)];
-        out.lines()
-            .filter(|l| public.iter().any(|p| l.contains(p.as_str())))
-            .map(|l| l.split('|').next().unwrap().to_string())
+        self.running_with_ports()
+            .into_iter()
+            .filter(|(_, ports)| public.iter().any(|p| ports.contains(p.as_str())))
+            .map(|(name, _)| name)
             .collect()
     }
 
@@ -560,6 +564,22 @@ impl Watched {
 
     pub fn step_started(v: &serde_json::Value, action: &str) -> bool {
         v["event"] == "step_started" && v["step"]["action"] == action
+    }
+
+    /// Starts `apply` and kills it (SIGKILL) when step `action` starts for the
+    /// `nth` time; panics if apply ended first.
+    pub fn kill_at(p: &Project, action: &str, nth: usize) {
+        let mut w = Watched::start(p);
+        let mut seen = 0;
+        let found = w.until(|v| {
+            if Watched::step_started(v, action) {
+                seen += 1;
+            }
+            seen == nth
+        });
+        assert!(found, "{action}: the step never started");
+        w.child.kill().unwrap();
+        w.child.wait().unwrap();
     }
 }
 
