@@ -236,7 +236,10 @@ pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
          # that requests keep being held rather than refused at once.\n\
          resolvers docker\n\
          \tnameserver dns 127.0.0.11:53\n\
-         \thold valid 1s\n\
+         \t# Asked often: a new app's address is known within a fraction of a second,\n\
+         \t# and the switch in the freeze waits for it.\n\
+         \ttimeout resolve 200ms\n\
+         \thold valid 200ms\n\
          \thold nx 3600s\n\
          \thold obsolete 3600s\n\
          \n\

@@ -3,7 +3,7 @@
 //! keep sending through a streamed upgrade see no failed request and no refused
 //! connection; a release that never becomes healthy leaves the front on the old
 //! generation; a front that dies comes back by itself forwarding where it did; a
-//! gemctl killed just before the switch converges on the next run.
+//! gemctl killed at any step from the hold to the switch converges on the next run.
 
 mod real;
 
@@ -336,8 +336,14 @@ fn a_front_that_dies_or_is_stopped_comes_back_forwarding_to_the_live_generation(
 }
 
 #[test]
-fn killed_just_before_the_switch_converges_with_the_front_on_the_live_app() {
-    for action in ["prepare_front", "switch_front", "set_live"] {
+fn killed_from_the_hold_to_the_switch_converges_with_the_front_on_the_live_app() {
+    for action in [
+        "hold_front",
+        "stop_app",
+        "prepare_front",
+        "switch_front",
+        "set_live",
+    ] {
         let p = front_project("frkil", "30s");
         p.insert_rows(1_000);
         p.write_front_spec(2, "2", "30s");
