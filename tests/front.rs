@@ -463,3 +463,30 @@ fn maintenance_answers_with_the_message_keeps_the_front_healthy_and_survives_a_r
     assert!(tcp_line(p.tcp).starts_with("OK "), "{}", tcp_line(p.tcp));
     assert_eq!(serving_generation(&p), "1");
 }
+
+#[test]
+fn a_front_that_cannot_start_stops_the_apply_before_anything_stops() {
+    let p = front_project("frnost", "30s");
+    docker_ok(&["stop", &p.front()]);
+    // Someone else took the front's public HTTP port meanwhile.
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", p.http)).unwrap();
+    p.write_front_spec(2, "2", "30s");
+    let (code, out) = p.apply(&[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(&format!("start {}", p.front())), "{out}");
+    let running: Vec<String> = p
+        .containers()
+        .into_iter()
+        .filter(|c| c.ends_with("running"))
+        .collect();
+    assert!(
+        running.iter().any(|c| c.starts_with(&p.app(1)))
+            && running.iter().any(|c| c.starts_with(&p.db(1))),
+        "generation 1 still runs: {running:?}"
+    );
+    assert!(!running.iter().any(|c| c.contains("-2")), "{running:?}");
+    drop(squatter);
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(serving_generation(&p), "2");
+}
