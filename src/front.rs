@@ -202,6 +202,19 @@ pub fn spec_hash(front: &FrontSpec) -> String {
     desired::fingerprint(canonical.as_bytes())
 }
 
+/// The labels of the front's container: this project's, role `front`, and the
+/// fingerprint of the spec's `front:`.
+pub fn labels(spec: &Spec, front: &FrontSpec) -> std::collections::BTreeMap<String, String> {
+    [
+        (crate::labels::PROJECT, spec.project.clone()),
+        (crate::labels::ROLE, crate::labels::ROLE_FRONT.to_string()),
+        (crate::labels::SPEC_HASH, spec_hash(front)),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v))
+    .collect()
+}
+
 /// The backend of the front's port that forwards to the app's port `app_port`.
 pub fn backend(app_port: u16) -> String {
     format!("app_{app_port}")

@@ -266,17 +266,23 @@ pub fn front_state_file(storage: &Path) -> PathBuf {
 
 /// The front's record, strictly: missing is a front that forwards nowhere yet.
 pub fn read_front(storage: &Path) -> Result<FrontState, Error> {
-    let file = front_state_file(storage);
-    match read_record(&file) {
-        Ok(None) => Ok(FrontState::default()),
-        Ok(Some(text)) => serde_json::from_str(&text).map_err(|e| {
-            Error::Apply(format!(
-                "{} is not a valid front record: {e}",
-                file.display()
-            ))
-        }),
-        Err(problem) => Err(Error::Apply(format!("{} {problem}", file.display()))),
+    let mut damage = Vec::new();
+    let state = read_front_record(storage, &mut damage);
+    match damage.pop() {
+        Some(d) => Err(Error::Apply(format!("{} {}: {}", d.file, d.problem, d.fix))),
+        None => Ok(state.unwrap_or_default()),
     }
+}
+
+/// The front's record as [`read_parsed`] reads every record.
+fn read_front_record(root: &Path, damage: &mut Vec<Damage>) -> Option<FrontState> {
+    let fix = "the front's record says which generation it forwards to: put back a copy, or \
+               remove it and run `gemctl apply`, which points the front at the live \
+               generation again";
+    read_parsed(&front_state_file(root), fix, damage, |text| {
+        serde_json::from_str::<FrontState>(text)
+            .map_err(|e| format!("is not a valid front record: {e}"))
+    })
 }
 
 /// Writes the front's record, then its configuration rendered from it (both
@@ -339,13 +345,7 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
             .map(|r| r.generations)
             .map_err(|e| format!("is not a valid record of served generations: {e}"))
     });
-    let front_fix = "the front's record says which generation it forwards to: put back a copy, or \
-                     remove it and run `gemctl apply`, which points the front at the live \
-                     generation again";
-    storage.front = read_parsed(&front_state_file(root), front_fix, damage, |text| {
-        serde_json::from_str::<FrontState>(text)
-            .map_err(|e| format!("is not a valid front record: {e}"))
-    });
+    storage.front = read_front_record(root, damage);
     Ok(storage)
 }
 

@@ -254,14 +254,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
                 name: gemctl::front::container_name(spec),
                 id: String::new(),
                 image: front.image.to_string(),
-                labels: [
-                    (labels::PROJECT, spec.project.clone()),
-                    (labels::ROLE, labels::ROLE_FRONT.to_string()),
-                    (labels::SPEC_HASH, gemctl::front::spec_hash(front)),
-                ]
-                .into_iter()
-                .map(|(k, v)| (k.to_string(), v))
-                .collect(),
+                labels: gemctl::front::labels(spec, front),
                 state: STATES[state],
                 health: None,
                 ports: Vec::new(),

@@ -12,7 +12,6 @@ use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
 use crate::front::{self, FrontState, Slot};
 use crate::front_api;
-use crate::labels;
 use crate::spec::{FrontSpec, Spec};
 use crate::state;
 
@@ -20,7 +19,7 @@ use crate::state;
 const FRONT_START: Duration = Duration::from_secs(20);
 /// How long no connection may be open to an app about to stop before it stops.
 const DRAIN_QUIET: Duration = Duration::from_millis(150);
-/// How long the front gets to resolve a running app's name (it asks every second).
+/// How long the front gets to resolve a running app's name (it asks every 200 ms).
 const RESOLVE: Duration = Duration::from_secs(10);
 
 fn front_of(spec: &Spec) -> Result<&FrontSpec, StepError> {
@@ -48,20 +47,12 @@ impl<E: Engine> Run<'_, E> {
         if replace {
             self.remove(container).await?;
         }
-        let labels = [
-            (labels::PROJECT, spec.project.clone()),
-            (labels::ROLE, labels::ROLE_FRONT.to_string()),
-            (labels::SPEC_HASH, front::spec_hash(front)),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
         let id = self
             .engine
             .create_container(&CreateContainer {
                 name: container.to_string(),
                 image: front.image.to_string(),
-                labels,
+                labels: front::labels(spec, front),
                 network: Some(spec.network_name()),
                 ports: front
                     .ports

@@ -218,14 +218,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 name: container.clone(),
                 id: format!("id-{container}"),
                 image: front.image.to_string(),
-                labels: BTreeMap::from([
-                    (labels::PROJECT.to_string(), spec.project.clone()),
-                    (labels::ROLE.to_string(), labels::ROLE_FRONT.to_string()),
-                    (
-                        labels::SPEC_HASH.to_string(),
-                        gemctl::front::spec_hash(front),
-                    ),
-                ]),
+                labels: gemctl::front::labels(spec, front),
                 state: ContainerState::Running,
                 health: None,
                 ports: Vec::new(),
