@@ -355,7 +355,11 @@ pub async fn take<E: Engine>(
     env: &[String],
     generation: u64,
 ) -> Result<BackupInfo, Error> {
-    let db = desired::container_name(spec, Role::Db, generation);
+    let db = desired::container_name(
+        spec,
+        Role::Db,
+        crate::state::db_generation(&spec.storage, generation),
+    );
     let containers = engine.list_containers().await?;
     let db_container = containers
         .iter()

@@ -140,12 +140,18 @@ pub fn made_as(spec: &Spec, want: &ContainerConfig, hash: Option<&str>) -> bool 
     hash == in_spec_order.spec_hash()
 }
 
-/// The app container of a generation, as the spec asks for it.
+/// The app container of a generation on its own database, as the spec asks for it.
 pub fn app(spec: &Spec, generation: u64) -> ContainerConfig {
+    app_on(spec, generation, generation)
+}
+
+/// The app container of a generation running on generation `db`'s database (its
+/// own, or the one it shares with `db.copy: none`).
+pub fn app_on(spec: &Spec, generation: u64, db: u64) -> ContainerConfig {
     let mut env = spec.app.env.clone();
     env.insert(
         spec.app.db_host_var.clone(),
-        container_name(spec, Role::Db, generation),
+        container_name(spec, Role::Db, db),
     );
     env.insert(GENERATION_VAR.into(), generation.to_string());
     ContainerConfig {

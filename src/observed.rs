@@ -221,6 +221,13 @@ pub enum Marker {
         #[serde(default)]
         copied_from: Option<u64>,
     },
+    /// No data of its own: the generation runs on generation `db`'s database
+    /// (`db.copy: none`). It may serve, and may have served; `db`'s data is kept as
+    /// long as this generation is.
+    Shares {
+        /// The generation whose database (container and data) it runs on.
+        db: u64,
+    },
     /// gemctl is making this data and no app has used it: written before the data
     /// directory existed, so it positively says "never served".
     Preparing,
@@ -252,9 +259,17 @@ impl Marker {
 }
 
 impl GenerationData {
-    /// True once the data is complete and may serve.
+    /// True once the data is complete (or shared) and may serve.
     pub fn ready(&self) -> bool {
-        matches!(self.marker, Marker::Ready { .. })
+        matches!(self.marker, Marker::Ready { .. } | Marker::Shares { .. })
+    }
+
+    /// The generation whose database it runs on, when not its own.
+    pub fn shares(&self) -> Option<u64> {
+        match self.marker {
+            Marker::Shares { db } => Some(db),
+            _ => None,
+        }
     }
 
     /// The generation whose data was copied in, if any.

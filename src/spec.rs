@@ -260,6 +260,12 @@ pub enum CopyMode {
     /// `pg_dumpall` of the old db restored into the new one: every database and role.
     /// Works across major versions; the app is down for the length of the copy.
     Dump,
+    /// No copy: the new generation's app runs on the previous generation's database
+    /// (an app-only release, a hotfix). The new app starts beside the old one and
+    /// takes over once healthy: no freeze, and rolling back to the previous
+    /// generation is code-only (same data). The spec's `db` section must then
+    /// describe that database unchanged.
+    None,
 }
 
 /// How a copy is verified.

@@ -69,6 +69,21 @@ pub fn mark_ready(generation_dir: &Path, copied_from: Option<u64>) -> Result<(),
     write_marker(generation_dir, &Marker::Ready { copied_from })
 }
 
+/// Makes `<storage>/<n>/` and marks it as running on generation `db`'s database.
+pub fn mark_shares(generation_dir: &Path, db: u64) -> Result<(), Error> {
+    std::fs::create_dir_all(generation_dir).map_err(|e| Error::io(generation_dir, "create", e))?;
+    write_marker(generation_dir, &Marker::Shares { db })
+}
+
+/// The generation whose database generation `n` runs on: the one its marker
+/// says it shares, else its own (also when the marker is not written yet).
+pub fn db_generation(storage: &Path, n: u64) -> u64 {
+    match read_marker(&storage.join(n.to_string())) {
+        Marker::Shares { db } => db,
+        _ => n,
+    }
+}
+
 /// Marks `<storage>/<n>/` as given up before it served: the next plan clears it away.
 pub fn mark_discarded(generation_dir: &Path, reason: &str) -> Result<(), Error> {
     write_marker(

@@ -69,8 +69,11 @@ pub struct GenerationStatus {
     pub status: String,
     /// The app container.
     pub app: Option<ContainerStatus>,
-    /// The db container.
+    /// The db container (the shared one's, with `shares_db_of`).
     pub db: Option<ContainerStatus>,
+    /// The generation whose database it runs on (`db.copy: none`), when not its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shares_db_of: Option<u64>,
     /// `<storage>/<n>/pgdata`, if present.
     pub data_dir: Option<String>,
     /// Its size in bytes.
@@ -167,6 +170,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                 .generations
                 .iter()
                 .find(|d| d.generation == g);
+            let shares = data.and_then(|d| d.shares());
             let dir = desired::data_dir(spec, g);
             let status = if data.is_some_and(|d| d.marker.unknown()) {
                 "unknown (marker)"
@@ -197,9 +201,14 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                     }
                     s
                 }),
-                db: find(Role::Db, g).map(container_status),
-                data_bytes: data.map(|_| crate::state::dir_size(&dir)),
-                data_dir: data.map(|_| dir.display().to_string()),
+                db: find(Role::Db, shares.unwrap_or(g)).map(container_status),
+                shares_db_of: shares,
+                data_bytes: data
+                    .filter(|_| shares.is_none())
+                    .map(|_| crate::state::dir_size(&dir)),
+                data_dir: data
+                    .filter(|_| shares.is_none())
+                    .map(|_| dir.display().to_string()),
             }
         })
         .collect();

@@ -43,9 +43,14 @@ fn major() -> impl Strategy<Value = Option<u32>> {
     prop_oneof![6 => Just(Some(15)), 1 => Just(Some(17)), 1 => Just(None)]
 }
 
-/// Ready, being prepared, discarded, and the two kinds of damage (rarer).
-fn markers(i: usize) -> Marker {
+/// Ready, being prepared, discarded, the two kinds of damage (rarer), and running
+/// on an older generation's database (`db.copy: none`; on generation 1, on a
+/// database that cannot be).
+fn markers(i: usize, n: u64) -> Marker {
     match i {
+        9..=10 => Marker::Shares {
+            db: n.saturating_sub(i as u64 - 8).max(1),
+        },
         0..=3 => Marker::Ready { copied_from: None },
         4..=5 => Marker::Preparing,
         6 => Marker::Discarded {
@@ -60,7 +65,7 @@ fn markers(i: usize) -> Marker {
 
 fn gen_setup() -> impl Strategy<Value = GenSetup> {
     (
-        prop::option::weighted(0.7, 0usize..9),
+        prop::option::weighted(0.7, 0usize..11),
         any::<bool>(),
         prop::option::weighted(
             0.6,
@@ -97,7 +102,7 @@ struct Case {
     damaged_file: Option<usize>,
     /// The db image's major version.
     image_major: Option<u32>,
-    /// `db.copy`: auto, stream, dump.
+    /// `db.copy`: auto, stream, dump, none.
     copy: usize,
     /// A front door: its container's state (if there is one), the generation its
     /// record forwards to, whether it holds requests.
@@ -120,7 +125,7 @@ fn case() -> impl Strategy<Value = Case> {
             prop::option::weighted(0.15, (1u64..=6, any::<bool>())),
             prop::option::weighted(0.1, 0usize..4),
             major(),
-            0usize..3,
+            0usize..4,
             prop::option::weighted(
                 0.3,
                 (
@@ -166,7 +171,12 @@ fn case() -> impl Strategy<Value = Case> {
 fn spec_of(c: &Case) -> Spec {
     let scope = if c.scope_project { "project" } else { "host" };
     let mut spec = support::spec_with(c.desired, c.retain, "v-now", scope);
-    spec.db.copy = [CopyMode::Auto, CopyMode::Stream, CopyMode::Dump][c.copy];
+    spec.db.copy = [
+        CopyMode::Auto,
+        CopyMode::Stream,
+        CopyMode::Dump,
+        CopyMode::None,
+    ][c.copy];
     if c.front.is_some() {
         spec.app.ports.clear();
         spec.front = Some(
@@ -223,7 +233,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
         if let Some(m) = g.data {
             obs.storage.generations.push(GenerationData {
                 generation: n,
-                marker: markers(m),
+                marker: markers(m, n),
                 pg_major: g.pg_major,
             });
         }
@@ -371,6 +381,16 @@ fn protected(plan: &Plan, obs: &Observed, retain: u32) -> BTreeSet<u64> {
     }) {
         keep.insert(from);
     }
+    // A kept generation's database is kept with it, whoever's it is.
+    let shared: Vec<u64> = keep
+        .iter()
+        .map(|g| support::db_gen(obs, *g))
+        .chain(plan.steps.iter().find_map(|s| match s.action {
+            Action::ShareDb { db, .. } => Some(db),
+            _ => None,
+        }))
+        .collect();
+    keep.extend(shared);
     keep
 }
 
@@ -444,6 +464,18 @@ proptest! {
                     }
                 }
                 _ => {}
+            }
+        }
+
+        // No data is deleted while a generation that stays runs on it.
+        let deleted: BTreeSet<u64> = p.steps.iter().filter_map(|s| match s.action {
+            Action::RemoveData { generation } => Some(generation),
+            _ => None,
+        }).collect();
+        for d in &obs.storage.generations {
+            if let Some(db) = d.shares() && !deleted.contains(&d.generation) {
+                prop_assert!(!deleted.contains(&db),
+                    "deletes generation {}'s data, which generation {} runs on", db, d.generation);
             }
         }
 

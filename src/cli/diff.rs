@@ -262,8 +262,16 @@ pub fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<Con
         if !touches(role) {
             continue;
         }
+        let db = plan
+            .steps
+            .iter()
+            .find_map(|s| match s.action {
+                Action::ShareDb { generation, db } if generation == plan.target => Some(db),
+                _ => None,
+            })
+            .unwrap_or_else(|| crate::state::db_generation(&spec.storage, plan.target));
         let want = match role {
-            Role::App => desired::app(spec, plan.target),
+            Role::App => desired::app_on(spec, plan.target, db),
             Role::Db => desired::db(spec, plan.target),
         };
         let wanted = Settings::of(&want);

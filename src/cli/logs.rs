@@ -59,7 +59,11 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
     let generation = generation.or(storage.live).unwrap_or(spec.generation.0);
     let name = match role {
         LogRole::App => crate::desired::container_name(&spec, Role::App, generation),
-        LogRole::Db => crate::desired::container_name(&spec, Role::Db, generation),
+        LogRole::Db => crate::desired::container_name(
+            &spec,
+            Role::Db,
+            crate::state::db_generation(&spec.storage, generation),
+        ),
         LogRole::Front => crate::front::container_name(&spec),
     };
     runtime()?.block_on(async {

@@ -139,8 +139,9 @@ fn render(s: &Status) -> String {
                     }
                     t
                 });
-                let data = match (&g.data_dir, g.data_bytes) {
-                    (Some(d), Some(b)) => format!("{d} ({})", human_bytes(b)),
+                let data = match (&g.data_dir, g.data_bytes, g.shares_db_of) {
+                    (_, _, Some(db)) => format!("generation {db}'s (db.copy: none)"),
+                    (Some(d), Some(b), None) => format!("{d} ({})", human_bytes(b)),
                     _ => "-".to_string(),
                 };
                 vec![
@@ -194,6 +195,7 @@ mod tests {
             status: status.into(),
             app: Some(container("app", image)),
             db: Some(container("db", "postgres:15")),
+            shares_db_of: None,
             data_dir: Some(format!("/srv/shop/{n}/pgdata")),
             data_bytes: Some(47_812_345),
         }

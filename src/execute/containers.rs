@@ -19,6 +19,16 @@ use crate::spec::Spec;
 const DB_STOP_GRACE: Duration = Duration::from_secs(60);
 const APP_STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// A generation's app as the spec asks for it, on the database its marker says it
+/// runs on (its own, or the one it shares with `db.copy: none`).
+fn app_config(spec: &Spec, generation: u64) -> ContainerConfig {
+    desired::app_on(
+        spec,
+        generation,
+        crate::state::db_generation(&spec.storage, generation),
+    )
+}
+
 impl<E: Engine> Run<'_, E> {
     pub(super) async fn create_network(&mut self, network: &str) -> Result<(), StepError> {
         let labels = BTreeMap::from([(labels::PROJECT.to_string(), self.spec.project.clone())]);
@@ -68,7 +78,7 @@ impl<E: Engine> Run<'_, E> {
             })
             .collect();
         self.create(
-            &desired::app(spec, generation),
+            &app_config(spec, generation),
             Some(labels::EXPOSURE_PROBE),
             bindings,
         )
@@ -95,7 +105,7 @@ impl<E: Engine> Run<'_, E> {
             })
             .collect();
         self.create(
-            &desired::app(spec, generation),
+            &app_config(spec, generation),
             Some(labels::EXPOSURE_PUBLIC),
             bindings,
         )

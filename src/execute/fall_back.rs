@@ -65,6 +65,7 @@ pub(super) fn fall_back_from(plan: &Plan, failure: &StepFailure) -> Option<u64> 
     let makes_new = |a: &Action| {
         matches!(a, Action::CreateDb { generation, fresh: true, .. }
             | Action::BaseBackup { to: generation, .. }
+            | Action::ShareDb { generation, .. }
             | Action::CreateAppProbe { generation, .. } if *generation == t)
     };
     if !plan.steps.iter().any(|s| makes_new(&s.action)) {

@@ -140,9 +140,26 @@ impl<E: Engine> Run<'_, E> {
                     .await?;
             }
         }
-        let Some(draining) = before.serving_slot() else {
-            return Ok(());
-        };
+        match before.serving_slot() {
+            Some(draining) => self.drain(draining).await,
+            None => Ok(()),
+        }
+    }
+
+    /// The front switched away from `generation`'s app: the requests open to it
+    /// finish, for up to `front.drain`, before it stops.
+    pub(super) async fn drain_front(&mut self, generation: u64) -> Result<(), StepError> {
+        match self.front_state()?.slot_of(generation) {
+            Some(slot) => self.drain(slot).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Waits until no connection has been open to `draining` for a while, or
+    /// `front.drain` passed.
+    async fn drain(&mut self, draining: Slot) -> Result<(), StepError> {
+        let front = front_of(self.spec)?;
+        let backends = front::backends(front);
         let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
         let started = Instant::now();
         // A connection accepted just before the switch to `hold` is given its server

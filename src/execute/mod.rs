@@ -506,6 +506,11 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::PrepareFront { generation, .. } => self.prepare_front(*generation).await,
             Action::SwitchFront { generation, .. } => self.switch_front(*generation).await,
             Action::HoldFront { .. } => self.hold_front().await,
+            Action::DrainFront { generation } => self.drain_front(*generation).await,
+            Action::ShareDb { generation, db } => Ok(crate::state::mark_shares(
+                &desired::generation_dir(self.spec, *generation),
+                *db,
+            )?),
         }
     }
 }

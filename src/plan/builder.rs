@@ -54,6 +54,16 @@ impl<'s> Builder<'s> {
         });
     }
 
+    /// Something the operator must know about the plan.
+    pub(super) fn note(&mut self, note: String) {
+        self.notes.push(note);
+    }
+
+    /// A step the plan cannot take: the plan is refused.
+    pub(super) fn refuse(&mut self, problem: Problem) {
+        self.problems.push(problem);
+    }
+
     pub(super) fn check(&mut self, generation: u64, reason: &str) {
         let container = desired::container_name(self.spec, Role::App, generation);
         self.push(
@@ -272,9 +282,10 @@ impl<'s> Builder<'s> {
         }
     }
 
-    /// Stops every database but the target's, including those this plan started
-    /// (a copy's source) and not those it removes.
-    pub(super) fn stop_other_dbs(&mut self, host: &Host, target: u64) {
+    /// Stops every database but the one the target runs on (`target_db`: its own,
+    /// or the one it shares), including those this plan started (a copy's source)
+    /// and not those it removes.
+    pub(super) fn stop_other_dbs(&mut self, host: &Host, target_db: u64) {
         let running_dbs: BTreeSet<(u64, String)> = host
             .gens
             .iter()
@@ -282,7 +293,7 @@ impl<'s> Builder<'s> {
             .chain(self.started_dbs.iter().cloned())
             .collect();
         for (n, name) in running_dbs {
-            if n != target && !self.removed.contains(&name) && !self.stopped.contains(&name) {
+            if n != target_db && !self.removed.contains(&name) && !self.stopped.contains(&name) {
                 self.push(
                     Action::StopDb {
                         generation: n,

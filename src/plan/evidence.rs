@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use crate::desired;
-use crate::observed::{Marker, Observed};
+use crate::observed::{GenerationData, Marker, Observed};
 use crate::spec::Spec;
 
 use super::Problem;
@@ -74,6 +74,11 @@ impl<'a> Evidence<'a> {
             Some(Marker::Ready { .. }) => {
                 return Some("its marker says its data is ready, so it may have served".into());
             }
+            Some(Marker::Shares { db }) => {
+                return Some(format!(
+                    "its marker says it runs on generation {db}'s database, so it may have served"
+                ));
+            }
             Some(_) => return Some("its marker is missing or unreadable".into()),
             None => return Some("it has no data directory to judge by".into()),
         }
@@ -113,6 +118,24 @@ pub(super) fn untrusted_state(
         })
         .collect();
     for (n, g) in &host.gens {
+        if let Some(db) = g.data.and_then(GenerationData::shares)
+            && (db == *n || !host.ready(db) || host.db_gen(db) != db)
+        {
+            problems.push(Problem {
+                container: None,
+                seen: format!(
+                    "{} says generation {n} runs on generation {db}'s database, but generation                      {db} has no data of its own on this host",
+                    desired::generation_dir(spec, *n)
+                        .join(crate::observed::READY_MARKER)
+                        .display()
+                ),
+                fix: format!(
+                    "look at {}: if generation {db}'s data was moved, put it back; gemctl \
+                     does not start generation {n} on a database it cannot find",
+                    spec.storage.display()
+                ),
+            });
+        }
         let Some(data) = g.data.filter(|d| d.marker.unknown()) else {
             continue;
         };

@@ -20,7 +20,7 @@ fn own_ports(app: &Known) -> bool {
 
 /// Whether an app still holds public ports of its own (the host ran without a
 /// front): the front can only bind them once it is stopped or removed.
-fn waits_for_public_apps(b: &Builder, host: &Host) -> bool {
+pub(super) fn waits_for_public_apps(b: &Builder, host: &Host) -> bool {
     b.spec.front.is_some()
         && host
             .gens

@@ -29,6 +29,7 @@ mod refusal;
 mod repair;
 mod restore;
 mod rollback;
+mod share;
 mod steps;
 mod stream;
 mod upgrade;
@@ -36,7 +37,7 @@ mod upgrade;
 use serde::{Deserialize, Serialize};
 
 use crate::observed::{GenerationData, History, Observed};
-use crate::spec::Spec;
+use crate::spec::{CopyMode, Spec};
 
 use builder::Builder;
 use evidence::untrusted_state;
@@ -195,8 +196,8 @@ pub fn plan(
         },
         (None, None) => desired,
     };
-    let course =
-        Course::pick(&host, live, target, pin.as_ref()).map_err(|p| refusal(spec, vec![p]))?;
+    let course = Course::pick(&host, live, target, pin.as_ref(), spec.db.copy)
+        .map_err(|p| refusal(spec, vec![p]))?;
     let tgen = host.generation(target);
     // The spec must still describe the target's containers, unless the host is held
     // back or rolled back: then the generation runs as it was made.
@@ -214,28 +215,53 @@ pub fn plan(
     prune::clear_debris(&mut b, &host, target, hold.as_ref());
     let mut copy = None;
     match &course {
-        Course::Bootstrap => bootstrap::bootstrap(&mut b, target, &tgen),
+        Course::Bootstrap => {
+            if spec.db.copy == CopyMode::None {
+                b.note(format!(
+                    "db.copy: none, but no earlier generation has a database to run on: \
+                     generation {target} starts its own"
+                ));
+            }
+            bootstrap::bootstrap(&mut b, target, &tgen)
+        }
+        Course::Share { from, db } => {
+            share::share(&mut b, &host, target, &tgen, *db);
+            copy = Some(CopyChoice {
+                mode: Mode::None,
+                reason: share::reason(spec, target, *from, *db),
+            });
+        }
         Course::Upgrade { from } => {
             let choice = copy_mode(spec, observed, *from).map_err(|p| refusal(spec, vec![p]))?;
             match choice.mode {
                 Mode::Stream => stream::upgrade(&mut b, &host, target, &tgen, *from, live),
-                Mode::Dump => upgrade::upgrade(&mut b, &host, target, &tgen, *from),
+                // `none` shares instead (`Course::Share`): never an upgrade's choice.
+                Mode::Dump | Mode::None => upgrade::upgrade(&mut b, &host, target, &tgen, *from),
             }
             copy = Some(choice);
         }
         Course::Restore { backup } => restore::restore(&mut b, target, &tgen, backup),
-        Course::Repair => repair::repair(&mut b, target, &tgen),
-        Course::Rollback => rollback::rollback(&mut b, target, &tgen),
+        Course::Repair => repair::repair(&mut b, &host, target),
+        Course::Rollback => rollback::rollback(&mut b, &host, target),
     }
-    cutover::cut_over(&mut b, &host, &tgen, target, live);
+    let target_db = match course {
+        Course::Share { db, .. } => db,
+        _ => host.db_gen(target),
+    };
+    cutover::cut_over(&mut b, &host, &tgen, target, target_db, live);
     let copied_from = course
         .source()
         .or_else(|| tgen.data.and_then(GenerationData::copied_from));
-    prune::past_retention(&mut b, &host, target, copied_from);
+    prune::past_retention(&mut b, &host, target, target_db, copied_from);
 
     let (steps, mut notes) = b.finish().map_err(|problems| refusal(spec, problems))?;
     if course == Course::Rollback && hold.is_none() && !steps.is_empty() {
         notes.extend(rollback::left_behind(spec, &host, target, &tgen));
+    }
+    if let Some(l) = live.filter(|l| *l != target && !steps.is_empty())
+        && host.db_gen(l) == target_db
+    {
+        notes.push(cutover::beside_note(spec, target, l, target_db));
     }
     Ok(Plan {
         project: spec.project.clone(),
@@ -261,6 +287,9 @@ enum Course {
     Bootstrap,
     /// New data copied from generation `from`.
     Upgrade { from: u64 },
+    /// No data of its own (`db.copy: none`): runs on generation `db`'s database,
+    /// which generation `from` (the one serving) runs on too.
+    Share { from: u64, db: u64 },
     /// New data from a restore pin's backup.
     Restore { backup: String },
     /// Ready data, at or above every other ready generation.
@@ -277,6 +306,7 @@ impl Course {
         live: Option<u64>,
         target: u64,
         pin: Option<&Pinned>,
+        copy: CopyMode,
     ) -> Result<Course, Problem> {
         if host.ready(target) {
             return Ok(if host.newest_ready().is_none_or(|n| target >= n) {
@@ -291,7 +321,13 @@ impl Course {
         Ok(match pin.and_then(|p| p.rebuild_from.clone()) {
             Some(backup) => Course::Restore { backup },
             None => match upgrade::pick_source(host, live, target) {
-                Some(from) => Course::Upgrade { from },
+                Some(from) if copy == CopyMode::None => Course::Share {
+                    from,
+                    db: host.db_gen(from),
+                },
+                Some(from) => Course::Upgrade {
+                    from: host.db_gen(from),
+                },
                 None => Course::Bootstrap,
             },
         })
@@ -313,7 +349,9 @@ impl Course {
         }
         match self {
             Course::Bootstrap => PlanKind::Bootstrap,
-            Course::Upgrade { from } => PlanKind::Upgrade { from: *from },
+            Course::Upgrade { from } | Course::Share { from, .. } => {
+                PlanKind::Upgrade { from: *from }
+            }
             Course::Restore { .. } => PlanKind::Restore,
             Course::Repair | Course::Rollback => match live {
                 Some(l) if l > target => PlanKind::Rollback { from: l },
@@ -339,6 +377,7 @@ mod tests {
     use super::recognise::recognise;
     use super::{Course, PlanKind, glob_match};
     use crate::observed::Marker;
+    use crate::spec::CopyMode;
 
     #[test]
     fn glob_matches_like_a_shell() {
@@ -355,14 +394,20 @@ mod tests {
     fn the_course_follows_the_target_data() {
         let obs = observed(vec![], vec![ready(1), ready(3), data(4, Marker::Preparing)]);
         let host = recognise(&spec(4), &obs).unwrap();
-        assert_eq!(Course::pick(&host, Some(1), 3, None), Ok(Course::Repair));
-        assert_eq!(Course::pick(&host, Some(3), 1, None), Ok(Course::Rollback));
         assert_eq!(
-            Course::pick(&host, Some(1), 4, None),
+            Course::pick(&host, Some(1), 3, None, CopyMode::Auto),
+            Ok(Course::Repair)
+        );
+        assert_eq!(
+            Course::pick(&host, Some(3), 1, None, CopyMode::Auto),
+            Ok(Course::Rollback)
+        );
+        assert_eq!(
+            Course::pick(&host, Some(1), 4, None, CopyMode::Auto),
             Ok(Course::Upgrade { from: 1 })
         );
         assert!(
-            Course::pick(&host, Some(3), 2, None).is_err(),
+            Course::pick(&host, Some(3), 2, None, CopyMode::Auto).is_err(),
             "behind newer data"
         );
 
@@ -372,7 +417,7 @@ mod tests {
             message: String::new(),
         };
         assert_eq!(
-            Course::pick(&host, Some(3), 4, Some(&pin)),
+            Course::pick(&host, Some(3), 4, Some(&pin), CopyMode::Auto),
             Ok(Course::Restore {
                 backup: "/backups/b.tar".into()
             })
@@ -380,7 +425,10 @@ mod tests {
 
         let empty = observed(vec![], vec![]);
         let host = recognise(&spec(1), &empty).unwrap();
-        assert_eq!(Course::pick(&host, None, 1, None), Ok(Course::Bootstrap));
+        assert_eq!(
+            Course::pick(&host, None, 1, None, CopyMode::Auto),
+            Ok(Course::Bootstrap)
+        );
     }
 
     #[test]

@@ -62,25 +62,46 @@ pub(super) fn retained(
     keep
 }
 
-/// Deletes every ready generation below the target that is not [`retained`];
+/// Deletes every ready generation below the target that is not [`retained`], nor
+/// the database of one that is (`target_db`: the one the target runs on);
 /// `copied_from` is the generation the target's data came from.
-pub(super) fn past_retention(b: &mut Builder, host: &Host, target: u64, copied_from: Option<u64>) {
+pub(super) fn past_retention(
+    b: &mut Builder,
+    host: &Host,
+    target: u64,
+    target_db: u64,
+    copied_from: Option<u64>,
+) {
     let retain = b.spec.retain.0;
-    let keep = retained(
+    let mut keep = retained(
         host,
         target,
         retain as usize,
         copied_from,
         b.evidence.pinned,
     );
+    // A database stays as long as any generation kept (or newer) runs on it.
+    let shared: Vec<u64> = keep
+        .iter()
+        .copied()
+        .chain(host.gens.keys().copied().filter(|n| *n >= target))
+        .map(|n| host.db_gen(n))
+        .chain([target_db])
+        .collect();
+    keep.extend(shared);
     let why = format!(
         "older than the {retain} retained generation{}",
         if retain == 1 { "" } else { "s" }
     );
-    for (n, g) in &host.gens {
-        if *n < target && g.ready() && !keep.contains(n) {
-            b.remove_generation(*n, g, &why);
-        }
+    // Generations sharing a database go before the one that owns it, so that a
+    // run killed in between leaves no generation naming a database that is gone.
+    let pruned = host
+        .gens
+        .iter()
+        .filter(|(n, g)| **n < target && g.ready() && !keep.contains(n));
+    let (sharing, owning): (Vec<_>, Vec<_>) = pruned.partition(|(n, _)| host.db_gen(**n) != **n);
+    for (n, g) in sharing.into_iter().chain(owning) {
+        b.remove_generation(*n, g, &why);
     }
 }
 

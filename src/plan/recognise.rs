@@ -81,6 +81,16 @@ impl<'a> Host<'a> {
         self.gens.get(&n).cloned().unwrap_or_default()
     }
 
+    /// The generation whose database generation `n` runs on: the one its marker
+    /// says it shares (`db.copy: none`), else its own.
+    pub(super) fn db_gen(&self, n: u64) -> u64 {
+        self.gens
+            .get(&n)
+            .and_then(|g| g.data)
+            .and_then(GenerationData::shares)
+            .unwrap_or(n)
+    }
+
     /// Whether generation `n`'s data is complete.
     pub(super) fn ready(&self, n: u64) -> bool {
         self.gens.get(&n).is_some_and(Gen::ready)

@@ -14,9 +14,15 @@ use super::hold::Hold;
 use super::recognise::{Gen, Host};
 use super::{Plan, PlanKind, Problem, Refusal, refusal};
 
-/// Keeps generation `target`, whose data is ready: its database runs.
-pub(super) fn repair(b: &mut Builder, target: u64, tgen: &Gen) {
-    b.ensure_db_up(target, tgen, "the target generation's database must run");
+/// Keeps generation `target`, whose data is ready: its database (its own, or the
+/// one it shares) runs.
+pub(super) fn repair(b: &mut Builder, host: &Host, target: u64) {
+    let db = host.db_gen(target);
+    b.ensure_db_up(
+        db,
+        &host.generation(db),
+        "the target generation's database must run",
+    );
 }
 
 /// A spec changed without a new generation number: the running containers no
@@ -25,9 +31,10 @@ pub(super) fn repair(b: &mut Builder, target: u64, tgen: &Gen) {
 pub(super) fn spec_drift(spec: &Spec, host: &Host, target: u64, tgen: &Gen) -> Vec<Problem> {
     let next = host.newest_ready().unwrap_or(target).max(target) + 1;
     let mut problems = Vec::new();
+    let db = host.db_gen(target);
     for (known, want) in [
-        (tgen.app, desired::app(spec, target)),
-        (tgen.db, desired::db(spec, target)),
+        (tgen.app, desired::app_on(spec, target, db)),
+        (host.generation(db).db, desired::db(spec, db)),
     ] {
         if let Some(k) = known
             && !desired::made_as(spec, &want, k.hash())

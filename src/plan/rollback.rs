@@ -9,9 +9,15 @@ use super::Problem;
 use super::builder::Builder;
 use super::recognise::{Gen, Host};
 
-/// Returns to generation `target`, whose data is ready: its database runs again.
-pub(super) fn rollback(b: &mut Builder, target: u64, tgen: &Gen) {
-    b.ensure_db_up(target, tgen, "the target generation's database must run");
+/// Returns to generation `target`, whose data is ready: its database (its own, or
+/// the one it shares) runs again.
+pub(super) fn rollback(b: &mut Builder, host: &Host, target: u64) {
+    let db = host.db_gen(target);
+    b.ensure_db_up(
+        db,
+        &host.generation(db),
+        "the target generation's database must run",
+    );
 }
 
 /// A target with no data below a newer generation that has some cannot be made:
@@ -37,20 +43,24 @@ pub(super) fn behind_newer_data(host: &Host, target: u64) -> Option<Problem> {
 /// target's data (they stay on storage), and the app runs as it was made, not as
 /// today's spec describes it.
 pub(super) fn left_behind(spec: &Spec, host: &Host, target: u64, tgen: &Gen) -> Vec<String> {
+    let db = host.db_gen(target);
     let newer: Vec<String> = host
         .ready_generations()
-        .filter(|n| *n > target)
+        .filter(|n| *n > target && host.db_gen(*n) != db)
         .map(|n| n.to_string())
         .collect();
-    let mut notes = vec![format!(
-        "generation {target} runs on its own data: writes made in generation{} {} are NOT in it. \
-         That data is kept under {} and is not deleted",
-        if newer.len() == 1 { "" } else { "s" },
-        newer.join(", "),
-        spec.storage.display()
-    )];
+    let mut notes = Vec::new();
+    if !newer.is_empty() {
+        notes.push(format!(
+            "generation {target} runs on its own data: writes made in generation{} {} are NOT \
+             in it. That data is kept under {} and is not deleted",
+            if newer.len() == 1 { "" } else { "s" },
+            newer.join(", "),
+            spec.storage.display()
+        ));
+    }
     if let Some(app) = tgen.app
-        && !desired::made_as(spec, &desired::app(spec, target), app.hash())
+        && !desired::made_as(spec, &desired::app_on(spec, target, db), app.hash())
     {
         notes.push(format!(
             "{} runs as it was made ({}), not as the spec now describes it; \

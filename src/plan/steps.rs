@@ -89,6 +89,14 @@ pub enum Action {
         /// Where its data came from (`None`: a fresh database).
         copied_from: Option<u64>,
     },
+    /// Record that a generation has no data of its own and runs on an older
+    /// generation's database (`db.copy: none`).
+    ShareDb {
+        /// Generation.
+        generation: u64,
+        /// The generation whose database it runs on.
+        db: u64,
+    },
     /// Create and start the app with only its health ports, on 127.0.0.1.
     CreateAppProbe {
         /// Generation.
@@ -225,6 +233,12 @@ pub enum Action {
         /// The app container.
         container: String,
     },
+    /// Wait until the connections still open to a generation's app (the front
+    /// switched away from it) have finished, for up to `front.drain`.
+    DrainFront {
+        /// The generation the front forwarded to before.
+        generation: u64,
+    },
 }
 
 /// How a step shows in `gemctl diff`.
@@ -308,6 +322,9 @@ impl Action {
                 }
                 None => format!("record generation {generation}'s data as ready (fresh)"),
             },
+            Action::ShareDb { generation, db } => format!(
+                "record that generation {generation} runs on generation {db}'s database (no copy)"
+            ),
             Action::CreateAppProbe { container, .. } => {
                 format!("start {container} with its health ports on 127.0.0.1 only")
             }
@@ -357,6 +374,9 @@ impl Action {
             Action::SwitchFront { container, .. } => {
                 format!("switch the front to {container} (held requests go there)")
             }
+            Action::DrainFront { generation } => format!(
+                "let the requests open to generation {generation}'s app finish (up to front.drain)"
+            ),
         }
     }
 }

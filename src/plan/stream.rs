@@ -74,6 +74,8 @@ pub enum Mode {
     Stream,
     /// Dump and restore under a freeze.
     Dump,
+    /// No copy: the new generation runs on the previous one's database.
+    None,
 }
 
 impl std::fmt::Display for Mode {
@@ -81,6 +83,7 @@ impl std::fmt::Display for Mode {
         f.write_str(match self {
             Mode::Stream => "stream",
             Mode::Dump => "dump",
+            Mode::None => "none",
         })
     }
 }
@@ -118,6 +121,7 @@ pub fn copy_mode(spec: &Spec, observed: &Observed, from: u64) -> Result<CopyChoi
     let choice = |mode, reason: String| Ok(CopyChoice { mode, reason });
     match spec.db.copy {
         CopyMode::Dump => choice(Mode::Dump, "db.copy: dump".into()),
+        CopyMode::None => choice(Mode::None, "db.copy: none".into()),
         CopyMode::Auto if same => choice(
             Mode::Stream,
             format!("db.copy: auto, and {versions}: the same major version streams"),
@@ -167,13 +171,18 @@ pub(super) fn upgrade(
         &source,
         "the base backup and the standby read from it",
     );
-    if live == Some(from) && spec.front.is_some() {
-        super::front::serve_meanwhile(b, host, &source, from);
-    } else if live == Some(from)
-        && let Some(app) = source.app.filter(|a| a.public() && !a.up())
+    // The live generation runs on `from`'s database: its own, or shared with it.
+    let serving = live.filter(|l| host.db_gen(*l) == from);
+    let serving_gen = serving.map(|l| host.generation(l)).unwrap_or_default();
+    if let Some(l) = serving
+        && spec.front.is_some()
+    {
+        super::front::serve_meanwhile(b, host, &serving_gen, l);
+    } else if let Some(l) = serving
+        && let Some(app) = serving_gen.app.filter(|a| a.public() && !a.up())
     {
         b.restart_app(
-            from,
+            l,
             &app.c.name.clone(),
             "the live generation's app serves while the new generation follows its data \
              (an interrupted apply stopped it)",

@@ -169,7 +169,7 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             if !data_ready(obs, *generation) {
                 return Err(format!("app {generation} started before its data is ready"));
             }
-            let want = desired::app(spec, *generation);
+            let want = desired::app_on(spec, *generation, db_gen(obs, *generation));
             obs.containers
                 .push(made(spec, &want, Some(labels::EXPOSURE_PROBE)));
         }
@@ -178,7 +178,11 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             if !obs.containers[i].state.is_up() {
                 return Err(format!("health check of stopped {container}"));
             }
-            let db = desired::container_name(spec, Role::Db, generation_of(&obs.containers[i]));
+            let db = desired::container_name(
+                spec,
+                Role::Db,
+                db_gen(obs, generation_of(&obs.containers[i])),
+            );
             if !find(obs, &db).is_some_and(|i| obs.containers[i].state.is_up()) {
                 return Err(format!("{container} checked while {db} is down"));
             }
@@ -237,6 +241,41 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
         Action::PrepareFront { generation, .. } => {
             let state = obs.storage.front.clone().unwrap_or_default();
             obs.storage.front = Some(state.prepared(*generation).1);
+        }
+        Action::DrainFront { generation } => {
+            let state = obs.storage.front.clone().unwrap_or_default();
+            if state.live_generation() == Some(*generation) {
+                return Err(format!(
+                    "draining generation {generation}, which the front serves"
+                ));
+            }
+        }
+        Action::ShareDb { generation, db } => {
+            if obs
+                .storage
+                .generations
+                .iter()
+                .any(|d| d.generation == *generation)
+            {
+                return Err(format!("data dir of {generation} is not fresh"));
+            }
+            if !data_ready(obs, *db) || db_gen(obs, *db) != *db {
+                return Err(format!(
+                    "generation {generation} shares {db}, which has no data"
+                ));
+            }
+            let name = desired::container_name(spec, Role::Db, *db);
+            if !find(obs, &name).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!(
+                    "generation {generation} shares {name}, which is down"
+                ));
+            }
+            obs.storage.generations.push(GenerationData {
+                generation: *generation,
+                marker: Marker::Shares { db: *db },
+                pg_major: None,
+            });
+            obs.storage.generations.sort_by_key(|d| d.generation);
         }
         Action::HoldFront { .. } => {
             let state = obs.storage.front.clone().unwrap_or_default();
@@ -341,6 +380,17 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             }
         }
         Action::RemoveData { generation } => {
+            if let Some(user) = obs
+                .storage
+                .generations
+                .iter()
+                .find(|d| d.shares() == Some(*generation))
+            {
+                return Err(format!(
+                    "deleting generation {generation}'s data, which generation {} runs on",
+                    user.generation
+                ));
+            }
             let db = desired::container_name(spec, Role::Db, *generation);
             if find(obs, &db).is_some_and(|i| obs.containers[i].state.is_up()) {
                 return Err(format!("deleting data under running {db}"));
@@ -368,6 +418,16 @@ fn need_network(spec: &Spec, obs: &Observed) -> Result<(), SimError> {
     } else {
         Err("network missing".into())
     }
+}
+
+/// The generation whose database generation `n` runs on.
+pub fn db_gen(obs: &Observed, n: u64) -> u64 {
+    obs.storage
+        .generations
+        .iter()
+        .find(|d| d.generation == n)
+        .and_then(GenerationData::shares)
+        .unwrap_or(n)
 }
 
 fn generation_of(c: &Container) -> u64 {
