@@ -18,7 +18,8 @@
 //! Environment: `GEM_DB_HOST`, `PGUSER`/`PGPASSWORD`/`PGDATABASE` (libpq's own,
 //! passed through), `GEM_GENERATION`, `FIXTURE_VERSION`, `FIXTURE_MODE`
 //! (`healthy` | `slow` | `broken`; derived from the version when unset),
-//! `FIXTURE_SLOW_SECS` (default 8), `TCP_PORT`, `HTTP_PORT`.
+//! `FIXTURE_SLOW_SECS` (default 8), `FIXTURE_TCP_WAIT_SECS` (default 0.5),
+//! `TCP_PORT`, `HTTP_PORT`.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
@@ -28,8 +29,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use std::{env, thread};
 
-/// A client that sends nothing still gets its report after this long.
-const TCP_LINE_WAIT: Duration = Duration::from_millis(500);
+/// A client that sends nothing still gets its report after this long
+/// (`FIXTURE_TCP_WAIT_SECS` sets another: a connection kept open that long).
+const TCP_LINE_WAIT: &str = "0.5";
 /// Slow or silent HTTP clients are dropped after this long.
 const HTTP_READ_WAIT: Duration = Duration::from_secs(2);
 /// A psql that hangs (a db host that drops packets) must not hang the probe.
@@ -63,6 +65,8 @@ impl Mode {
 }
 
 struct App {
+    /// How long a TCP client may take to send its line.
+    tcp_line_wait: Duration,
     version: String,
     generation: String,
     mode: Mode,
@@ -209,7 +213,7 @@ fn one_line(s: &str) -> String {
 
 fn serve_tcp(app: &App, stream: TcpStream) {
     let peer = peer_of(&stream);
-    let _ = stream.set_read_timeout(Some(TCP_LINE_WAIT));
+    let _ = stream.set_read_timeout(Some(app.tcp_line_wait));
     let mut line = String::new();
     // Whatever the client sent (or nothing, on timeout), it gets its report.
     let _ = BufReader::new(&stream).take(1024).read_line(&mut line);
@@ -478,7 +482,14 @@ fn main() {
             eprintln!("gemctl-fixture-app: FIXTURE_SLOW_SECS must be a number of seconds");
             std::process::exit(2)
         });
+    let tcp_wait: f64 = env_or("FIXTURE_TCP_WAIT_SECS", TCP_LINE_WAIT)
+        .parse()
+        .unwrap_or_else(|_| {
+            eprintln!("gemctl-fixture-app: FIXTURE_TCP_WAIT_SECS must be a number of seconds");
+            std::process::exit(2)
+        });
     let app = Arc::new(App {
+        tcp_line_wait: Duration::from_secs_f64(tcp_wait.max(0.01)),
         version,
         generation: env_or("GEM_GENERATION", "?"),
         mode,

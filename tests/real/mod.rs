@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub mod client;
+pub mod outcomes;
 pub mod spec;
 
 pub use spec::{PG_IMAGE, free_port};
