@@ -48,11 +48,62 @@ pub const HEALTH_URI: &str = "/__gemctl/front";
 pub const MAP_FILE: &str = "state.map";
 /// The TCP maintenance answer (a Lua service), in the front's directory.
 pub const LUA_FILE: &str = "maint.lua";
-/// The TCP maintenance answer: one line, then the connection is closed.
-pub const LUA: &str = "-- Written by gemctl: the front's TCP maintenance answer, one line.\n\
-core.register_service(\"maint_line\", \"tcp\", function(applet)\n\
-\tapplet:send(\"MAINT \" .. (applet:get_var(\"txn.message\") or \"\") .. \"\\n\")\n\
-end)\n";
+/// The HTTP maintenance answer's body (a HAProxy log-format file: the message is
+/// read from the map at each request), in the front's directory.
+pub const MAINT_PAGE_FILE: &str = "maint.lf";
+/// The built-in page, for a spec without `front.page`.
+pub const DEFAULT_PAGE: &str = "<!doctype html><meta charset=utf-8><title>Temporarily \
+unavailable</title><h1>Temporarily unavailable</h1><p>{{message}}</p>\n";
+/// What a request held longer than `hold` is told.
+const HELD_MESSAGE: &str = "A new release is being put in place. Please retry in a few seconds.";
+
+/// The TCP maintenance answer: `front.line` with the message, then the connection
+/// is closed.
+pub fn lua(front: &FrontSpec) -> String {
+    let (before, after) = front
+        .line
+        .split_once("{message}")
+        .unwrap_or((front.line.as_str(), ""));
+    format!(
+        "-- Written by gemctl: the front's TCP maintenance answer, one line.\n\
+         core.register_service(\"maint_line\", \"tcp\", function(applet)\n\
+         \tapplet:send({} .. (applet:get_var(\"txn.message\") or \"\") .. {} .. \"\\n\")\n\
+         end)\n",
+        lua_string(before),
+        lua_string(after)
+    )
+}
+
+/// A Lua string literal of `text` (one line).
+fn lua_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '\\' | '"' => {
+                out.push('\\');
+                out.push(c);
+            }
+            c if c.is_control() => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The spec's page, or the built-in one.
+fn page_template(front: &FrontSpec) -> &str {
+    front.page_html.as_deref().unwrap_or(DEFAULT_PAGE)
+}
+
+/// The maintenance answer's body as a log-format file: the page, its `%` kept
+/// literal, `{{message}}` read from the map at each request.
+pub fn maintenance_page(front: &FrontSpec) -> String {
+    let map_file = format!("{MOUNT}/{MAP_FILE}");
+    page_template(front)
+        .replace('%', "%%")
+        .replace("{{message}}", &format!("%[str(message),map({map_file},)]"))
+}
 
 /// The server of every backend that holds requests: while it is the only one
 /// ready, each try is refused and retried, for `hold`.
@@ -198,7 +249,11 @@ impl FrontState {
 /// The fingerprint of what the spec decides about the front container: a change
 /// means it is made again (its public ports close for a moment).
 pub fn spec_hash(front: &FrontSpec) -> String {
-    let canonical = serde_json::to_string(front).expect("front spec serialises");
+    let mut canonical = serde_json::to_string(front).expect("front spec serialises");
+    // The page's text, not only its path: editing the page remakes the front.
+    if let Some(page) = &front.page_html {
+        canonical.push_str(page);
+    }
     desired::fingerprint(canonical.as_bytes())
 }
 
@@ -287,8 +342,7 @@ pub fn render(spec: &Spec, front: &FrontSpec, state: &FrontState) -> String {
                 "\toption httplog\n\tmonitor-uri {HEALTH_URI}\n\
                  \thttp-request return status 503 content-type \"text/html; charset=utf-8\" \
                  hdr Retry-After \"%[str(retry_after),map({map_file},30)]\" hdr Cache-Control no-store \
-                 lf-string \"<!doctype html><meta charset=utf-8><title>Maintenance</title>\
-                 <h1>Maintenance</h1><p>%[str(message),map({map_file},)]</p>\" if {in_maintenance}"
+                 lf-file {MOUNT}/{MAINT_PAGE_FILE} if {in_maintenance}"
             );
         } else {
             let _ = writeln!(
@@ -422,9 +476,7 @@ pub fn open_connections(stats: &str, backends: &[String], server: &str) -> u64 {
 
 /// The answer to a request held longer than `hold`: a whole HTTP response.
 pub fn page(front: &FrontSpec) -> String {
-    let body = "<!doctype html><meta charset=utf-8><title>Unavailable</title>\
-                <h1>Temporarily unavailable</h1><p>A new release is being put in place. \
-                Please retry in a few seconds.</p>\n";
+    let body = page_template(front).replace("{{message}}", HELD_MESSAGE);
     format!(
         "HTTP/1.1 503 Service Unavailable\r\n\
          Content-Type: text/html; charset=utf-8\r\n\
@@ -495,5 +547,46 @@ mod tests {
         assert_eq!(held.live_generation(), None);
         assert_eq!(held.prepared(3).0, Slot::Blue, "2's slot is the way back");
         assert_eq!(held.switched(2).live_generation(), Some(2));
+    }
+
+    fn front(extra: &str) -> FrontSpec {
+        serde_yaml::from_str(&format!(
+            "image: haproxy:2.6\nports:\n  - {{ port: \"80:8080\", mode: http }}\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_tcp_line_is_the_spec_s_with_the_message_in_a_safe_lua_string() {
+        let default = lua(&front(""));
+        assert!(
+            default.contains(
+                r#"applet:send("MAINT " .. (applet:get_var("txn.message") or "") .. "" .. "\n")"#
+            ),
+            "{default}"
+        );
+        let custom = lua(&front("line: 'DOWN \"{message}\" \\ back soon'\n"));
+        assert!(
+            custom.contains(r#"applet:send("DOWN \"" .. (applet:get_var("txn.message") or "") .. "\" \\ back soon" .. "\n")"#),
+            "{custom}"
+        );
+    }
+
+    #[test]
+    fn the_page_keeps_its_percent_signs_and_reads_the_message_from_the_map() {
+        let mut f = front("");
+        f.page_html = Some("<p>100% {{message}}</p>".into());
+        assert_eq!(
+            maintenance_page(&f),
+            "<p>100%% %[str(message),map(/gemctl/state.map,)]</p>"
+        );
+        assert!(
+            page(&f).ends_with(&format!("<p>100% {HELD_MESSAGE}</p>")),
+            "{}",
+            page(&f)
+        );
+        assert!(maintenance_page(&front("")).contains("<h1>Temporarily unavailable</h1>"));
+        // Editing the page's text remakes the front.
+        assert_ne!(spec_hash(&f), spec_hash(&front("")));
     }
 }

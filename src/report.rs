@@ -82,6 +82,9 @@ pub struct Report {
     /// and the freeze's length.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub copy: Option<CopyFacts>,
+    /// Set when the front door answered in maintenance as the apply ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub maintenance: Option<crate::front::Maintenance>,
 }
 
 /// One health check step's results.
@@ -213,6 +216,7 @@ impl Recorder {
                 .and_then(crate::state::read_failure_report),
             failure_report: failure_report.map(|p| p.display().to_string()),
             copy: self.copy,
+            maintenance: None,
         }
     }
 }

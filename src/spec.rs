@@ -95,6 +95,27 @@ pub struct FrontSpec {
     /// finish (new ones are held meanwhile) before it is stopped.
     #[serde(default = "default_front_drain")]
     pub drain: HumanDuration,
+    /// An HTML file (beside the spec, or an absolute path) answered with status 503
+    /// to HTTP requests in maintenance and to requests held longer than `hold`;
+    /// `{{message}}` in it is replaced by the maintenance message (as text). At most
+    /// 8 kB: HAProxy answers from one buffer. Without it, a small built-in page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page: Option<PathBuf>,
+    /// The one line TCP ports answer in maintenance before they close; `{message}`
+    /// is replaced by the maintenance message.
+    #[serde(default = "default_front_line")]
+    pub line: String,
+    /// The page's text, read with the spec.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub page_html: Option<String>,
+}
+
+/// The largest page the front answers with.
+pub const FRONT_PAGE_MAX: usize = 8 * 1024;
+
+fn default_front_line() -> String {
+    "MAINT {message}".into()
 }
 
 /// One public port of the front.
@@ -819,6 +840,17 @@ impl Spec {
         if let Some(p) = spec.notify.as_mut().and_then(|n| n.webhook_ca.as_mut()) {
             resolve(p)
         }
+        if let Some(front) = spec.front.as_mut()
+            && let Some(p) = front.page.as_mut()
+        {
+            resolve(p);
+            match read_page(p) {
+                Ok(html) => front.page_html = Some(html),
+                Err(message) => {
+                    errors.push(SpecError::at_value(path, &positions, "front.page", message))
+                }
+            }
+        }
         if !moot("storage")
             && let Some(message) = storage_problem(&spec.storage)
         {
@@ -929,6 +961,12 @@ impl Spec {
                     ),
                 );
             }
+        }
+        if front.line.contains(['\n', '\r']) {
+            bad(
+                "front.line".into(),
+                "the TCP maintenance answer is one line: remove the line break".into(),
+            );
         }
         if front.hold.get() < Duration::from_secs(1) {
             bad(
@@ -1295,6 +1333,21 @@ const ENV_FILE_PROBLEMS_SHOWN: usize = 10;
 /// The problems of each env file the spec names: the file itself (missing, a
 /// directory, unreadable) at the spec's field, its lines at the file's line and
 /// column. A file named twice is read once.
+/// The maintenance page's text, or why it cannot be the page.
+fn read_page(path: &Path) -> Result<String, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if bytes.len() > FRONT_PAGE_MAX {
+        return Err(format!(
+            "{}: {} bytes; HAProxy answers from one buffer, so the page must stay under {} \
+             bytes (link images and styles instead of inlining them)",
+            path.display(),
+            bytes.len(),
+            FRONT_PAGE_MAX
+        ));
+    }
+    String::from_utf8(bytes).map_err(|_| format!("{}: is not UTF-8 text", path.display()))
+}
+
 fn env_file_errors(
     spec: &Path,
     positions: &Positions,
@@ -1435,6 +1488,20 @@ mod tests {
                      - { port: \"80:7000\", mode: tcp }\n";
         let e = errors(&spec(clash, "")).join("\n");
         assert!(e.contains("already taken by front.ports[0].port"), "{e}");
+        // The page is read with the spec, and named where it is when it cannot be.
+        let e = errors(&spec(
+            &format!("{good}  page: /nonexistent/page.html\n"),
+            "",
+        ))
+        .join("\n");
+        assert!(e.contains("front.page: /nonexistent/page.html"), "{e}");
+        let big = std::env::temp_dir().join(format!("gemctl-big-page-{}.html", std::process::id()));
+        std::fs::write(&big, "x".repeat(FRONT_PAGE_MAX + 1)).unwrap();
+        let e = errors(&spec(&format!("{good}  page: {}\n", big.display()), "")).join("\n");
+        std::fs::remove_file(&big).unwrap();
+        assert!(e.contains("front.page") && e.contains("one buffer"), "{e}");
+        let e = errors(&spec(&format!("{good}  line: \"a\\nb\"\n"), "")).join("\n");
+        assert!(e.contains("front.line"), "{e}");
     }
 
     #[test]

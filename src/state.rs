@@ -320,8 +320,12 @@ pub fn write_front(
         crate::front::map(state).as_bytes(),
     )?;
     write_atomic(
+        &dir.join(crate::front::MAINT_PAGE_FILE),
+        crate::front::maintenance_page(front).as_bytes(),
+    )?;
+    write_atomic(
         &dir.join(crate::front::LUA_FILE),
-        crate::front::LUA.as_bytes(),
+        crate::front::lua(front).as_bytes(),
     )?;
     write_atomic(
         &dir.join(crate::front::CONFIG_FILE),

@@ -260,6 +260,21 @@ fn get(port: u16, path: &str) -> String {
 #[test]
 fn maintenance_answers_with_the_message_keeps_the_front_healthy_and_survives_a_restart() {
     let p = front_project("frmnt", "30s");
+    // The spec's own page and TCP line: the front is made again with them.
+    std::fs::write(
+        p.dir.join("page.html"),
+        "<!doctype html><title>Shop</title><p>100% back: {{message}}</p>\n",
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(&p.spec).unwrap().replacen(
+        "  hold: 30s\n",
+        "  hold: 30s\n  page: page.html\n  line: \"DOWN {message} (retry)\"\n",
+        1,
+    );
+    std::fs::write(&p.spec, text).unwrap();
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("make"), "{out}");
     let o = p.gemctl(&[
         "maintenance",
         "on",
@@ -275,15 +290,22 @@ fn maintenance_answers_with_the_message_keeps_the_front_healthy_and_survives_a_r
         page.to_ascii_lowercase().contains("retry-after: 120"),
         "{page}"
     );
-    assert!(page.contains("Back at 5; &lt;soon&gt;"), "{page}");
+    assert!(
+        page.contains("<p>100% back: Back at 5; &lt;soon&gt;</p>"),
+        "{page}"
+    );
     assert!(get(p.http, "/__gemctl/front").starts_with("HTTP/1.1 200"));
-    assert_eq!(tcp_line(p.tcp), "MAINT Back at 5; &lt;soon&gt;");
+    assert_eq!(tcp_line(p.tcp), "DOWN Back at 5; &lt;soon&gt; (retry)");
     let status: serde_json::Value =
         serde_json::from_slice(&p.gemctl(&["status", "--output", "json"]).stdout).unwrap();
     assert_eq!(
         status["front"]["maintenance"]["message"], "Back at 5; <soon>",
         "{status}"
     );
+    // An apply meanwhile says so: clients still get the page.
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("The front answers in maintenance"), "{out}");
 
     // The front reads the setting from its directory when it starts again.
     docker_ok(&["restart", &p.front()]);

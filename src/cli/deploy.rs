@@ -400,7 +400,7 @@ pub(super) fn deploy(
             return Ok(None);
         }
         let after = crate::state::read_storage(&spec.storage)?.live;
-        let report = recorder.finish(
+        let mut report = recorder.finish(
             &spec.project,
             spec_file,
             git.clone(),
@@ -410,6 +410,7 @@ pub(super) fn deploy(
             message,
             failure,
         );
+        report.maintenance = maintenance(spec);
         crate::report::write(&crate::report::reports_dir(&spec.storage), &report)?;
         if let Some(dir) = report_dir {
             crate::report::write(dir, &report)?;
@@ -499,6 +500,15 @@ pub(super) fn deploy(
             ),
         ),
     };
+    let message = match maintenance(spec) {
+        Some(m) => format!(
+            "{message}\nThe front answers in maintenance (since {}): clients get the \
+             maintenance page until `gemctl maintenance off -f {}`.",
+            m.since,
+            spec_file.display()
+        ),
+        None => message,
+    };
     let (failure, mut also) = match &outcome {
         Outcome::RolledBack { report, also, .. } => (report.clone(), also.clone()),
         _ => (None, Vec::new()),
@@ -546,6 +556,12 @@ pub(super) fn deploy(
         }
     }
     Ok(code)
+}
+
+/// The front's maintenance setting, when the spec has a front and it is on.
+fn maintenance(spec: &Spec) -> Option<crate::front::Maintenance> {
+    spec.front.as_ref()?;
+    crate::state::read_front(&spec.storage).ok()?.maintenance
 }
 
 /// Prints apply events: a line per step with its duration, and a live progress
