@@ -68,12 +68,12 @@ pub async fn explain<E: Engine>(
         } else if let Some((pid, command)) = listening_process(port) {
             out.push(format!(
                 "{shown} is held by a process outside Docker: pid {pid} ({command}); stop it \
-                 (`kill {pid}`) or give the app another port"
+                 (`kill {pid}`) or choose another port in the spec"
             ));
         } else if listening(port) {
             out.push(format!(
                 "a process outside Docker listens on {shown} (see `ss -ltnp 'sport = :{port}'`); \
-                 stop it or give the app another port"
+                 stop it or choose another port in the spec"
             ));
         }
     }

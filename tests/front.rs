@@ -339,6 +339,14 @@ fn a_front_that_cannot_start_stops_the_apply_before_anything_stops() {
     let (code, out) = p.apply(&[]);
     assert_ne!(code, 0, "{out}");
     assert!(out.contains(&format!("start {}", p.front())), "{out}");
+    assert!(
+        out.contains(&format!(
+            "127.0.0.1:{} is held by a process outside Docker: pid {}",
+            p.http,
+            std::process::id()
+        )),
+        "the holder is named: {out}"
+    );
     let running: Vec<String> = p
         .containers()
         .into_iter()

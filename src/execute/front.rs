@@ -12,6 +12,7 @@ use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
 use crate::front::{self, FrontState, Slot};
 use crate::front_api;
+use crate::port_holder;
 use crate::spec::{FrontSpec, Spec};
 use crate::state;
 
@@ -88,7 +89,21 @@ impl<E: Engine> Run<'_, E> {
     }
 
     pub(super) async fn start_front(&mut self, container: &str) -> Result<(), StepError> {
-        self.engine.start_container(container).await?;
+        if let Err(e) = self.engine.start_container(container).await {
+            let mut message = e.to_string();
+            if !port_holder::is_port_conflict(&message) {
+                return Err(e.into());
+            }
+            let ports: Vec<_> = front_of(self.spec)?
+                .ports
+                .iter()
+                .filter_map(|p| Some((p.port.host_ip.as_deref()?.parse().ok(), p.port.host_port?)))
+                .collect();
+            for holder in port_holder::explain(self.engine, &message, &ports).await {
+                message.push_str(&format!("; {holder}"));
+            }
+            return Err(StepError::Failed(Error::Apply(message)));
+        }
         let socket = front::dir(&self.spec.storage).join(front::SOCKET_FILE);
         let started = Instant::now();
         loop {
