@@ -694,6 +694,15 @@ pub struct PortMapping {
 }
 
 impl PortMapping {
+    /// The host address and port it binds, when it names a host port (any address:
+    /// `None`).
+    pub fn host_binding(&self) -> Option<(Option<std::net::IpAddr>, u16)> {
+        Some((
+            self.host_ip.as_deref().and_then(|ip| ip.parse().ok()),
+            self.host_port?,
+        ))
+    }
+
     /// Parses Docker's port syntax.
     pub fn parse(raw: &str) -> Result<PortMapping, String> {
         let bad = || {

@@ -311,26 +311,35 @@ pub fn write_front(
     let dir = crate::front::dir(storage);
     std::fs::create_dir_all(&dir).map_err(|e| Error::io(&dir, "create", e))?;
     write_atomic(&front_state_file(storage), &json(state))?;
-    write_atomic(
-        &dir.join(crate::front::PAGE_FILE),
-        crate::front::page(front).as_bytes(),
-    )?;
-    write_atomic(
-        &dir.join(crate::front::MAP_FILE),
-        crate::front::map(state).as_bytes(),
-    )?;
-    write_atomic(
-        &dir.join(crate::front::MAINT_PAGE_FILE),
-        crate::front::maintenance_page(front).as_bytes(),
-    )?;
-    write_atomic(
-        &dir.join(crate::front::LUA_FILE),
-        crate::front::lua(front).as_bytes(),
-    )?;
-    write_atomic(
-        &dir.join(crate::front::CONFIG_FILE),
-        crate::front::render(spec, front, state).as_bytes(),
-    )
+    write_front_files(&dir, spec, front, state)
+}
+
+/// Writes the files the front reads (configuration last) into `dir`: the front's
+/// directory, or a directory where a new configuration is checked first.
+pub fn write_front_files(
+    dir: &Path,
+    spec: &Spec,
+    front: &FrontSpec,
+    state: &FrontState,
+) -> Result<(), Error> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+    let files = [
+        (crate::front::PAGE_FILE, crate::front::page(front)),
+        (crate::front::MAP_FILE, crate::front::map(state)),
+        (
+            crate::front::MAINT_PAGE_FILE,
+            crate::front::maintenance_page(front),
+        ),
+        (crate::front::LUA_FILE, crate::front::lua(front)),
+        (
+            crate::front::CONFIG_FILE,
+            crate::front::render(spec, front, state),
+        ),
+    ];
+    for (name, text) in files {
+        write_atomic(&dir.join(name), text.as_bytes())?;
+    }
+    Ok(())
 }
 
 /// Reads the storage root: generations and their markers, the live pointer, the

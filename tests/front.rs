@@ -363,3 +363,55 @@ fn a_front_that_cannot_start_stops_the_apply_before_anything_stops() {
     assert_eq!(code, 0, "{out}");
     assert_eq!(serving_generation(&p), "2");
 }
+
+/// A changed front replaces the one in place only once HAProxy accepts the new
+/// configuration and its new ports are free: otherwise the old front keeps
+/// serving and the apply says why.
+#[test]
+fn a_changed_front_that_could_not_start_leaves_the_old_one_serving() {
+    let p = front_project("frchg", "30s");
+    let good = std::fs::read_to_string(&p.spec).unwrap();
+    let front_image = format!("front:\n  image: {}\n", real::HAPROXY_IMAGE);
+    assert!(good.contains(&front_image), "{good}");
+
+    // An image without HAProxy: its check fails before anything is removed.
+    std::fs::write(
+        &p.spec,
+        good.replacen(&front_image, "front:\n  image: gemctl-test/app:1\n", 1),
+    )
+    .unwrap();
+    let (code, out) = p.apply(&[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains("check of the new front configuration")
+            && out.contains(&format!("{} keeps running as it was", p.front())),
+        "{out}"
+    );
+    assert_eq!(serving_generation(&p), "1");
+
+    // A new public port someone else holds: named, and nothing is removed.
+    let taken = real::spec::free_port();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", taken)).unwrap();
+    std::fs::write(
+        &p.spec,
+        good.replacen(
+            &format!("127.0.0.1:{}:8080", p.http),
+            &format!("127.0.0.1:{taken}:8080"),
+            1,
+        ),
+    )
+    .unwrap();
+    let (code, out) = p.apply(&[]);
+    assert_ne!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!(
+            "127.0.0.1:{taken} is held by a process outside Docker"
+        )),
+        "{out}"
+    );
+    assert_eq!(serving_generation(&p), "1");
+    drop(squatter);
+
+    std::fs::write(&p.spec, good).unwrap();
+    assert_eq!(p.gemctl(&["diff"]).status.code(), Some(0));
+}

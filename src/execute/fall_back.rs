@@ -19,7 +19,7 @@ use crate::observe;
 use crate::observed::{FailedGeneration, Marker, Observation};
 use crate::plan::{self, Action, Plan, PlanKind, PlanOptions};
 use crate::port_holder;
-use crate::spec::Spec;
+use crate::spec::{PortMapping, Spec};
 use crate::state;
 
 /// Lines of each container's logs kept in a failure report.
@@ -419,6 +419,6 @@ fn public_ports(spec: &Spec) -> Vec<(Option<std::net::IpAddr>, u16)> {
     spec.app
         .ports
         .iter()
-        .filter_map(|p| Some((p.host_ip.as_deref()?.parse().ok(), p.host_port?)))
+        .filter_map(PortMapping::host_binding)
         .collect()
 }

@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use super::{Run, StepError};
+use crate::copy::{self, OneShot};
 use crate::desired::{self, Role};
 use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
@@ -44,7 +45,19 @@ impl<E: Engine> Run<'_, E> {
     ) -> Result<(), StepError> {
         let spec = self.spec;
         let front = front_of(spec)?;
-        state::write_front(&spec.storage, spec, front, &self.front_state()?)?;
+        let record = self.front_state()?;
+        if replace {
+            // The front in place serves until the new one is known to start.
+            self.check_new_front(container, front, &record)
+                .await
+                .map_err(|e| {
+                    StepError::Failed(Error::Apply(format!(
+                        "{e}\n{container} keeps running as it was: fix the spec's `front:` and \
+                         apply again"
+                    )))
+                })?;
+        }
+        state::write_front(&spec.storage, spec, front, &record)?;
         if replace {
             self.remove(container).await?;
         }
@@ -88,6 +101,60 @@ impl<E: Engine> Run<'_, E> {
         self.start_front(container).await
     }
 
+    /// Before a changed front replaces the one in place: HAProxy accepts the new
+    /// configuration (`haproxy -c` in the new image, on the files rendered aside),
+    /// and no one else holds a public port the new front adds.
+    async fn check_new_front(
+        &self,
+        container: &str,
+        front: &FrontSpec,
+        record: &FrontState,
+    ) -> Result<(), Error> {
+        let spec = self.spec;
+        let aside = front::dir(&spec.storage).join(".check");
+        let _ = std::fs::remove_dir_all(&aside);
+        state::write_front_files(&aside, spec, front, record)?;
+        let checked = copy::run_one_shot(
+            self.engine,
+            spec,
+            OneShot {
+                name: desired::copy_container_name(spec, 0),
+                generation: 0,
+                image: front.image.to_string(),
+                env: Vec::new(),
+                binds: vec![(aside.clone(), front::MOUNT.to_string())],
+                script: format!("haproxy -c -q -f {}/{}", front::MOUNT, front::CONFIG_FILE),
+                what: format!("the check of the new front configuration ({})", front.image),
+            },
+        )
+        .await;
+        let _ = std::fs::remove_dir_all(&aside);
+        checked?;
+
+        let containers = self.engine.list_containers().await?;
+        let held_now: Vec<u16> = containers
+            .iter()
+            .filter(|c| c.name == container)
+            .flat_map(|c| c.ports.iter())
+            .filter_map(|p| p.split("->").next()?.rsplit(':').next()?.parse().ok())
+            .collect();
+        let added: Vec<_> = front
+            .ports
+            .iter()
+            .filter_map(|p| p.port.host_binding())
+            .filter(|(_, port)| !held_now.contains(port))
+            .collect();
+        let holders = port_holder::explain(self.engine, "", &added).await;
+        if holders.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Apply(format!(
+                "the new front could not take its ports: {}",
+                holders.join("; ")
+            )))
+        }
+    }
+
     pub(super) async fn start_front(&mut self, container: &str) -> Result<(), StepError> {
         if let Err(e) = self.engine.start_container(container).await {
             let mut message = e.to_string();
@@ -97,7 +164,7 @@ impl<E: Engine> Run<'_, E> {
             let ports: Vec<_> = front_of(self.spec)?
                 .ports
                 .iter()
-                .filter_map(|p| Some((p.port.host_ip.as_deref()?.parse().ok(), p.port.host_port?)))
+                .filter_map(|p| p.port.host_binding())
                 .collect();
             for holder in port_holder::explain(self.engine, &message, &ports).await {
                 message.push_str(&format!("; {holder}"));
