@@ -201,3 +201,31 @@ fn killed_at_any_step_of_an_app_only_release_converges() {
         eprintln!("killed at {action}: converged");
     }
 }
+
+/// A release that never becomes healthy: the old app served throughout (it was
+/// never stopped), the failed generation's record goes, the database is untouched.
+#[test]
+fn a_never_healthy_app_only_release_leaves_the_old_app_serving() {
+    let p = deployed("shbrk");
+    p.insert_rows(300);
+    let before = p.table_digest(&p.db(1));
+    let (http, tcp) = (p.http, p.tcp);
+    let writer = Client::start(Duration::from_millis(20), move || post(http));
+    let reporter = Client::start(Duration::from_millis(50), move || report(tcp));
+    write_spec(&p, 2, "broken", "  copy: none\n");
+    let (code, out) = p.apply(&[]);
+    let writes = writer.finish();
+    let reports = reporter.finish();
+    assert_eq!(code, 4, "{out}");
+    assert!(out.contains("kept serving"), "{out}");
+    let (bad_writes, _) = summary("HTTP writes", &writes);
+    let (bad_reports, _) = summary("TCP reports", &reports);
+    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
+    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    assert_eq!(serving_generation(&p), "1");
+    assert_eq!(p.generations_on_disk(), [1]);
+    assert_eq!(running(&p, "-db-"), [format!("{} running", p.db(1))]);
+    // Every write of the attempt is in generation 1's data, on top of what was there.
+    assert_ne!(p.table_digest(&p.db(1)), before);
+    assert!(count(&p, 1) >= 300 + writes.len() as u64);
+}
