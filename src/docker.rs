@@ -65,34 +65,70 @@ fn status(e: &BollardError) -> Option<u16> {
 }
 
 impl Docker {
-    /// Streams a container's logs (stdout and stderr, the last `tail` lines, then
-    /// new ones while `follow`) to `out`, until the container stops or `out` fails.
+    /// Streams a container's logs (stdout and stderr, the last `tail` lines, or
+    /// those since a time, then new ones while `follow`) to `out`, until the
+    /// container stops or `out` fails. With a `prefix`, every line starts with it.
     pub async fn stream_logs(
         &self,
         name: &str,
-        tail: usize,
-        follow: bool,
-        out: &mut dyn std::io::Write,
+        what: &LogsWanted,
+        prefix: Option<&str>,
+        out: &(dyn Fn(&[u8]) -> std::io::Result<()> + Sync),
     ) -> Result<(), EngineError> {
-        let options = LogsOptionsBuilder::default()
+        let mut options = LogsOptionsBuilder::default()
             .stdout(true)
             .stderr(true)
-            .follow(follow)
-            .tail(&tail.to_string())
-            .build();
-        let mut stream = self.client.logs(name, Some(options));
+            .follow(what.follow)
+            .timestamps(what.timestamps)
+            .tail(&what.tail.to_string());
+        if let Some(since) = what.since {
+            options = options.since(i32::try_from(since).unwrap_or(i32::MAX));
+        }
+        let mut stream = self.client.logs(name, Some(options.build()));
+        let mut partial: Vec<u8> = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(failed(format!("logs of {name}")))?;
-            if out
-                .write_all(&chunk.into_bytes())
-                .and_then(|_| out.flush())
-                .is_err()
-            {
-                break;
+            let bytes = chunk
+                .map_err(failed(format!("logs of {name}")))?
+                .into_bytes();
+            let Some(prefix) = prefix else {
+                if out(&bytes).is_err() {
+                    break;
+                }
+                continue;
+            };
+            // Whole lines only, each with the prefix: two containers' lines are
+            // interleaved, never mixed.
+            partial.extend_from_slice(&bytes);
+            while let Some(end) = partial.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial.drain(..=end).collect();
+                let mut text = prefix.as_bytes().to_vec();
+                text.extend_from_slice(&line);
+                if out(&text).is_err() {
+                    return Ok(());
+                }
             }
+        }
+        if let Some(prefix) = prefix.filter(|_| !partial.is_empty()) {
+            let mut text = prefix.as_bytes().to_vec();
+            text.extend_from_slice(&partial);
+            text.push(b'\n');
+            let _ = out(&text);
         }
         Ok(())
     }
+}
+
+/// Which log lines to stream.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LogsWanted {
+    /// The last lines to show (with `since`: of those since then).
+    pub tail: usize,
+    /// Only lines since this Unix time.
+    pub since: Option<i64>,
+    /// Keep streaming new lines.
+    pub follow: bool,
+    /// Each line with the engine's RFC 3339 timestamp.
+    pub timestamps: bool,
 }
 
 /// How long a re-run waits for a container removal already under way.
@@ -408,5 +444,153 @@ impl Engine for Docker {
             let port = b.host_port?.parse().ok()?;
             Some((b.host_ip.unwrap_or_default(), port))
         }))
+    }
+}
+
+/// The local terminal in raw mode while a command in a container owns it; put
+/// back as it was when dropped.
+struct RawTerminal(rustix::termios::Termios);
+
+impl RawTerminal {
+    fn enter() -> std::io::Result<RawTerminal> {
+        let stdin = std::io::stdin();
+        let before = rustix::termios::tcgetattr(&stdin)?;
+        let mut raw = before.clone();
+        raw.make_raw();
+        rustix::termios::tcsetattr(&stdin, rustix::termios::OptionalActions::Now, &raw)?;
+        Ok(RawTerminal(before))
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.0,
+        );
+    }
+}
+
+impl Docker {
+    /// Runs `cmd` in container `name` with this process's stdin, stdout and
+    /// stderr attached, as `docker exec -i` does (with a terminal, `-it`: the
+    /// local terminal is put in raw mode and its size passed on). Returns the
+    /// command's exit code.
+    pub async fn exec_attached(&self, name: &str, cmd: &[String]) -> Result<i64, EngineError> {
+        use std::io::{IsTerminal, Write};
+        use tokio::io::AsyncWriteExt;
+
+        let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
+        let op = || format!("exec in {name}");
+        let created = self
+            .client
+            .create_exec(
+                name,
+                ExecConfig {
+                    attach_stdin: Some(true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    cmd: Some(cmd.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(failed(op()))?;
+        let started = self
+            .client
+            .start_exec(
+                &created.id,
+                Some(bollard::exec::StartExecOptions {
+                    detach: false,
+                    tty,
+                    output_capacity: None,
+                }),
+            )
+            .await
+            .map_err(failed(op()))?;
+        let bollard::exec::StartExecResults::Attached {
+            mut output,
+            mut input,
+        } = started
+        else {
+            return Err(EngineError::Failed {
+                op: op(),
+                message: "the engine did not attach to the command".into(),
+            });
+        };
+        let raw = if tty {
+            let raw = RawTerminal::enter().map_err(|e| EngineError::Failed {
+                op: op(),
+                message: format!("cannot put the terminal in raw mode: {e}"),
+            })?;
+            if let Ok(size) = rustix::termios::tcgetwinsize(std::io::stdout()) {
+                let _ = self
+                    .client
+                    .resize_exec(
+                        &created.id,
+                        bollard::exec::ResizeExecOptions {
+                            height: size.ws_row,
+                            width: size.ws_col,
+                        },
+                    )
+                    .await;
+            }
+            Some(raw)
+        } else {
+            None
+        };
+        // A plain thread reads stdin: a read blocked on a terminal must not keep
+        // the runtime from shutting down once the command has ended.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Vec<u8>>(16);
+        std::thread::spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = stdin.read(&mut buf) {
+                if n == 0 || tx.blocking_send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let pump = tokio::spawn(async move {
+            while let Some(bytes) = rx.recv().await {
+                if input.write_all(&bytes).await.is_err() {
+                    return;
+                }
+            }
+            // End of input: the command reads its end of file (psql < file).
+            let _ = input.shutdown().await;
+        });
+        let mut result = Ok(());
+        while let Some(chunk) = output.next().await {
+            let written = match chunk {
+                Ok(bollard::container::LogOutput::StdErr { message }) => {
+                    let mut err = std::io::stderr();
+                    err.write_all(&message).and_then(|_| err.flush())
+                }
+                Ok(other) => {
+                    let mut out = std::io::stdout();
+                    out.write_all(&other.into_bytes()).and_then(|_| out.flush())
+                }
+                Err(e) => {
+                    result = Err(failed(op())(e));
+                    break;
+                }
+            };
+            if written.is_err() {
+                break;
+            }
+        }
+        pump.abort();
+        drop(raw);
+        result?;
+        let inspect = self
+            .client
+            .inspect_exec(&created.id)
+            .await
+            .map_err(failed(op()))?;
+        Ok(inspect.exit_code.unwrap_or(-1))
     }
 }

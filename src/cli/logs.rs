@@ -3,18 +3,24 @@
 
 use std::path::PathBuf;
 
+use std::io::Write;
+
 use clap::{Args, ValueEnum};
 
 use super::runtime;
 use crate::desired::Role;
+use crate::docker::LogsWanted;
 use crate::error::{Error, exit};
 use crate::spec::Spec;
 
 /// Show a generation's container logs, through the engine.
 ///
-/// By default the live generation's app; `--role db` for its database,
-/// `--role front` for the front door (one for all generations), `--generation N`
-/// for another generation, `--follow` to keep streaming.
+/// By default the live generation's app and database together, each line
+/// prefixed with its container's name. `--role app|db|front` shows one container
+/// (its bytes as they are; `front` is one for all generations), `--generation N`
+/// another generation, `--since 10m` (or an RFC 3339 time) only recent lines,
+/// `--timestamps` the engine's time on each line, and `-F`/`--follow` keeps
+/// streaming (`-f` names the spec, as in every gemctl command).
 /// Exit codes: 0 ok, 1 error (no such container, engine unreachable).
 #[derive(Debug, Args)]
 pub(super) struct LogsArgs {
@@ -24,15 +30,21 @@ pub(super) struct LogsArgs {
     /// Generation (default: the live one, else the spec's).
     #[arg(long, short = 'g')]
     generation: Option<u64>,
-    /// Which container.
-    #[arg(long, value_enum, default_value_t = LogRole::App)]
-    role: LogRole,
+    /// One container (default: the app and the database, prefixed).
+    #[arg(long, value_enum)]
+    role: Option<LogRole>,
     /// Keep streaming new lines until interrupted.
-    #[arg(long)]
+    #[arg(long, short = 'F')]
     follow: bool,
-    /// How many past lines to show.
+    /// How many past lines to show (of each container).
     #[arg(long, default_value_t = 200)]
     tail: usize,
+    /// Only lines since then: a duration ago (`10m`, `2h`) or an RFC 3339 time.
+    #[arg(long, value_name = "WHEN")]
+    since: Option<String>,
+    /// The engine's timestamp (RFC 3339) before each line.
+    #[arg(long, short = 't')]
+    timestamps: bool,
 }
 
 /// Which container of a generation.
@@ -53,11 +65,14 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
         role,
         follow,
         tail,
+        since,
+        timestamps,
     } = args;
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
+    let since = since.as_deref().map(since_unix).transpose()?;
     let storage = crate::state::read_storage(&spec.storage)?;
     let generation = generation.or(storage.live).unwrap_or(spec.generation.0);
-    let name = match role {
+    let name = |role: LogRole| match role {
         LogRole::App => crate::desired::container_name(&spec, Role::App, generation),
         LogRole::Db => crate::desired::container_name(
             &spec,
@@ -66,18 +81,61 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
         ),
         LogRole::Front => crate::front::container_name(&spec),
     };
+    let names: Vec<String> = match role {
+        Some(r) => vec![name(r)],
+        None => vec![name(LogRole::App), name(LogRole::Db)],
+    };
+    let width = names.iter().map(String::len).max().unwrap_or(0);
+    let wanted = LogsWanted {
+        tail,
+        since,
+        follow,
+        timestamps,
+    };
+    let write = |bytes: &[u8]| {
+        let mut out = std::io::stdout().lock();
+        out.write_all(bytes).and_then(|_| out.flush())
+    };
     runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;
-        docker
-            .stream_logs(&name, tail, follow, &mut std::io::stdout())
+        let streams = names.iter().map(|name| {
+            let prefix = (names.len() > 1).then(|| format!("{name:<width$} | "));
+            let (docker, file, wanted, write) = (&docker, &file, &wanted, &write);
+            async move {
+                docker
+                    .stream_logs(name, wanted, prefix.as_deref(), write)
+                    .await
+                    .map_err(|e| match e {
+                        crate::engine::EngineError::NotFound { .. } => Error::Usage(format!(
+                            "{name} does not exist on this host; `gemctl status -f {}` lists \
+                             the generations",
+                            file.display()
+                        )),
+                        other => other.into(),
+                    })
+            }
+        });
+        futures_util::future::join_all(streams)
             .await
-            .map_err(|e| match e {
-                crate::engine::EngineError::NotFound { .. } => Error::Usage(format!(
-                    "{name} does not exist on this host; `gemctl status -f {}` lists the generations",
-                    file.display()
-                )),
-                other => other.into(),
-            })
+            .into_iter()
+            .collect::<Result<Vec<()>, Error>>()
     })?;
     Ok(exit::OK)
+}
+
+/// `--since`: a duration ago, or an RFC 3339 time, as Unix seconds.
+fn since_unix(text: &str) -> Result<i64, Error> {
+    let now = std::time::SystemTime::now();
+    let at = match humantime::parse_duration(text) {
+        Ok(ago) => now.checked_sub(ago).unwrap_or(std::time::UNIX_EPOCH),
+        Err(_) => humantime::parse_rfc3339_weak(text).map_err(|_| {
+            Error::Usage(format!(
+                "--since {text:?}: give a duration ago (`10m`, `2h30m`) or an RFC 3339 time \
+                 (`2026-12-05T10:00:00Z`)"
+            ))
+        })?,
+    };
+    Ok(at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64))
 }

@@ -23,6 +23,7 @@ mod maintenance;
 mod observe;
 mod reconcile;
 mod repair;
+mod shell;
 mod spec;
 mod status;
 mod table;
@@ -39,7 +40,9 @@ Exit codes (each command's --help says which it uses):
      status: gemctl would refuse); backups --verify: a backup is damaged
   4  the new generation failed (its health checks or any step before it
      was live); the previous one serves again (apply, rollback, restore,
-     reconcile --once)";
+     reconcile --once)
+psql and exec exit with the command's own code (1 when gemctl could not
+start it).";
 
 /// gemctl deploys one app container and one PostgreSQL container onto a Docker host
 /// in numbered generations, from a YAML spec kept in git.
@@ -72,6 +75,8 @@ enum Command {
     RepairState(repair::RepairStateArgs),
     Status(status::StatusArgs),
     Logs(logs::LogsArgs),
+    Psql(shell::PsqlArgs),
+    Exec(shell::ExecArgs),
     Maintenance(maintenance::MaintenanceArgs),
     Diff(diff::DiffArgs),
 }
@@ -161,6 +166,8 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::RepairState(args) => repair::run(args),
         Command::Status(args) => status::run(args),
         Command::Logs(args) => logs::run(args),
+        Command::Psql(args) => shell::psql(args),
+        Command::Exec(args) => shell::exec(args),
         Command::Maintenance(args) => maintenance::run(args),
         Command::Diff(args) => diff::run(args),
     }

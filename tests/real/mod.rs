@@ -249,8 +249,10 @@ impl Project {
 
     pub fn gemctl(&self, args: &[&str]) -> Output {
         let spec = self.spec.to_str().unwrap();
+        // The spec goes before `--`: what follows is the command's (psql, exec).
         let mut all: Vec<&str> = args.to_vec();
-        all.extend(["-f", spec]);
+        let at = all.iter().position(|a| *a == "--").unwrap_or(all.len());
+        all.splice(at..at, ["-f", spec]);
         let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
             .args(&all)
             .env("NO_COLOR", "1")
