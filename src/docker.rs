@@ -55,7 +55,7 @@ impl Docker {
         }
         let unreachable = |e: BollardError| EngineError::Unreachable {
             endpoint: endpoint.to_string(),
-            message: e.to_string(),
+            message: with_causes(&e),
         };
         let client = client(&endpoint)?;
         let client = client.negotiate_version().await.map_err(unreachable)?;
@@ -88,8 +88,25 @@ fn client(endpoint: &Endpoint) -> Result<bollard::Docker, EngineError> {
     };
     built.map_err(|e| EngineError::Unreachable {
         endpoint: endpoint.to_string(),
-        message: e.to_string(),
+        message: with_causes(&e),
     })
+}
+
+/// An error and its causes: bollard's own text for a failed connection is
+/// "client error (Connect)", the certificate the engine was refused for or the
+/// refused connection is further down.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// The CA, certificate and key for TLS to `endpoint`, each checked to exist:

@@ -3,9 +3,13 @@
 //! that never falls back to plain HTTP, and engines on other machines refused.
 //! Needs the docker CLI and the engine on its unix socket.
 
-use std::net::TcpListener;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::Duration;
 
 /// The variables that choose an engine, cleared so that only each test's own count.
 const ENGINE_VARS: [&str; 5] = [
@@ -278,5 +282,189 @@ fn a_context_that_does_not_exist_says_how_to_list_them() {
                 .to_string()
         ),
         "{err}"
+    );
+}
+
+/// A CA, and the certificates it signed for the engine (127.0.0.1) and for a
+/// client, as PEM.
+struct Pki {
+    ca: String,
+    server_cert: String,
+    server_key: String,
+    client_cert: String,
+    client_key: String,
+}
+
+fn pki() -> Pki {
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    };
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "gemctl test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::from_params(&ca, &ca_key);
+    let signed = |sans: Vec<String>, usage: ExtendedKeyUsagePurpose| {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(sans).unwrap();
+        params.extended_key_usages = vec![usage];
+        let cert = params.signed_by(&key, &issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = signed(
+        vec!["127.0.0.1".into()],
+        ExtendedKeyUsagePurpose::ServerAuth,
+    );
+    let (client_cert, client_key) = signed(Vec::new(), ExtendedKeyUsagePurpose::ClientAuth);
+    Pki {
+        ca: ca_cert.pem(),
+        server_cert,
+        server_key,
+        client_cert,
+        client_key,
+    }
+}
+
+/// An engine serving TLS on the loopback, as `dockerd --tlsverify` does: a TLS
+/// front for the real socket that asks for a client certificate signed by the
+/// CA. Its threads end with the test process.
+fn tls_engine(pki: &Pki) -> SocketAddr {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca.as_bytes()).unwrap())
+        .unwrap();
+    let verifier = rustls::server::WebPkiClientVerifier::builder(Arc::new(roots))
+        .build()
+        .unwrap();
+    let config = Arc::new(
+        rustls::ServerConfig::builder()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(
+                vec![CertificateDer::from_pem_slice(pki.server_cert.as_bytes()).unwrap()],
+                PrivateKeyDer::from_pem_slice(pki.server_key.as_bytes()).unwrap(),
+            )
+            .unwrap(),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let socket = real_socket().trim_start_matches("unix://").to_string();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().flatten() {
+            let config = config.clone();
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let _ = relay(rustls::StreamOwned::new(conn, tcp), &socket);
+            });
+        }
+    });
+    addr
+}
+
+/// Carries bytes both ways between a TLS client and the engine's socket, polling
+/// each side in turn, until either closes.
+fn relay(
+    mut tls: rustls::StreamOwned<rustls::ServerConnection, TcpStream>,
+    socket: &str,
+) -> std::io::Result<()> {
+    let tick = Some(Duration::from_millis(5));
+    tls.sock.set_read_timeout(tick)?;
+    let mut engine = UnixStream::connect(socket)?;
+    engine.set_read_timeout(tick)?;
+    let mut buf = vec![0u8; 64 * 1024];
+    let idle = |e: &std::io::Error| matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut);
+    loop {
+        match tls.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => engine.write_all(&buf[..n])?,
+            Err(e) if idle(&e) => {}
+            Err(e) => return Err(e),
+        }
+        match engine.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => {
+                tls.write_all(&buf[..n])?;
+                tls.flush()?;
+            }
+            Err(e) if idle(&e) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[test]
+fn tls_with_the_certificates_reaches_the_engine_and_verifies_it() {
+    let s = Setup::new("engtlsok");
+    let engine_pki = pki();
+    let addr = tls_engine(&engine_pki);
+    let host = format!("tcp://{addr}");
+    let certs = s.dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    for (file, pem) in [
+        ("ca.pem", &engine_pki.ca),
+        ("cert.pem", &engine_pki.client_cert),
+        ("key.pem", &engine_pki.client_key),
+    ] {
+        std::fs::write(certs.join(file), pem).unwrap();
+    }
+    let env = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_HOST", host.as_str()),
+        ("DOCKER_CERT_PATH", certs.to_str().unwrap()),
+    ];
+    let docker_ps = s.docker(&["ps"], &env);
+    assert!(docker_ps.status.success(), "{}", stderr(&docker_ps));
+    let o = s.gemctl(&["status", "-o", "json"], &env);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        v["engine"],
+        serde_json::json!({
+            "endpoint": host,
+            "context": "default",
+            "source": "DOCKER_HOST",
+            "tls": true
+        })
+    );
+
+    // A context with the same material, made by the docker CLI.
+    s.docker_ok(&[
+        "context",
+        "create",
+        "gemctl-tls-ok",
+        "--docker",
+        &format!(
+            "host={host},ca={0}/ca.pem,cert={0}/cert.pem,key={0}/key.pem",
+            certs.display()
+        ),
+    ]);
+    let env = [("DOCKER_CONTEXT", "gemctl-tls-ok")];
+    let o = s.gemctl(&["status"], &env);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let line = format!("engine: {host} (context \"gemctl-tls-ok\" from DOCKER_CONTEXT, TLS)");
+    assert!(stdout(&o).contains(&line), "{}", stdout(&o));
+
+    // An engine whose certificate another CA signed is not trusted.
+    let other = pki();
+    std::fs::write(certs.join("ca.pem"), &other.ca).unwrap();
+    let env = [
+        ("DOCKER_TLS_VERIFY", "1"),
+        ("DOCKER_HOST", host.as_str()),
+        ("DOCKER_CERT_PATH", certs.to_str().unwrap()),
+    ];
+    let o = s.gemctl(&["status"], &env);
+    assert_eq!(o.status.code(), Some(1), "{}", stdout(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains(&format!("cannot reach the Docker engine at {host}")),
+        "{err}"
+    );
+    assert!(
+        err.contains("invalid peer certificate"),
+        "the cause is shown: {err}"
     );
 }
