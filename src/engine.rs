@@ -24,7 +24,8 @@ pub enum EngineError {
         message: String,
     },
     /// The environment or the docker config does not name an engine gemctl can
-    /// use: a missing context, missing TLS material, an unsupported scheme.
+    /// use: a context that does not exist, an unreadable config, missing TLS
+    /// material, TLS without verification.
     #[error("{0}")]
     Endpoint(String),
     /// The engine is on another machine, whose filesystem gemctl cannot see.
