@@ -1,7 +1,9 @@
-//! The [`Engine`] on the real Docker engine, through bollard. Honours DOCKER_HOST
-//! and negotiates the API version, so older engines (API 1.41) work.
+//! The [`Engine`] on the real Docker engine, through bollard: the engine `docker ps`
+//! would use ([`crate::engine_endpoint`]), over its unix socket or tcp (TLS when
+//! asked), negotiating the API version, so older engines (API 1.41) work.
 
 use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
 use std::time::Duration;
 
 use bollard::errors::Error as BollardError;
@@ -17,28 +19,130 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 
 use crate::engine::{CreateContainer, Engine, EngineError, ExecOutput};
+use crate::engine_endpoint::{self, Endpoint, Inputs, Tls};
 use crate::observed::{Container, ContainerState};
 
 /// A connection to the Docker engine.
 pub struct Docker {
     client: bollard::Docker,
+    endpoint: Endpoint,
 }
 
+/// Seconds an engine request may take: bollard's default.
+const REQUEST_TIMEOUT: u64 = 120;
+
 impl Docker {
-    /// Connects (DOCKER_HOST or the local socket), negotiates the API version and
-    /// pings, so an unreachable engine is reported here.
+    /// Connects to the engine the docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT,
+    /// the current context, the default socket), negotiates the API version and
+    /// pings, so an unreachable engine is reported here. An engine on another
+    /// machine is refused before any connection: every command that talks to the
+    /// engine also reads the storage, and health-checks, on this one.
     pub async fn connect() -> Result<Docker, EngineError> {
-        let endpoint =
-            std::env::var("DOCKER_HOST").unwrap_or_else(|_| "unix:///var/run/docker.sock".into());
+        let env: BTreeMap<String, String> = std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect();
+        let read = |path: &Path| std::fs::read_to_string(path);
+        let endpoint = engine_endpoint::resolve(&Inputs {
+            env: &env,
+            read: &read,
+        })
+        .map_err(EngineError::Endpoint)?;
+        if !endpoint.is_local() {
+            return Err(EngineError::NotLocal {
+                endpoint: endpoint.to_string(),
+                host: endpoint.host_name().to_string(),
+            });
+        }
         let unreachable = |e: BollardError| EngineError::Unreachable {
-            endpoint: endpoint.clone(),
-            message: e.to_string(),
+            endpoint: endpoint.to_string(),
+            message: with_causes(&e),
         };
-        let client = bollard::Docker::connect_with_defaults().map_err(unreachable)?;
+        let client = client(&endpoint)?;
         let client = client.negotiate_version().await.map_err(unreachable)?;
         client.ping().await.map_err(unreachable)?;
-        Ok(Docker { client })
+        Ok(Docker { client, endpoint })
     }
+
+    /// The engine this connection talks to, and what chose it.
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+}
+
+/// The bollard client for a local `endpoint`: its unix socket, or tcp on the
+/// loopback (the only two [`Endpoint::is_local`] lets through), with TLS when
+/// the endpoint asks for it.
+fn client(endpoint: &Endpoint) -> Result<bollard::Docker, EngineError> {
+    let host = endpoint.endpoint.as_str();
+    let version = bollard::API_DEFAULT_VERSION;
+    let built = if host.starts_with("unix://") {
+        bollard::Docker::connect_with_unix(host, REQUEST_TIMEOUT, version)
+    } else {
+        match &endpoint.tls {
+            None => bollard::Docker::connect_with_http(host, REQUEST_TIMEOUT, version),
+            Some(tls) => {
+                let [ca, cert, key] = tls_files(endpoint, tls)?;
+                bollard::Docker::connect_with_ssl(host, &key, &cert, &ca, REQUEST_TIMEOUT, version)
+            }
+        }
+    };
+    built.map_err(|e| EngineError::Unreachable {
+        endpoint: endpoint.to_string(),
+        message: with_causes(&e),
+    })
+}
+
+/// An error and its causes: bollard's own text for a failed connection is
+/// "client error (Connect)", the certificate the engine was refused for or the
+/// refused connection is further down.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let more = c.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        cause = c.source();
+    }
+    text
+}
+
+/// The CA, certificate and key for TLS to `endpoint`, each checked to exist:
+/// bollard would read a missing client certificate as "none" and fail later in
+/// the handshake, and gemctl never falls back to plain HTTP. It also always
+/// verifies the engine's certificate (bollard has no switch to skip that).
+fn tls_files(endpoint: &Endpoint, tls: &Tls) -> Result<[std::path::PathBuf; 3], EngineError> {
+    let fix = if endpoint.context == engine_endpoint::DEFAULT_CONTEXT {
+        "put ca.pem, cert.pem and key.pem there, or point DOCKER_CERT_PATH at the directory that has them".to_string()
+    } else {
+        format!(
+            "give the context its files: `docker context update {} --docker host={},ca=…,cert=…,key=…`",
+            endpoint.context, endpoint.endpoint
+        )
+    };
+    if !tls.verify {
+        return Err(EngineError::Endpoint(format!(
+            "{endpoint} asks for TLS without verifying the engine's certificate \
+             (DOCKER_TLS without DOCKER_TLS_VERIFY, or a context's SkipTLSVerify); gemctl always \
+             verifies it: set DOCKER_TLS_VERIFY=1 or clear skip-tls-verify, with the CA in {}",
+            tls.dir.display()
+        )));
+    }
+    let files = tls.files();
+    for file in &files {
+        if !file.is_file() {
+            return Err(EngineError::Endpoint(format!(
+                "TLS to {endpoint} needs {}, which does not exist (TLS material from {}: {}); \
+                 gemctl never falls back to plain HTTP: {fix}",
+                file.display(),
+                tls.named_by,
+                tls.dir.display()
+            )));
+        }
+    }
+    Ok(files)
 }
 
 fn failed(op: impl Into<String>) -> impl FnOnce(BollardError) -> EngineError {

@@ -13,13 +13,33 @@ use crate::observed::Container;
 pub enum EngineError {
     /// The engine cannot be reached at all.
     #[error(
-        "cannot reach the Docker engine ({endpoint}): {message}. Is the daemon running, and is DOCKER_HOST right?"
+        "cannot reach the Docker engine at {endpoint}: {message}. Is the daemon running, and is that \
+         the engine you mean? gemctl uses the one `docker ps` would (DOCKER_HOST, DOCKER_CONTEXT, \
+         `docker context use`)"
     )]
     Unreachable {
-        /// Where gemctl looked (DOCKER_HOST or the default socket).
+        /// Where gemctl looked, and what chose it (see [`crate::engine_endpoint`]).
         endpoint: String,
         /// What the client said.
         message: String,
+    },
+    /// The environment or the docker config does not name an engine gemctl can
+    /// use: a context that does not exist, an unreadable config, missing TLS
+    /// material, TLS without verification.
+    #[error("{0}")]
+    Endpoint(String),
+    /// The engine is on another machine, whose filesystem gemctl cannot see.
+    #[error(
+        "the Docker engine is {endpoint}, which is not on this machine. gemctl reads its storage, \
+         health-checks the app on 127.0.0.1 and writes its records on the machine it runs on, so it \
+         must run on the engine's host: `ssh {host} gemctl …`. If the engine is on this machine, \
+         point at its socket: DOCKER_HOST=unix:///var/run/docker.sock (or `docker context use default`)"
+    )]
+    NotLocal {
+        /// The endpoint, and what chose it.
+        endpoint: String,
+        /// Its host name, for the `ssh` hint.
+        host: String,
     },
     /// The named object does not exist.
     #[error("{what} not found")]

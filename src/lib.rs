@@ -16,6 +16,7 @@ pub mod copy;
 pub mod desired;
 pub mod docker;
 pub mod engine;
+pub mod engine_endpoint;
 pub mod env_file;
 pub mod error;
 pub mod execute;

@@ -15,6 +15,10 @@ use crate::spec::Spec;
 pub struct Status {
     /// Project.
     pub project: String,
+    /// The engine the status was read from (`endpoint`, `context`, `source`,
+    /// `tls`); the command sets it, as it sets `last_copy`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub engine: Option<crate::engine_endpoint::Endpoint>,
     /// The generation the spec asks for.
     pub desired: u64,
     /// The generation recorded live.
@@ -220,6 +224,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
     };
     Status {
         project: spec.project.clone(),
+        engine: None,
         desired: spec.generation.0,
         live,
         serving,

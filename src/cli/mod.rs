@@ -34,7 +34,7 @@ const EXIT_CODES: &str = "\
 Exit codes (each command's --help says which it uses):
   0  success: in sync, converged, done (also --help and --version)
   1  any error: a bad spec or env file, bad arguments, the engine
-     unreachable, a step failed
+     unreachable or on another machine, a step failed
   2  changes pending: `gemctl apply` would act (diff, status)
   3  refused: an unsafe or unrecognised state, nothing touched (diff and
      status: gemctl would refuse); backups --verify: a backup is damaged

@@ -13,7 +13,8 @@ use crate::spec::Spec;
 ///
 /// The output can be saved and planned against later with
 /// `gemctl diff --observed FILE`, with no engine at all.
-/// Uses DOCKER_HOST when set. Exit codes: 0 ok, 1 error.
+/// Uses the engine `docker ps` would (DOCKER_HOST, DOCKER_CONTEXT, the current
+/// context), on this machine. Exit codes: 0 ok, 1 error.
 #[derive(Debug, Args)]
 pub(super) struct ObserveArgs {
     /// The spec file (names the storage root to read).

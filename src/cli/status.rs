@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::table::{self, left, right};
-use super::{Output, json, observe_engine, print};
+use super::{Output, json, print, runtime};
 use crate::error::{Error, exit};
 use crate::plan::{self, PlanOptions};
 use crate::spec::Spec;
@@ -19,14 +19,17 @@ Exit codes:
   2  not in sync: `gemctl apply` would act (or the desired generation is
      held back after a failure)
   3  unrecognised containers or an unsafe state: gemctl would refuse to act
-  1  any other error (bad spec or arguments, engine unreachable)";
+  1  any other error (bad spec or arguments, engine unreachable or on
+     another machine)";
 
 /// Show the generations on the host and whether it is in sync with the spec.
 ///
 /// One row per generation: its status (live; last good when no app of it
 /// runs; retained, rolled back from, failed, incomplete, pending), app and db
 /// state and health, image, creation time, data directory and size; and a
-/// line when no app is running. Uses DOCKER_HOST when set.
+/// line when no app is running. Names the engine it read: the one `docker ps`
+/// would use (DOCKER_HOST, DOCKER_CONTEXT, `docker context use`), which must be
+/// on this machine.
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES_STATUS)]
 pub(super) struct StatusArgs {
@@ -40,7 +43,13 @@ pub(super) struct StatusArgs {
 
 pub(super) fn run(args: StatusArgs) -> Result<u8, Error> {
     let spec = Spec::load_with(&args.file, crate::spec::EnvFiles::Skip)?;
-    let observation = observe_engine(&spec)?;
+    // Observed here rather than through `observe_engine`, to keep the connection's
+    // endpoint: the status names the engine it was read from.
+    let (observation, engine) = runtime()?.block_on(async {
+        let docker = crate::docker::Docker::connect().await?;
+        let observation = crate::observe::observe(&docker, &spec).await?;
+        Ok::<_, Error>((observation, docker.endpoint().clone()))
+    })?;
     let planned = plan::plan(
         &spec,
         &observation.observed,
@@ -48,6 +57,7 @@ pub(super) fn run(args: StatusArgs) -> Result<u8, Error> {
         PlanOptions::default(),
     );
     let mut status = crate::status::status(&spec, &observation, &planned);
+    status.engine = Some(engine);
     // A report that cannot be read only costs this line.
     status.last_copy = crate::report::list(&spec.storage)
         .ok()
@@ -77,6 +87,9 @@ fn render(s: &Status) -> String {
         ),
     };
     let _ = writeln!(out, "project {}: {head}", s.project);
+    if let Some(e) = &s.engine {
+        let _ = writeln!(out, "engine: {e}");
+    }
     match (s.serving, s.live) {
         (Some(g), Some(l)) if g != l => {
             let _ = writeln!(
@@ -219,6 +232,7 @@ mod tests {
         assert_eq!(long.len(), 60);
         let s = Status {
             project: "shop".into(),
+            engine: None,
             desired: 2,
             live: Some(2),
             serving: Some(2),
