@@ -704,3 +704,188 @@ fn reconcile_logs_written_to_a_file_carry_no_escape_codes() {
     );
     assert!(!text.contains('\x1b'), "{text:?}");
 }
+
+/// The committed schema's `pattern` for one `$defs` entry, compiled with the
+/// `regex` crate (the patterns are written for it and ECMA-262 alike).
+fn schema_pattern(schema: &serde_json::Value, def: &str) -> regex::Regex {
+    let pattern = schema["$defs"][def]["pattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("$defs.{def} has a pattern"));
+    regex::Regex::new(pattern).unwrap()
+}
+
+/// Every string in `value` that the schema gives a pattern, with its path:
+/// follows `$ref`, `properties`, `items` and the branches of `anyOf`/`oneOf`.
+fn patterned_strings(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<(String, String, String)>,
+) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/$defs/").expect("a local $ref");
+        patterned_strings(root, &root["$defs"][name], value, path, out);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in schema[key].as_array().into_iter().flatten() {
+            patterned_strings(root, branch, value, path, out);
+        }
+    }
+    if let (Some(p), Some(s)) = (schema["pattern"].as_str(), value.as_str()) {
+        out.push((path.to_string(), p.to_string(), s.to_string()));
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, v) in obj {
+            if let Some(s) = props.get(k) {
+                patterned_strings(root, s, v, &format!("{path}.{k}"), out);
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            patterned_strings(root, items, v, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+#[test]
+fn schema_patterns_and_validate_agree() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("schema/gemctl.schema.json").unwrap())
+            .unwrap();
+    for def in ["ImageRef", "PortMapping", "HumanDuration"] {
+        assert!(
+            schema["$defs"][def]["examples"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty()),
+            "$defs.{def} has examples"
+        );
+    }
+
+    // Value by value: the pattern matches exactly what validate takes.
+    let image = schema_pattern(&schema, "ImageRef");
+    let port = schema_pattern(&schema, "PortMapping");
+    let duration = schema_pattern(&schema, "HumanDuration");
+    let takes_image =
+        |s: &str| serde_yaml::from_str::<gemctl::spec::ImageRef>(&format!("{s:?}")).is_ok();
+    let takes_duration =
+        |s: &str| serde_yaml::from_str::<gemctl::spec::HumanDuration>(&format!("{s:?}")).is_ok();
+    let takes_port = |s: &str| gemctl::spec::PortMapping::parse(s).is_ok();
+    for s in [
+        "postgres:15",
+        "postgres:15.8",
+        "gemctl-test/app:1",
+        "registry.example.com/gem:2.14.1",
+        "registry.example.com:5000/gem:1",
+        "gem@sha256:abc",
+        "a:latest2",
+        "a:b:c",
+        ":1",
+        "postgres",
+        "postgres:latest",
+        "postgres:",
+        "registry:5000/gem",
+        "a b:1",
+        "",
+        "r/latest:x/y",
+        "a:lates",
+        "a:Latest",
+        "a:latesT",
+    ] {
+        assert_eq!(image.is_match(s), takes_image(s), "image {s:?}");
+    }
+    for s in [
+        "80:8080",
+        "127.0.0.1:7000:7000",
+        "127.0.0.1::8080",
+        "53:53/udp",
+        "8080",
+        "0.0.0.0:80:80",
+        "65535:1/tcp",
+        "0080:80",
+        "8080/sctp",
+        "0:80",
+        "65536:80",
+        "+80:80",
+        "localhost:80:80",
+        "::80",
+        "1:2:3:4",
+        "127.0.0.01:80:80",
+        "256.0.0.1:80:80",
+        "80:",
+        "80:80/",
+        " 80",
+        "",
+    ] {
+        assert_eq!(port.is_match(s), takes_port(s), "port {s:?}");
+    }
+    for s in [
+        "5s",
+        "500ms",
+        "2m",
+        "1h 30m",
+        "1h30m",
+        "30d",
+        "1.5h",
+        "  2 min ",
+        "1 0s",
+        "3 weeks",
+        "5µs",
+        "1y 2M",
+        "0s",
+        "5 sekunden",
+        "5",
+        "s",
+        "",
+        "1.s",
+        "5 m s",
+        "-5s",
+        "5S",
+        "2 days",
+    ] {
+        assert_eq!(duration.is_match(s), takes_duration(s), "duration {s:?}");
+    }
+
+    // Spec by spec: every patterned value of a valid spec matches; every bad
+    // spec that a pattern catches is also refused by validate.
+    let mut files: Vec<std::path::PathBuf> = ["specs", "tests/specs", "tests/specs/bad"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut caught = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+            continue; // malformed YAML: no editor checks it either
+        };
+        let value = serde_json::to_value(yaml).unwrap();
+        let mut strings = Vec::new();
+        patterned_strings(&schema, &schema, &value, "", &mut strings);
+        let rejected: Vec<_> = strings
+            .iter()
+            .filter(|(_, p, s)| !regex::Regex::new(p).unwrap().is_match(s))
+            .collect();
+        let valid = Spec::load_with(file, gemctl::spec::EnvFiles::Skip).is_ok();
+        if valid {
+            assert!(
+                rejected.is_empty(),
+                "{}: valid, but the schema rejects {rejected:?}",
+                file.display()
+            );
+            assert!(!strings.is_empty(), "{}", file.display());
+        } else if !rejected.is_empty() {
+            caught.push(file.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    // The bad specs whose problem is a patterned value: the editor sees them too.
+    for name in ["bad-duration.yaml", "missing-tag.yaml"] {
+        assert!(
+            caught.iter().any(|c| c == name),
+            "{name} not caught by the schema: {caught:?}"
+        );
+    }
+}
