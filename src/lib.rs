@@ -39,3 +39,4 @@ pub mod spec_error;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod version;

@@ -14,12 +14,15 @@ use crate::observed::Observation;
 use crate::spec::Spec;
 
 mod backups;
+mod completions;
 mod deploy;
 pub mod diff;
 mod history;
+mod init;
 mod lock;
 mod logs;
 mod maintenance;
+mod man;
 mod observe;
 mod reconcile;
 mod repair;
@@ -47,7 +50,12 @@ Exit codes (each command's --help says which it uses):
 /// `gemctl diff -f prod.yaml` shows what would change; `gemctl validate` checks a
 /// spec alone; `gemctl schema` prints the JSON Schema editors use to check specs.
 #[derive(Debug, Parser)]
-#[command(name = "gemctl", version, propagate_version = true, after_help = EXIT_CODES)]
+#[command(
+    name = "gemctl",
+    version = crate::version::LONG,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -74,6 +82,9 @@ enum Command {
     Logs(logs::LogsArgs),
     Maintenance(maintenance::MaintenanceArgs),
     Diff(diff::DiffArgs),
+    Init(init::InitArgs),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// The target of gemctl's own log lines, as it was before the CLI became a folder:
@@ -163,6 +174,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Logs(args) => logs::run(args),
         Command::Maintenance(args) => maintenance::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => man::man(args),
     }
 }
 
