@@ -40,3 +40,4 @@ pub mod spec_error;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod version;

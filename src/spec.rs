@@ -557,13 +557,60 @@ impl<'de> Deserialize<'de> for Retain {
     }
 }
 
+/// The schema's pattern for a duration: what `humantime` parses, a number (a
+/// fraction allowed) and a unit, repeated (`1h 30m`), e.g. `"5 sekunden"` fails.
+/// Written for both ECMA-262 (editors) and the `regex` crate (the tests).
+pub const DURATION_PATTERN: &str = "^\\s*([0-9][0-9\\s]*(\\.[0-9\\s]*[0-9][0-9\\s]*)?\
+     (nanos|nsec|ns|usec|us|µs|millis|msec|ms|seconds|second|secs|sec|s|\
+     minutes|minute|mins|min|m|hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|\
+     months|month|M|years|year|yrs|yr|y)\\s*)+$";
+
+/// The schema's pattern for an image reference, the rule [`ImageRef`] checks: no
+/// whitespace, and a digest (`@sha256:…`) or a tag on the last path segment that is
+/// not `latest` (spelt out, as the `regex` crate has no look-ahead).
+pub const IMAGE_PATTERN: &str = "^(\\S*@\\S*|([^\\s/@]*/)*[^\\s/@:]*:(\
+     [^\\s/@]{1,5}|[^\\s/@]{7,}|[^\\s/@l][^\\s/@]{5}|l[^\\s/@a][^\\s/@]{4}|\
+     la[^\\s/@t][^\\s/@]{3}|lat[^\\s/@e][^\\s/@]{2}|late[^\\s/@s][^\\s/@]|lates[^\\s/@t]))$";
+
+/// One port number in [`PORT_PATTERN`]: 1–65535, leading zeros allowed (as `u16`
+/// parsing allows them).
+macro_rules! port_number {
+    () => {
+        "0*([1-9][0-9]{0,3}|[1-5][0-9]{4}|6[0-4][0-9]{3}|65[0-4][0-9]{2}|655[0-2][0-9]|6553[0-5])"
+    };
+}
+
+/// One IPv4 octet in [`PORT_PATTERN`], without leading zeros (as `Ipv4Addr` takes it).
+macro_rules! ipv4_octet {
+    () => {
+        "(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])"
+    };
+}
+
+/// The schema's pattern for a port mapping, the syntax [`PortMapping::parse`]
+/// takes: `[ipv4:][host_port]:container_port[/tcp|/udp]`, ports 1–65535.
+pub const PORT_PATTERN: &str = concat!(
+    "^((",
+    ipv4_octet!(),
+    "\\.){3}",
+    ipv4_octet!(),
+    ":(",
+    port_number!(),
+    ")?:|",
+    port_number!(),
+    ":)?",
+    port_number!(),
+    "(/(tcp|udp))?$"
+);
+
 /// A duration written the humantime way: `500ms`, `5s`, `2m`, `1h 30m`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 #[schemars(transparent)]
 pub struct HumanDuration(
     #[schemars(
         with = "String",
-        regex(pattern = r"^\s*\d+\s*[a-zA-Zµ]+(\s*\d+\s*[a-zA-Zµ]+)*\s*$")
+        regex(pattern = DURATION_PATTERN),
+        extend("examples" = ["5s", "500ms", "2m", "1h 30m", "24h", "30d"])
     )]
     pub Duration,
 );
@@ -627,7 +674,18 @@ fn suggest_duration(text: &str) -> String {
 /// An image reference that pins a version: `name:tag` or `name@sha256:…`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, JsonSchema)]
 #[schemars(transparent)]
-pub struct ImageRef(pub String);
+pub struct ImageRef(
+    #[schemars(
+        regex(pattern = IMAGE_PATTERN),
+        extend("examples" = [
+            "registry.example.com/gem:2.14.1",
+            "postgres:15.8",
+            "haproxy:2.6",
+            "registry.example.com:5000/team/gem@sha256:4c1f0a9e8d7b6c5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a"
+        ])
+    )]
+    pub String,
+);
 
 impl ImageRef {
     /// The reference as Docker takes it.
@@ -672,12 +730,16 @@ impl fmt::Display for ImageRef {
     }
 }
 
-/// A port mapping in Docker's syntax: `[ip:][host_port:]container_port[/proto]`.
+/// A port mapping in Docker's syntax: `[ipv4:][host_port:]container_port[/tcp|/udp]`.
 #[derive(Debug, Clone, PartialEq, Eq, JsonSchema)]
 #[schemars(transparent)]
 pub struct PortMapping {
     /// The text as written in the spec.
-    #[schemars(with = "String")]
+    #[schemars(
+        with = "String",
+        regex(pattern = PORT_PATTERN),
+        extend("examples" = ["80:8080", "127.0.0.1:7000:7000", "127.0.0.1::8080", "53:53/udp", "8080"])
+    )]
     pub raw: String,
     /// Host address to bind, if restricted.
     #[schemars(skip)]
@@ -715,12 +777,26 @@ impl PortMapping {
             Some(_) => return Err(bad()),
             None => (raw, "tcp".to_string()),
         };
-        let port = |s: &str| s.parse::<u16>().ok().filter(|p| *p > 0);
+        // Digits only: `u16` parsing would take "+80".
+        let port = |s: &str| {
+            (!s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| s.parse::<u16>().ok())
+                .flatten()
+                .filter(|p| *p > 0)
+        };
         let parts: Vec<&str> = spec.split(':').collect();
         let (host_ip, host_port, container) = match parts.as_slice() {
             [c] => (None, None, *c),
             [h, c] => (None, Some(port(h).ok_or_else(bad)?), *c),
             [ip, h, c] => {
+                // Docker takes an address here; anything else would silently
+                // listen on every address.
+                if ip.parse::<std::net::Ipv4Addr>().is_err() {
+                    return Err(format!(
+                        "{raw:?} is not a port mapping: {ip:?} is not an IPv4 address \
+                         (try \"127.0.0.1:8080:80\")"
+                    ));
+                }
                 let hp = if h.is_empty() {
                     None
                 } else {

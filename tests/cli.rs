@@ -366,6 +366,9 @@ fn every_command_explains_its_exit_codes_in_help() {
         "unpin",
         "unlock",
         "reconcile",
+        "init",
+        "completions",
+        "man",
     ] {
         let o = gemctl(&[command, "--help"]);
         assert_eq!(code(&o), 0);
@@ -703,4 +706,438 @@ fn reconcile_logs_written_to_a_file_carry_no_escape_codes() {
         "{text}"
     );
     assert!(!text.contains('\x1b'), "{text:?}");
+}
+
+/// The commands `gemctl --help` lists, `help` aside.
+fn help_commands() -> std::collections::BTreeSet<String> {
+    let help = stdout(&gemctl(&["--help"]));
+    help.lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| *c != "help")
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn readme_lists_every_command_of_help() {
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let using = readme
+        .split("## Using it")
+        .nth(1)
+        .expect("README has a \"Using it\" section");
+    let listed: std::collections::BTreeSet<String> = using
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| l.starts_with("    "))
+        .filter_map(|l| l.trim().strip_prefix("gemctl "))
+        .filter_map(|rest| rest.split_whitespace().next())
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        listed,
+        help_commands(),
+        "README's command list (## Using it) and `gemctl --help` differ"
+    );
+}
+
+#[test]
+fn version_names_the_commit_it_was_built_from() {
+    let o = gemctl(&["--version"]);
+    assert_eq!(code(&o), 0);
+    let out = stdout(&o);
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        out.starts_with(&format!("gemctl {version} (commit ")),
+        "{out}"
+    );
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .output();
+    match head {
+        // Built from a git checkout (CI clones one): the commit is HEAD's.
+        Ok(h) if h.status.success() => {
+            let head = String::from_utf8_lossy(&h.stdout).trim().to_string();
+            assert_eq!(out.trim(), format!("gemctl {version} (commit {head})"));
+        }
+        _ => assert!(out.contains("(commit unknown)"), "{out}"),
+    }
+    // Each command's --version says the same.
+    let apply = stdout(&gemctl(&["apply", "--version"]));
+    assert!(
+        apply.contains(out.trim().trim_start_matches("gemctl ")),
+        "{apply}"
+    );
+}
+
+#[test]
+fn bash_sources_the_bash_completions() {
+    let o = gemctl(&["completions", "bash"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("gemctl.bash");
+    std::fs::write(&script, &o.stdout).unwrap();
+    // Sourced without error, and completing `gemctl ap` offers apply.
+    let check = format!(
+        "set -e; source {}; complete -p gemctl; \
+         COMP_WORDS=(gemctl ap); COMP_CWORD=1; COMP_LINE='gemctl ap'; COMP_POINT=9; \
+         _gemctl gemctl ap gemctl; printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        script.display()
+    );
+    let b = Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", &check])
+        .output()
+        .expect("bash runs");
+    let out = String::from_utf8_lossy(&b.stdout);
+    assert!(
+        b.status.success() && b.stderr.is_empty(),
+        "{out}{}",
+        String::from_utf8_lossy(&b.stderr)
+    );
+    assert!(out.contains("-F _gemctl gemctl"), "{out}");
+    assert!(out.lines().any(|l| l == "apply"), "{out}");
+    for shell in ["zsh", "fish"] {
+        let o = gemctl(&["completions", shell]);
+        assert_eq!(code(&o), 0, "{shell}");
+        assert!(stdout(&o).contains("gemctl"), "{shell}");
+    }
+    assert_eq!(code(&gemctl(&["completions", "tcsh"])), 1);
+}
+
+/// Renders roff as a reader would see it: `man -l -`, or groff where man is
+/// missing (scripts/test installs man-db when it can).
+fn render_man(roff: &[u8]) -> String {
+    use std::io::Write as _;
+    let have_man = Command::new("man").arg("--version").output().is_ok();
+    let mut cmd = if have_man {
+        let mut c = Command::new("man");
+        c.args(["--warnings", "-l", "-"])
+            .env("MANPAGER", "cat")
+            .env("MANWIDTH", "100");
+        c
+    } else {
+        let mut c = Command::new("groff");
+        c.args(["-man", "-Tutf8", "-ww"]);
+        c
+    };
+    let mut child = cmd
+        .env("LC_ALL", "C.UTF-8")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("man (or groff) runs: apt-get install man-db");
+    child.stdin.take().unwrap().write_all(roff).unwrap();
+    let o = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && err.trim().is_empty(), "{err}");
+    // Bold and underline are overstrikes when not on a terminal.
+    let text = String::from_utf8_lossy(&o.stdout);
+    let mut plain = String::new();
+    for c in text.chars() {
+        if c == '\u{8}' {
+            plain.pop();
+        } else {
+            plain.push(c);
+        }
+    }
+    plain
+}
+
+#[test]
+fn the_man_page_renders_with_every_command() {
+    let o = gemctl(&["man"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("\n.TH gemctl 1 "), "{}", stdout(&o));
+    let page = render_man(&o.stdout);
+    for heading in ["NAME", "SYNOPSIS", "EXIT STATUS", "ENVIRONMENT", "VERSION"] {
+        assert!(page.contains(heading), "{heading}:\n{page}");
+    }
+    for command in help_commands() {
+        assert!(
+            page.contains(&format!("gemctl {command}")),
+            "{command}:\n{page}"
+        );
+    }
+    assert!(page.contains("changes pending"), "{page}");
+    let apply = render_man(&gemctl(&["man", "apply"]).stdout);
+    assert!(apply.contains("--dry-run"), "{apply}");
+    assert_eq!(code(&gemctl(&["man", "nope"])), 1);
+    let dir = tempfile::tempdir().unwrap();
+    let o = gemctl(&["man", "--dir", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    for command in help_commands() {
+        assert!(
+            dir.path().join(format!("gemctl-{command}.1")).is_file(),
+            "{command}"
+        );
+    }
+    assert!(dir.path().join("gemctl.1").is_file());
+}
+
+#[test]
+fn init_writes_a_spec_that_validates_and_never_overwrites() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("shop");
+    let o = gemctl(&[
+        "init",
+        "--dir",
+        target.to_str().unwrap(),
+        "--project",
+        "shop",
+    ]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let spec = target.join("gemctl.yaml");
+    let secrets = target.join("secrets.env");
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&secrets), 0o600);
+    let text = std::fs::read_to_string(&spec).unwrap();
+    assert!(text.starts_with("# yaml-language-server: $schema=gemctl.schema.json"));
+    assert!(
+        text.contains("\n# front:\n"),
+        "the front door, commented out"
+    );
+    assert_eq!(
+        std::fs::read_to_string(target.join("gemctl.schema.json")).unwrap(),
+        gemctl::cli::schema_json()
+    );
+    // Filled in, as the operator would.
+    let filled = std::fs::read_to_string(&secrets)
+        .unwrap()
+        .replace("POSTGRES_PASSWORD=\n", "POSTGRES_PASSWORD=s3cret\n")
+        .replace("PGPASSWORD=\n", "PGPASSWORD=s3cret\n");
+    std::fs::write(&secrets, &filled).unwrap();
+    let o = gemctl(&["validate", "-f", spec.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("valid (project shop, generation 1"));
+
+    // A second init refuses, names what is there, and changes nothing.
+    let o = gemctl(&["init", "--dir", target.to_str().unwrap()]);
+    assert_eq!(code(&o), 1);
+    assert!(stderr(&o).contains("already there"), "{}", stderr(&o));
+    assert_eq!(std::fs::read_to_string(&secrets).unwrap(), filled);
+    assert_eq!(std::fs::read_to_string(&spec).unwrap(), text);
+    // One file there is enough to write none.
+    let other = dir.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("secrets.env"), "KEEP=1\n").unwrap();
+    let o = gemctl(&["init", "--dir", other.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("secrets.env already there"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!other.join("gemctl.yaml").exists());
+    // The project defaults to the directory's name, when it is one.
+    std::fs::remove_file(other.join("secrets.env")).unwrap();
+    let o = gemctl(&["init", "--dir", other.to_str().unwrap()]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(
+        std::fs::read_to_string(other.join("gemctl.yaml"))
+            .unwrap()
+            .contains("\nproject: other\n")
+    );
+    let o = gemctl(&[
+        "init",
+        "--dir",
+        dir.path().join("x").to_str().unwrap(),
+        "--project",
+        "Shop",
+    ]);
+    assert_eq!(code(&o), 1);
+    assert!(
+        stderr(&o).contains("is not a project name"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(!dir.path().join("x").join("gemctl.yaml").exists());
+}
+
+/// The committed schema's `pattern` for one `$defs` entry, compiled with the
+/// `regex` crate (the patterns are written for it and ECMA-262 alike).
+fn schema_pattern(schema: &serde_json::Value, def: &str) -> regex::Regex {
+    let pattern = schema["$defs"][def]["pattern"]
+        .as_str()
+        .unwrap_or_else(|| panic!("$defs.{def} has a pattern"));
+    regex::Regex::new(pattern).unwrap()
+}
+
+/// Every string in `value` that the schema gives a pattern, with its path:
+/// follows `$ref`, `properties`, `items` and the branches of `anyOf`/`oneOf`.
+fn patterned_strings(
+    root: &serde_json::Value,
+    schema: &serde_json::Value,
+    value: &serde_json::Value,
+    path: &str,
+    out: &mut Vec<(String, String, String)>,
+) {
+    if let Some(r) = schema["$ref"].as_str() {
+        let name = r.strip_prefix("#/$defs/").expect("a local $ref");
+        patterned_strings(root, &root["$defs"][name], value, path, out);
+    }
+    for key in ["anyOf", "oneOf", "allOf"] {
+        for branch in schema[key].as_array().into_iter().flatten() {
+            patterned_strings(root, branch, value, path, out);
+        }
+    }
+    if let (Some(p), Some(s)) = (schema["pattern"].as_str(), value.as_str()) {
+        out.push((path.to_string(), p.to_string(), s.to_string()));
+    }
+    if let (Some(props), Some(obj)) = (schema["properties"].as_object(), value.as_object()) {
+        for (k, v) in obj {
+            if let Some(s) = props.get(k) {
+                patterned_strings(root, s, v, &format!("{path}.{k}"), out);
+            }
+        }
+    }
+    if let (Some(items), Some(arr)) = (schema.get("items"), value.as_array()) {
+        for (i, v) in arr.iter().enumerate() {
+            patterned_strings(root, items, v, &format!("{path}[{i}]"), out);
+        }
+    }
+}
+
+#[test]
+fn schema_patterns_and_validate_agree() {
+    let schema: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string("schema/gemctl.schema.json").unwrap())
+            .unwrap();
+    for def in ["ImageRef", "PortMapping", "HumanDuration"] {
+        assert!(
+            schema["$defs"][def]["examples"]
+                .as_array()
+                .is_some_and(|e| !e.is_empty()),
+            "$defs.{def} has examples"
+        );
+    }
+
+    // Value by value: the pattern matches exactly what validate takes.
+    let image = schema_pattern(&schema, "ImageRef");
+    let port = schema_pattern(&schema, "PortMapping");
+    let duration = schema_pattern(&schema, "HumanDuration");
+    let takes_image =
+        |s: &str| serde_yaml::from_str::<gemctl::spec::ImageRef>(&format!("{s:?}")).is_ok();
+    let takes_duration =
+        |s: &str| serde_yaml::from_str::<gemctl::spec::HumanDuration>(&format!("{s:?}")).is_ok();
+    let takes_port = |s: &str| gemctl::spec::PortMapping::parse(s).is_ok();
+    for s in [
+        "postgres:15",
+        "postgres:15.8",
+        "gemctl-test/app:1",
+        "registry.example.com/gem:2.14.1",
+        "registry.example.com:5000/gem:1",
+        "gem@sha256:abc",
+        "a:latest2",
+        "a:b:c",
+        ":1",
+        "postgres",
+        "postgres:latest",
+        "postgres:",
+        "registry:5000/gem",
+        "a b:1",
+        "",
+        "r/latest:x/y",
+        "a:lates",
+        "a:Latest",
+        "a:latesT",
+    ] {
+        assert_eq!(image.is_match(s), takes_image(s), "image {s:?}");
+    }
+    for s in [
+        "80:8080",
+        "127.0.0.1:7000:7000",
+        "127.0.0.1::8080",
+        "53:53/udp",
+        "8080",
+        "0.0.0.0:80:80",
+        "65535:1/tcp",
+        "0080:80",
+        "8080/sctp",
+        "0:80",
+        "65536:80",
+        "+80:80",
+        "localhost:80:80",
+        "::80",
+        "1:2:3:4",
+        "127.0.0.01:80:80",
+        "256.0.0.1:80:80",
+        "80:",
+        "80:80/",
+        " 80",
+        "",
+    ] {
+        assert_eq!(port.is_match(s), takes_port(s), "port {s:?}");
+    }
+    for s in [
+        "5s",
+        "500ms",
+        "2m",
+        "1h 30m",
+        "1h30m",
+        "30d",
+        "1.5h",
+        "  2 min ",
+        "1 0s",
+        "3 weeks",
+        "5µs",
+        "1y 2M",
+        "0s",
+        "5 sekunden",
+        "5",
+        "s",
+        "",
+        "1.s",
+        "5 m s",
+        "-5s",
+        "5S",
+        "2 days",
+    ] {
+        assert_eq!(duration.is_match(s), takes_duration(s), "duration {s:?}");
+    }
+
+    // Spec by spec: every patterned value of a valid spec matches; every bad
+    // spec that a pattern catches is also refused by validate.
+    let mut files: Vec<std::path::PathBuf> = ["specs", "tests/specs", "tests/specs/bad"]
+        .iter()
+        .flat_map(|d| std::fs::read_dir(d).unwrap())
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    let mut caught = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let Ok(yaml) = serde_yaml::from_str::<serde_yaml::Value>(&text) else {
+            continue; // malformed YAML: no editor checks it either
+        };
+        let value = serde_json::to_value(yaml).unwrap();
+        let mut strings = Vec::new();
+        patterned_strings(&schema, &schema, &value, "", &mut strings);
+        let rejected: Vec<_> = strings
+            .iter()
+            .filter(|(_, p, s)| !regex::Regex::new(p).unwrap().is_match(s))
+            .collect();
+        let valid = Spec::load_with(file, gemctl::spec::EnvFiles::Skip).is_ok();
+        if valid {
+            assert!(
+                rejected.is_empty(),
+                "{}: valid, but the schema rejects {rejected:?}",
+                file.display()
+            );
+            assert!(!strings.is_empty(), "{}", file.display());
+        } else if !rejected.is_empty() {
+            caught.push(file.file_name().unwrap().to_string_lossy().into_owned());
+        }
+    }
+    // The bad specs whose problem is a patterned value: the editor sees them too.
+    for name in ["bad-duration.yaml", "missing-tag.yaml"] {
+        assert!(
+            caught.iter().any(|c| c == name),
+            "{name} not caught by the schema: {caught:?}"
+        );
+    }
 }

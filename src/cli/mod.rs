@@ -14,12 +14,15 @@ use crate::observed::Observation;
 use crate::spec::Spec;
 
 mod backups;
+mod completions;
 mod deploy;
 pub mod diff;
 mod history;
+mod init;
 mod lock;
 mod logs;
 mod maintenance;
+mod man;
 mod observe;
 mod reconcile;
 mod repair;
@@ -50,7 +53,12 @@ start it).";
 /// `gemctl diff -f prod.yaml` shows what would change; `gemctl validate` checks a
 /// spec alone; `gemctl schema` prints the JSON Schema editors use to check specs.
 #[derive(Debug, Parser)]
-#[command(name = "gemctl", version, propagate_version = true, after_help = EXIT_CODES)]
+#[command(
+    name = "gemctl",
+    version = crate::version::LONG,
+    propagate_version = true,
+    after_help = EXIT_CODES
+)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -79,6 +87,9 @@ enum Command {
     Exec(shell::ExecArgs),
     Maintenance(maintenance::MaintenanceArgs),
     Diff(diff::DiffArgs),
+    Init(init::InitArgs),
+    Completions(completions::CompletionsArgs),
+    Man(man::ManArgs),
 }
 
 /// The target of gemctl's own log lines, as it was before the CLI became a folder:
@@ -170,6 +181,9 @@ pub fn run(cli: Cli) -> Result<u8, Error> {
         Command::Exec(args) => shell::exec(args),
         Command::Maintenance(args) => maintenance::run(args),
         Command::Diff(args) => diff::run(args),
+        Command::Init(args) => init::run(args),
+        Command::Completions(args) => completions::completions(args),
+        Command::Man(args) => man::man(args),
     }
 }
 
