@@ -722,6 +722,38 @@ fn help_commands() -> std::collections::BTreeSet<String> {
 }
 
 #[test]
+fn readme_s_exit_code_table_has_the_codes_of_help() {
+    let help = stdout(&gemctl(&["--help"]));
+    let in_help: std::collections::BTreeSet<String> = help
+        .lines()
+        .skip_while(|l| !l.starts_with("Exit codes"))
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|c| c.chars().all(|ch| ch.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    let readme = std::fs::read_to_string("README.md").unwrap();
+    let table = readme
+        .split("### Exit codes")
+        .nth(1)
+        .expect("README has an exit-code table");
+    let in_readme: std::collections::BTreeSet<String> = table
+        .lines()
+        .skip_while(|l| !l.starts_with('|'))
+        .take_while(|l| l.starts_with('|'))
+        .filter_map(|l| l.split('|').nth(1))
+        .map(str::trim)
+        .filter(|c| !c.is_empty() && c.chars().all(|ch| ch.is_ascii_digit()))
+        .map(String::from)
+        .collect();
+    assert!(!in_help.is_empty());
+    assert_eq!(
+        in_readme, in_help,
+        "README's exit codes and `gemctl --help` differ"
+    );
+}
+
+#[test]
 fn readme_lists_every_command_of_help() {
     let readme = std::fs::read_to_string("README.md").unwrap();
     let using = readme
