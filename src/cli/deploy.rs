@@ -39,7 +39,8 @@ Exit codes:
 /// failed: later applies of the same spec leave it alone unless --retry is given.
 /// One apply at a time per project: a second one fails at once naming the first
 /// (<storage>/.gemctl/lock; a lock left by a dead process is taken over).
-/// Uses DOCKER_HOST when set.
+/// Uses the engine `docker ps` would (DOCKER_HOST, DOCKER_CONTEXT, the current
+/// context), which must be on this machine.
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES_APPLY)]
 pub(super) struct ApplyArgs {

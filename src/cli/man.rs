@@ -88,7 +88,7 @@ fn main_page(cli: &clap::Command) -> Result<Vec<u8>, Error> {
          Each command's page (and --help) says which it uses.\n\
          .PP\n.nf\n{exit_codes}\n.fi\n\
          .SH ENVIRONMENT\n\
-         .TP\n\\fBDOCKER_HOST\\fR\nThe engine to talk to (default: the local socket).\n\
+         .TP\n\\fBDOCKER_HOST\\fR, \\fBDOCKER_CONTEXT\\fR, \\fBDOCKER_CONFIG\\fR, \\fBDOCKER_TLS_VERIFY\\fR, \\fBDOCKER_CERT_PATH\\fR\nThe engine to talk to, found as the docker CLI finds it (default: the current context, else the local socket); it must be on this machine.\n\
          .TP\n\\fBNO_COLOR\\fR\nSet: no colours, even on a terminal.\n\
          .TP\n\\fBGEMCTL_LOG\\fR\nA log filter (e.g. \\fBdebug\\fR, \\fBgemctl=trace\\fR); \
          log lines go to stderr.\n\
