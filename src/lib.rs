@@ -33,6 +33,7 @@ pub mod observed;
 pub mod plan;
 pub mod port_holder;
 pub mod repair;
+pub mod saved_plan;
 pub mod report;
 pub mod settings;
 pub mod spec;

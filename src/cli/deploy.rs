@@ -44,9 +44,18 @@ Exit codes:
 #[derive(Debug, Args)]
 #[command(after_help = EXIT_CODES_APPLY)]
 pub(super) struct ApplyArgs {
-    /// The spec file.
-    #[arg(short = 'f', long = "file", value_name = "SPEC")]
-    file: PathBuf,
+    /// The spec file (with a saved plan: the one it was made from, by default).
+    #[arg(
+        short = 'f',
+        long = "file",
+        value_name = "SPEC",
+        required_unless_present = "plan"
+    )]
+    file: Option<PathBuf>,
+    /// A plan saved by `gemctl diff --out PLAN`: carried out exactly as written,
+    /// or refused (exit 3) when the host or the spec changed since it was made.
+    #[arg(value_name = "PLAN", conflicts_with_all = ["dry_run", "retry", "from_git"])]
+    plan: Option<PathBuf>,
     /// Only show the plan (the same as `gemctl diff`, with its exit codes).
     #[arg(long)]
     dry_run: bool,
@@ -125,6 +134,7 @@ pub(super) struct RestoreArgs {
 pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {
     let ApplyArgs {
         file,
+        plan,
         dry_run,
         output,
         retry,
@@ -132,6 +142,16 @@ pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {
         require_clean,
         from_git,
     } = args;
+    let saved = plan
+        .as_deref()
+        .map(crate::saved_plan::SavedPlan::read)
+        .transpose()?
+        .map(std::sync::Arc::new);
+    let file = match (file, &saved) {
+        (Some(file), _) => file,
+        (None, Some(saved)) => saved.spec_file.clone(),
+        (None, None) => unreachable!("clap requires --file without a plan"),
+    };
     let (spec, git) = match &from_git {
         Some(rev) => {
             let (text, commit) = crate::git::show(&file, rev)?;
@@ -167,7 +187,7 @@ pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {
         &file,
         git,
         output,
-        ApplyOptions { retry },
+        ApplyOptions { retry, saved },
         report_dir.as_deref(),
     )
 }

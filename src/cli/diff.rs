@@ -44,6 +44,10 @@ pub(super) struct DiffArgs {
     /// Plan as if a generation that failed its health checks may be tried again.
     #[arg(long)]
     retry: bool,
+    /// Also save the plan, with a fingerprint of what it was computed from, for
+    /// `gemctl apply FILE` to carry out exactly (or refuse as stale).
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 pub(super) fn run(args: DiffArgs) -> Result<u8, Error> {
@@ -52,6 +56,7 @@ pub(super) fn run(args: DiffArgs) -> Result<u8, Error> {
         observed,
         output,
         retry,
+        out,
     } = args;
     let env_files = if observed.is_some() {
         EnvFiles::Skip
@@ -63,14 +68,45 @@ pub(super) fn run(args: DiffArgs) -> Result<u8, Error> {
         Some(path) => crate::observe::read_saved(&path)?,
         None => observe_engine(&spec)?,
     };
-    show(
-        &spec,
-        &observation,
-        output,
-        PlanOptions {
-            retry_failed: retry,
-        },
-    )
+    let options = PlanOptions {
+        retry_failed: retry,
+    };
+    let code = show(&spec, &observation, output, options)?;
+    if let Some(out) = out {
+        save(&spec, &file, &observation, options, &out, output)?;
+    }
+    Ok(code)
+}
+
+/// Writes the plan and its basis to `out` (a refusal is not a plan: nothing is
+/// written, and the verdict already said why).
+fn save(
+    spec: &Spec,
+    file: &std::path::Path,
+    observation: &Observation,
+    options: PlanOptions,
+    out: &std::path::Path,
+    output: Output,
+) -> Result<(), Error> {
+    let Ok(plan) = plan::plan(spec, &observation.observed, &observation.history, options) else {
+        return Err(Error::Usage(format!(
+            "the plan is refused: nothing was saved to {}",
+            out.display()
+        )));
+    };
+    let basis = crate::saved_plan::Basis::of(spec, observation, options.retry_failed);
+    let saved = crate::saved_plan::SavedPlan::new(file, basis, plan);
+    let text = serde_json::to_string_pretty(&saved).expect("a plan serialises") + "\n";
+    crate::state::write_atomic(out, text.as_bytes())?;
+    if output == Output::Text {
+        eprintln!(
+            "plan saved to {}: `gemctl apply {}` carries out exactly these steps, or refuses \
+             if the host or the spec changed meanwhile",
+            out.display(),
+            out.display()
+        );
+    }
+    Ok(())
 }
 
 /// Plans and prints the plan (or the refusal); the exit code is the verdict.

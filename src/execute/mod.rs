@@ -39,6 +39,7 @@ use crate::error::Error;
 use crate::health::HealthOutcome;
 use crate::labels;
 use crate::observe;
+use crate::saved_plan::{Basis, SavedPlan};
 use crate::observed::Observation;
 use crate::plan::{self, Action, Plan, PlanOptions, Refusal, Step};
 use crate::spec::{PullPolicy, Spec};
@@ -47,10 +48,12 @@ pub use containers::db_env;
 pub use fall_back::FailureReport;
 
 /// Options of one apply.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
     /// Try again a generation that failed its health checks before.
     pub retry: bool,
+    /// Carry out this saved plan instead of planning (`gemctl apply PLAN`).
+    pub saved: Option<std::sync::Arc<SavedPlan>>,
 }
 
 /// What happened, step by step, for progress output.
@@ -235,6 +238,9 @@ pub async fn apply<E: Engine>(
     options: ApplyOptions,
     on_event: &mut dyn FnMut(Event),
 ) -> Result<Outcome, Error> {
+    if let Some(saved) = &options.saved {
+        return apply_saved(engine, spec, saved, on_event).await;
+    }
     let observation = observe::observe(engine, spec).await?;
     let plan = match plan::plan(
         spec,
@@ -247,7 +253,55 @@ pub async fn apply<E: Engine>(
         Ok(p) => p,
         Err(refusal) => return Ok(Outcome::Refused(refusal)),
     };
-    let mut run = Run::new(engine, spec, &observation, on_event);
+    run_plan(engine, spec, &observation, plan, on_event).await
+}
+
+/// Carries out a plan saved by `gemctl diff --out` exactly as written, once the
+/// host and spec are what it was computed from; refuses it as stale otherwise,
+/// saying what changed.
+pub async fn apply_saved<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    saved: &SavedPlan,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Outcome, Error> {
+    let observation = observe::observe(engine, spec).await?;
+    let now = Basis::of(spec, &observation, saved.basis.retry);
+    let changes = now.changes_since(&saved.basis);
+    if !changes.is_empty() || saved.plan.project != spec.project {
+        let what = if saved.plan.project != spec.project {
+            format!(
+                "it was made for project {}, the spec is project {}",
+                saved.plan.project, spec.project
+            )
+        } else {
+            changes.join("; ")
+        };
+        return Ok(Outcome::Refused(crate::plan::Refusal {
+            project: spec.project.clone(),
+            problems: vec![crate::plan::Problem {
+                container: None,
+                seen: format!("plan is stale (made {}): {what}", saved.made),
+                fix: format!(
+                    "make it again (`gemctl diff -f {} --out PLAN`), review it, and apply that",
+                    saved.spec_file.display()
+                ),
+            }],
+        }));
+    }
+    run_plan(engine, spec, &observation, saved.plan.clone(), on_event).await
+}
+
+/// Carries out `plan`, made on `observation`, falling back when a new generation
+/// fails.
+async fn run_plan<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    observation: &Observation,
+    plan: Plan,
+    on_event: &mut dyn FnMut(Event),
+) -> Result<Outcome, Error> {
+    let mut run = Run::new(engine, spec, observation, on_event);
     (run.on_event)(Event::Plan { plan: plan.clone() });
     match run.steps(&plan).await {
         Ok(()) => Ok(if plan.hold.is_some() {
