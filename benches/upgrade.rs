@@ -128,16 +128,40 @@ fn start_poller(tcp: u16) -> (Arc<AtomicBool>, std::thread::JoinHandle<Duration>
     (stop, handle)
 }
 
-async fn apply(spec: &Spec) -> (Duration, Vec<(Action, Duration)>) {
+/// What one apply took: in all, per step, and `pg_basebackup` alone (from the
+/// base backup's progress line, "… pg_basebackup 1.2s)").
+struct Applied {
+    total: Duration,
+    steps: Vec<(Action, Duration)>,
+    /// The checkpoint of the old db before it, and `pg_basebackup` itself.
+    pg_basebackup: Option<(Duration, Duration)>,
+}
+
+async fn apply(spec: &Spec) -> Applied {
     let docker = gemctl::docker::Docker::connect().await.unwrap();
     let mut steps: Vec<(Action, Duration)> = Vec::new();
     let mut current = None;
+    let mut pg_basebackup = None;
     let started = Instant::now();
     let outcome = execute::apply(&docker, spec, ApplyOptions::default(), &mut |e| match e {
         Event::StepStarted { step, .. } => current = Some(step.action),
         Event::StepFinished { duration_ms, .. } => {
             if let Some(a) = current.take() {
                 steps.push((a, Duration::from_millis(duration_ms)));
+            }
+        }
+        Event::Progress { message } => {
+            // "… (checkpoint of generation 1 0.41s, pg_basebackup 1.20s)"
+            let secs = |after: &str, end: &str| {
+                let (_, rest) = message.split_once(after)?;
+                let (n, _) = rest.split_once(end)?;
+                n.rsplit(' ').next()?.parse::<f64>().ok()
+            };
+            if let (Some(c), Some(b)) = (
+                secs("(checkpoint of generation ", "s, "),
+                secs("pg_basebackup ", "s)"),
+            ) {
+                pg_basebackup = Some((Duration::from_secs_f64(c), Duration::from_secs_f64(b)));
             }
         }
         _ => {}
@@ -148,7 +172,11 @@ async fn apply(spec: &Spec) -> (Duration, Vec<(Action, Duration)>) {
         matches!(outcome, execute::Outcome::Converged { .. }),
         "{outcome:?}"
     );
-    (started.elapsed(), steps)
+    Applied {
+        total: started.elapsed(),
+        steps,
+        pg_basebackup,
+    }
 }
 
 /// Starts a fresh, empty db as generation `generation`'s (data under `dir`) and
@@ -459,8 +487,23 @@ struct Upgrade {
     verify: Duration,
     /// `cp -a` of the source's data directory once the upgrade stopped its db.
     cp: Duration,
+    /// The same `cp -a`, then an fsync of every file it wrote (`sync FILE...`), as
+    /// `pg_basebackup` without `--no-sync` does.
+    cp_sync: Duration,
+    /// The base backup's parts (stream) as its one-shot container measured them:
+    /// the CHECKPOINT of the old db before it, and `pg_basebackup` alone; the rest
+    /// of the step is the container's own cost and the standby's settings.
+    pg_basebackup: Option<(Duration, Duration)>,
     /// The steps from stopping the old app to exposing the new one, by name.
     cut_over: Vec<(String, Duration)>,
+    /// The steps before it, while the old app serves, by name.
+    before_freeze: Vec<(String, Duration)>,
+    /// Around the write-freeze: the median time a write took before it, how long
+    /// the first write acknowledged after it took (a write of the fixture app also
+    /// counts the whole table), and the writes that failed inside it.
+    writes_before: Duration,
+    first_after: Duration,
+    failed_inside: usize,
 }
 
 impl Upgrade {
@@ -471,6 +514,37 @@ impl Upgrade {
     fn cp_mbps(&self) -> f64 {
         self.bytes as f64 / 1e6 / self.cp.as_secs_f64()
     }
+
+    fn cp_sync_mbps(&self) -> f64 {
+        self.bytes as f64 / 1e6 / self.cp_sync.as_secs_f64()
+    }
+}
+
+/// The longest stretch between two acknowledged writes, with the median time of
+/// the acknowledged writes before it, the time of the first one after it, and the
+/// attempts that failed inside it.
+fn freeze_of(writes: &[Attempt]) -> (Duration, Duration, Duration, usize) {
+    let acked: Vec<usize> = (0..writes.len()).filter(|&i| writes[i].acked).collect();
+    let Some((a, b)) = acked
+        .windows(2)
+        .map(|w| (w[0], w[1]))
+        .max_by_key(|&(a, b)| writes[b].at - writes[a].at)
+    else {
+        return Default::default();
+    };
+    let mut before: Vec<Duration> = acked
+        .iter()
+        .filter(|&&i| i <= a)
+        .map(|&i| writes[i].took)
+        .collect();
+    before.sort();
+    let median = before.get(before.len() / 2).copied().unwrap_or_default();
+    (
+        writes[b].at - writes[a].at,
+        median,
+        writes[b].took,
+        b - a - 1,
+    )
 }
 
 /// Upgrades `from` to `from + 1` the `copy` way while a writer and a poller use the
@@ -481,37 +555,54 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     let spec = bench.load(from + 1, copy);
     let (stop_writer, writer) = start_writer(bench.http);
     let (stop_poller, poller) = start_poller(bench.tcp);
-    let (total, steps) = rt.block_on(apply(&spec));
+    let Applied {
+        total,
+        steps,
+        pg_basebackup,
+    } = rt.block_on(apply(&spec));
     // Writes land on the new generation too before the writer stops.
     std::thread::sleep(Duration::from_millis(500));
     stop_writer.store(true, Ordering::SeqCst);
     stop_poller.store(true, Ordering::SeqCst);
     let writes = writer.join().unwrap();
     let unreachable = poller.join().unwrap();
-    let acked: Vec<Instant> = writes.iter().filter(|w| w.acked).map(|w| w.at).collect();
-    let freeze = acked
-        .windows(2)
-        .map(|w| w[1] - w[0])
-        .max()
-        .unwrap_or_default();
+    let acked = writes.iter().filter(|w| w.acked).count();
+    let (freeze, writes_before, first_after, failed_inside) = freeze_of(&writes);
 
     let target = bench.dir.join("cp-baseline");
+    let cp_a = || {
+        let t = Instant::now();
+        let ok = Command::new("cp")
+            .arg("-a")
+            .arg(&data)
+            .arg(&target)
+            .status()
+            .unwrap();
+        assert!(ok.success());
+        t.elapsed()
+    };
+    let cp = cp_a();
+    std::fs::remove_dir_all(&target).unwrap();
+    // Again, then fsync what it wrote, file by file (not a whole-system `sync`,
+    // which would also flush whatever else the machine writes).
     let t = Instant::now();
-    let ok = Command::new("cp")
-        .arg("-a")
-        .arg(&data)
+    cp_a();
+    let ok = Command::new("sh")
+        .arg("-c")
+        .arg("find \"$1\" -type f -exec sync -- {} + && sync -- \"$1\"")
+        .arg("sh")
         .arg(&target)
         .status()
         .unwrap();
-    let cp = t.elapsed();
     assert!(ok.success());
+    let cp_sync = t.elapsed();
     std::fs::remove_dir_all(&target).unwrap();
 
     Upgrade {
         bytes,
         total,
         freeze,
-        acked: acked.len(),
+        acked,
         failed: writes.iter().filter(|w| !w.acked).count(),
         longest: writes.iter().map(|w| w.took).max().unwrap_or_default(),
         unreachable,
@@ -520,7 +611,13 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
         }),
         verify: step_time(&steps, |a| matches!(a, Action::VerifyCopy { .. })),
         cp,
+        cp_sync,
+        pg_basebackup,
         cut_over: cut_over(&steps),
+        before_freeze: before_freeze(&steps),
+        writes_before,
+        first_after,
+        failed_inside,
     }
 }
 
@@ -537,7 +634,29 @@ fn cut_over(steps: &[(Action, Duration)]) -> Vec<(String, Duration)> {
     let (Some(first), Some(last)) = (first, last) else {
         return Vec::new();
     };
-    steps[first..=last]
+    tagged(&steps[first..=last])
+}
+
+/// The steps before the first `stop_app` (the old app still serves), from the
+/// base backup (stream) or the new db's creation (dump) on.
+fn before_freeze(steps: &[(Action, Duration)]) -> Vec<(String, Duration)> {
+    let first = steps.iter().position(|(a, _)| {
+        matches!(
+            a,
+            Action::BaseBackup { .. } | Action::CreateDb { .. } | Action::AllowReplication { .. }
+        )
+    });
+    let last = steps
+        .iter()
+        .position(|(a, _)| matches!(a, Action::StopApp { .. }));
+    match (first, last) {
+        (Some(first), Some(last)) if first < last => tagged(&steps[first..last]),
+        _ => Vec::new(),
+    }
+}
+
+fn tagged(steps: &[(Action, Duration)]) -> Vec<(String, Duration)> {
+    steps
         .iter()
         .map(|(a, d)| {
             let tag = serde_json::to_value(a).unwrap()["action"]
@@ -579,7 +698,11 @@ fn extras(rt: &tokio::runtime::Runtime, bench: &Bench, live: u64, dump_copy: Dur
     )
     .unwrap();
     let (stop, poller) = start_poller(bench.tcp);
-    let (restore_total, restore_steps) = rt.block_on(apply(&spec));
+    let Applied {
+        total: restore_total,
+        steps: restore_steps,
+        ..
+    } = rt.block_on(apply(&spec));
     std::thread::sleep(Duration::from_millis(300));
     stop.store(true, Ordering::SeqCst);
     let restore_down = poller.join().unwrap();
@@ -740,6 +863,66 @@ fn main() {
         "(copy: the base backup for stream, the dump's copy for dump; copy/cp: throughput ratio)"
     );
     println!();
+    println!(
+        "the copy next to baselines on the same data directory (cp -a + sync: cp -a, then an \
+         fsync of every file it wrote):"
+    );
+    println!(
+        "{:<6} {:>9} {:>8} {:>8} {:>14} {:>8} {:>13} {:>13} {:>16} {:>17}",
+        "mode",
+        "rows",
+        "copy s",
+        "cp -a s",
+        "cp -a + sync s",
+        "copy/cp",
+        "copy/cp+sync",
+        "checkpoint s",
+        "pg_basebackup s",
+        "pg_basebackup/cp"
+    );
+    for (rows, stream, dump) in &results {
+        for (mode, u) in [("stream", stream), ("dump", dump)] {
+            let (checkpoint, alone, alone_ratio) = match u.pg_basebackup {
+                Some((c, d)) => (
+                    format!("{:.2}", c.as_secs_f64()),
+                    format!("{:.2}", d.as_secs_f64()),
+                    format!("{:.2}", u.cp.as_secs_f64() / d.as_secs_f64()),
+                ),
+                None => ("-".into(), "-".into(), "-".into()),
+            };
+            println!(
+                "{mode:<6} {rows:>9} {:>8.2} {:>8.2} {:>14.2} {:>8.2} {:>13.2} {checkpoint:>13} \
+                 {alone:>16} {alone_ratio:>17}",
+                u.copy.as_secs_f64(),
+                u.cp.as_secs_f64(),
+                u.cp_sync.as_secs_f64(),
+                u.copy_mbps() / u.cp_mbps(),
+                u.copy_mbps() / u.cp_sync_mbps(),
+            );
+        }
+    }
+    println!(
+        "(copy: the whole step: for stream a one-shot container, a CHECKPOINT of the old db, \
+         pg_basebackup, the standby's settings; pg_basebackup: that command alone)"
+    );
+    println!();
+    println!("steps while the old app serves, before the freeze (gemctl's own timing):");
+    for (rows, stream, dump) in &results {
+        for (mode, u) in [("stream", stream), ("dump", dump)] {
+            let steps: Vec<String> = u
+                .before_freeze
+                .iter()
+                .map(|(tag, d)| format!("{tag} {:.2}", d.as_secs_f64()))
+                .collect();
+            let sum: Duration = u.before_freeze.iter().map(|(_, d)| *d).sum();
+            println!(
+                "  {mode} {rows}: {:.2} s = {}",
+                sum.as_secs_f64(),
+                steps.join(" + ")
+            );
+        }
+    }
+    println!();
     println!("steps from stopping the old app to exposing the new (gemctl's own timing):");
     for (rows, stream, dump) in &results {
         for (mode, u) in [("stream", stream), ("dump", dump)] {
@@ -753,6 +936,14 @@ fn main() {
                 "  {mode} {rows}: {:.2} s = {}",
                 sum.as_secs_f64(),
                 steps.join(" + ")
+            );
+            println!(
+                "    write-freeze {:.2} s; writes before it took {:.2} s (median), the first \
+                 acknowledged after it {:.2} s; {} failed inside it",
+                u.freeze.as_secs_f64(),
+                u.writes_before.as_secs_f64(),
+                u.first_after.as_secs_f64(),
+                u.failed_inside
             );
         }
     }
@@ -823,6 +1014,12 @@ fn main() {
         println!(
             "  base-backup throughput / cp -a at {rows} rows: {r:.2} >= 0.7  {}",
             mark(r >= 0.7)
+        );
+    }
+    for (rows, stream, _) in &results {
+        println!(
+            "  (no target) base-backup throughput / (cp -a + sync) at {rows} rows: {:.2}",
+            stream.copy_mbps() / stream.cp_sync_mbps()
         );
     }
 }

@@ -168,9 +168,30 @@ echo added
 }
 
 /// The script of the base backup's one-shot container: a slot an interrupted run
-/// left goes, `pg_basebackup` makes the data directory, and the standby's settings
-/// and password file are written into it. No secret is in it: the password comes
-/// from the container's environment.
+/// left goes, a `CHECKPOINT` (timed on its own: it writes the primary's dirty
+/// pages, which is not copying), `pg_basebackup` makes the data directory, and the
+/// standby's settings and password file are written into it. No secret is in it:
+/// the password comes from the container's environment. It prints
+/// `gemctl-timing checkpoint_ms=… copy_ms=…` as its last line.
+///
+/// `--no-sync`: pg_basebackup would otherwise fsync every file it wrote before
+/// returning (`cp -a` does not), which is most of its time on this kind of disk.
+/// The sync is not skipped, it moves: a base backup's control file says `in
+/// production` (the primary's state when it was copied, with a `backup_label`), and
+/// PostgreSQL's startup (`StartupXLOG` in xlog.c) runs `SyncDataDirectory()` — every
+/// file of the data directory, per `recovery_init_sync_method` — whenever the
+/// control file's state is neither `shut down` nor `shut down in recovery`, before
+/// it replays anything (seen with PostgreSQL 15.18: such a standby's start logs
+/// "database system was interrupted", then "syncing data directory (fsync)" with
+/// `log_startup_progress_interval=1ms`). So the standby's
+/// first start (`CreateDb` + `WaitDb`, still before the freeze, while app-n serves)
+/// makes the copy durable before it streams or is ever promoted. A host crash
+/// between the two leaves generation N `preparing` (never served): the next apply
+/// removes its data and makes it again.
+///
+/// `--no-manifest`: the manifest (a CRC32C of every file) is for `pg_verifybackup`;
+/// gemctl checks the copy by construction instead (same system identifier, replay
+/// past the source's clean shutdown checkpoint, see `plan::stream`).
 pub fn base_backup_script(spec: &Spec, creds: &DbCredentials, from: u64, to: u64) -> String {
     let host = desired::container_name(spec, Role::Db, from);
     let slot = slot_name(to);
@@ -185,8 +206,13 @@ pub fn base_backup_script(spec: &Spec, creds: &DbCredentials, from: u64, to: u64
     format!(
         r#"set -euo pipefail
 D={mount}
+ms() {{ echo $(( $(date +%s%N) / 1000000 )); }}
 psql -X -qtA -v ON_ERROR_STOP=1 -h {host} -d postgres -c "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots where slot_name = '{slot}' and not active" >/dev/null
-pg_basebackup --no-password -h {host} -D "$D" -X stream -C -S {slot} --checkpoint=fast
+t0=$(ms)
+psql -X -qtA -v ON_ERROR_STOP=1 -h {host} -d postgres -c checkpoint
+t1=$(ms)
+pg_basebackup --no-password -h {host} -D "$D" -X stream -C -S {slot} --checkpoint=fast --no-sync --no-manifest
+t2=$(ms)
 touch "$D/standby.signal"
 esc() {{ local v=${{1//\\/\\\\}}; printf '%s' "${{v//:/\\:}}"; }}
 umask 077
@@ -194,11 +220,39 @@ printf '%s:5432:*:%s:%s\n' "$(esc {host})" "$(esc "$PGUSER")" "$(esc "${{PGPASSW
 printf '%s\n' {conf} >>"$D/postgresql.auto.conf"
 chown -R postgres:postgres "$D"
 chmod 700 "$D"
+echo "gemctl-timing checkpoint_ms=$((t1 - t0)) copy_ms=$((t2 - t1))"
 "#,
         mount = STANDBY_MOUNT,
         host = sh_quote(&host),
         conf = sh_quote(&conf_line),
     )
+}
+
+/// How long the base backup's parts took, as its script measured them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BaseBackupTiming {
+    /// The `CHECKPOINT` on the primary before the copy.
+    pub checkpoint: Duration,
+    /// `pg_basebackup` itself.
+    pub copy: Duration,
+}
+
+/// Reads the script's `gemctl-timing` line.
+pub fn parse_base_backup_timing(output: &str) -> Option<BaseBackupTiming> {
+    let line = output
+        .lines()
+        .rev()
+        .find_map(|l| l.trim().strip_prefix("gemctl-timing "))?;
+    let field = |name: &str| {
+        line.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_millis)
+    };
+    Some(BaseBackupTiming {
+        checkpoint: field("checkpoint_ms")?,
+        copy: field("copy_ms")?,
+    })
 }
 
 /// Makes generation `to`'s data directory (already created, empty) a base backup
@@ -209,8 +263,8 @@ pub async fn base_backup<E: Engine>(
     creds: &DbCredentials,
     from: u64,
     to: u64,
-) -> Result<(), Error> {
-    copy::run_one_shot(
+) -> Result<Option<BaseBackupTiming>, Error> {
+    copy::run_one_shot_output(
         engine,
         spec,
         OneShot {
@@ -224,6 +278,7 @@ pub async fn base_backup<E: Engine>(
         },
     )
     .await
+    .map(|output| parse_base_backup_timing(&output))
     .map_err(|e| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched.")))
 }
 
@@ -289,17 +344,82 @@ pub async fn drop_slot<E: Engine>(
     Ok(())
 }
 
-/// `CHECKPOINT`, so the shutdown's own checkpoint is short, then a fast shutdown
-/// with `grace` to finish.
-pub async fn stop_primary<E: Engine>(
+/// `CHECKPOINT` in a running primary. Done at the end of the catch-up, while its
+/// app still serves: the shutdown checkpoint in the freeze then only writes the
+/// pages dirtied in the moments since, not everything since the last one.
+pub async fn checkpoint<E: Engine>(
     engine: &E,
     container: &str,
     creds: &DbCredentials,
-    grace: Duration,
 ) -> Result<(), Error> {
     psql(engine, container, creds, &["checkpoint"]).await?;
+    Ok(())
+}
+
+/// A fast shutdown (the image's stop signal, SIGINT) with `grace` to finish before
+/// Docker kills it. Its shutdown checkpoint is short: [`checkpoint`] ran just
+/// before the freeze, and the app has stopped writing. A shutdown that does not
+/// finish in time is not clean, which the control data then says, and the standby
+/// is refused (`WaitReplay`).
+pub async fn stop_primary<E: Engine>(
+    engine: &E,
+    container: &str,
+    grace: Duration,
+) -> Result<(), Error> {
     engine.stop_container(container, grace).await?;
     Ok(())
+}
+
+/// A WAL position as PostgreSQL writes it.
+pub fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xffff_ffff)
+}
+
+/// In the standby, one `docker exec` and one session: unless its system identifier
+/// is not `system` (then at once), waits in the server (polling its replay position
+/// every 2 ms, no round trip per poll) until it replayed past `lsn` or `timeout`
+/// passed; then its system identifier and replay position. The caller decides.
+pub async fn wait_replayed_past<E: Engine>(
+    engine: &E,
+    container: &str,
+    creds: &DbCredentials,
+    system: &str,
+    lsn: u64,
+    timeout: Duration,
+) -> Result<(String, u64), Error> {
+    let system: u64 = system
+        .parse()
+        .map_err(|_| Error::Apply(format!("not a system identifier: {system:?}")))?;
+    let wait = format!(
+        "do $$ declare deadline timestamptz := clock_timestamp() + interval '{ms} ms'; begin \
+           if (select system_identifier::text from pg_control_system()) = '{system}' then \
+             while coalesce(pg_last_wal_replay_lsn(), '0/0') <= '{lsn}'::pg_lsn \
+                   and clock_timestamp() < deadline loop \
+               perform pg_sleep(0.002); \
+             end loop; \
+           end if; \
+         end $$",
+        ms = timeout.as_millis(),
+        lsn = format_lsn(lsn),
+    );
+    let line = psql(
+        engine,
+        container,
+        creds,
+        &[
+            &wait,
+            "select (select system_identifier from pg_control_system()) || ' ' || \
+             coalesce(pg_last_wal_replay_lsn()::text, '0/0')",
+        ],
+    )
+    .await?
+    .into_iter()
+    .rfind(|l| l != "DO")
+    .unwrap_or_default();
+    let (id, replayed) = line.split_once(' ').unwrap_or((&line, ""));
+    let replayed = parse_lsn(replayed)
+        .ok_or_else(|| Error::Apply(format!("{container} gave no replay position: {line:?}")))?;
+    Ok((id.to_string(), replayed))
 }
 
 /// What a stopped db's control file says (`pg_controldata`).
@@ -425,7 +545,13 @@ pub async fn standby_position<E: Engine>(
 
 /// Promotes the standby (unless a resumed run already did), removes its standby
 /// settings and password file, and checks that it is a primary that accepts a
-/// write and holds no slot of gemctl's. One `docker exec`: this is in the freeze.
+/// write and holds no slot of gemctl's. One `docker exec` and one session: this is
+/// in the freeze. `pg_promote(wait => true)` looks every 100 ms whether the
+/// promotion finished; here the session looks every 2 ms instead (a promotion
+/// takes a few ms: the end-of-recovery checkpoint is requested, not waited for).
+/// A session that began in recovery writes once it ended: each statement is a
+/// transaction of its own (`-c`), and a transaction is read-only only when it
+/// starts in recovery.
 pub async fn promote<E: Engine>(
     engine: &E,
     spec: &Spec,
@@ -434,14 +560,21 @@ pub async fn promote<E: Engine>(
 ) -> Result<(), Error> {
     let passfile = format!("{}/{PASSFILE}", spec.db.data_dir.trim_end_matches('/'));
     let script = r#"set -eu
-sql() { psql -X -tA -v ON_ERROR_STOP=1 -U "$1" -d "$2" "${@:3}"; }
-promoted=$(sql "$1" "$2" -c "select case when pg_is_in_recovery() then pg_promote(true, 60)::text else 'true' end")
-if [ "$promoted" != true ]; then echo "the promotion did not finish within 60s" >&2; exit 1; fi
-sql "$1" "$2" -c "alter system reset primary_conninfo" -c "alter system reset primary_slot_name" \
-  -c "select pg_reload_conf()" >/dev/null
-rm -f "$3"
-sql "$1" "$2" -c "create temp table gemctl_write_check (x int)" -c "drop table gemctl_write_check" \
+psql -X -qtA -v ON_ERROR_STOP=1 -U "$1" -d "$2" \
+  -c "select case when pg_is_in_recovery() then pg_promote(false)::text else 'true' end" \
+  -c "do \$\$ declare deadline timestamptz := clock_timestamp() + interval '60 s'; begin
+        while pg_is_in_recovery() loop
+          if clock_timestamp() > deadline then
+            raise exception 'the promotion did not finish within 60s';
+          end if;
+          perform pg_sleep(0.002);
+        end loop;
+      end \$\$" \
+  -c "alter system reset primary_conninfo" -c "alter system reset primary_slot_name" \
+  -c "select pg_reload_conf()" \
+  -c "create temp table gemctl_write_check (x int)" -c "drop table gemctl_write_check" \
   -c "select 'state ' || pg_is_in_recovery()::text || ' ' || (select count(*) from pg_replication_slots where slot_name like 'gemctl\_%')"
+rm -f "$3"
 "#;
     let cmd: Vec<String> = [
         "bash",
@@ -484,6 +617,27 @@ mod tests {
         assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
         assert_eq!(parse_lsn("nonsense"), None);
         assert_eq!(parse_lsn(""), None);
+    }
+
+    #[test]
+    fn wal_positions_are_written_back_as_postgresql_reads_them() {
+        for text in ["0/3000028", "16/B374D848", "0/0"] {
+            assert_eq!(format_lsn(parse_lsn(text).unwrap()), text);
+        }
+    }
+
+    #[test]
+    fn the_base_backup_says_how_long_its_parts_took() {
+        let out = "NOTICE: something\ngemctl-timing checkpoint_ms=412 copy_ms=1203\n";
+        assert_eq!(
+            parse_base_backup_timing(out),
+            Some(BaseBackupTiming {
+                checkpoint: Duration::from_millis(412),
+                copy: Duration::from_millis(1203),
+            })
+        );
+        assert_eq!(parse_base_backup_timing("gemctl-timing copy_ms=1"), None);
+        assert_eq!(parse_base_backup_timing(""), None);
     }
 
     #[test]
@@ -543,6 +697,7 @@ mod tests {
         let script = base_backup_script(&spec, &creds, 1, 2);
         assert!(!script.contains("s3cret-pw"), "{script}");
         assert!(script.contains("-S gemctl_2"), "{script}");
+        assert!(script.contains("--no-sync"), "{script}");
         assert!(script.contains("primary_conninfo"), "{script}");
         assert!(!script.contains("primary_slot_name"), "{script}");
     }

@@ -59,12 +59,17 @@ impl<E: Engine> Run<'_, E> {
                 }
             }
         };
-        done?;
+        let timing = done?;
         let bytes = state::dir_size(&dir);
         self.progress(format!(
-            "base backup of generation {from}: {} in {:.1}s",
+            "base backup of generation {from}: {} in {:.1}s{}",
             human_bytes(bytes),
-            started.elapsed().as_secs_f64()
+            started.elapsed().as_secs_f64(),
+            timing.map_or(String::new(), |t| format!(
+                " (checkpoint of generation {from} {:.2}s, pg_basebackup {:.2}s)",
+                t.checkpoint.as_secs_f64(),
+                t.copy.as_secs_f64()
+            ))
         ));
         (self.on_event)(Event::Copy {
             facts: super::CopyFacts {
@@ -89,9 +94,16 @@ impl<E: Engine> Run<'_, E> {
                 slot_dropped = true;
             }
             if slot_dropped && lag.bytes < stream::CATCH_UP_BYTES {
+                // While app-n serves: the shutdown checkpoint in the freeze then only
+                // writes what the last moments dirtied.
+                let primary = desired::container_name(self.spec, Role::Db, from);
+                let checkpoint = Instant::now();
+                stream::checkpoint(self.engine, &primary, &creds).await?;
                 self.progress(format!(
-                    "generation {to} streams from generation {from}, {} behind",
-                    human_bytes(lag.bytes)
+                    "generation {to} streams from generation {from}, {} behind; checkpoint \
+                     of {primary} before the freeze in {:.1}s",
+                    human_bytes(lag.bytes),
+                    checkpoint.elapsed().as_secs_f64()
                 ));
                 (self.on_event)(Event::Copy {
                     facts: super::CopyFacts {
@@ -133,60 +145,86 @@ impl<E: Engine> Run<'_, E> {
     }
 
     pub(super) async fn stop_primary(&mut self, container: &str) -> Result<(), StepError> {
-        let creds = self.creds()?;
-        stream::stop_primary(self.engine, container, &creds, PRIMARY_STOP_GRACE).await?;
+        stream::stop_primary(self.engine, container, PRIMARY_STOP_GRACE).await?;
         Ok(())
     }
 
     /// Reads the primary's control data (clean shutdown, its last checkpoint), checks
     /// that the standby is its copy, and waits until the standby replayed past it.
+    /// In the freeze: the control file is read from the host when gemctl may (no
+    /// container), and the standby waits in one session (no round trip per poll);
+    /// `pg_controldata` in a one-shot container only when the host's read is not
+    /// confirmed by the standby's system identifier.
     pub(super) async fn wait_replay(&mut self, from: u64, to: u64) -> Result<(), StepError> {
         let creds = self.creds()?;
         let spec = self.spec;
         let standby = desired::container_name(spec, Role::Db, to);
-        let (standby_system, _) = stream::standby_position(self.engine, &standby, &creds).await?;
-        let control = match stream::read_control_file(&desired::data_dir(spec, from)) {
-            Some(c) if c.system_identifier == standby_system => c,
-            _ => stream::control_data(self.engine, spec, from, to).await?,
+        let started = Instant::now();
+        let read = stream::read_control_file(&desired::data_dir(spec, from))
+            .filter(|c| c.state == "shut down");
+        let mut seen = None;
+        if let Some(c) = &read {
+            let (system, replayed) = stream::wait_replayed_past(
+                self.engine,
+                &standby,
+                &creds,
+                &c.system_identifier,
+                c.checkpoint,
+                REPLAY_TIMEOUT,
+            )
+            .await?;
+            // The system identifier (64 bits) confirms the host's read of the layout.
+            if system == c.system_identifier {
+                seen = Some((c.clone(), replayed));
+            }
+        }
+        let (control, replayed) = match seen {
+            Some(s) => s,
+            None => {
+                let control = stream::control_data(self.engine, spec, from, to).await?;
+                if control.state != "shut down" {
+                    return Err(Error::Apply(format!(
+                        "generation {from}'s database did not shut down cleanly (its control \
+                         data says {:?}): the standby cannot be known to hold every write",
+                        control.state
+                    ))
+                    .into());
+                }
+                let (system, replayed) = stream::wait_replayed_past(
+                    self.engine,
+                    &standby,
+                    &creds,
+                    &control.system_identifier,
+                    control.checkpoint,
+                    REPLAY_TIMEOUT,
+                )
+                .await?;
+                if system != control.system_identifier {
+                    return Err(Error::Apply(format!(
+                        "{standby} is not a copy of generation {from}'s database (system \
+                         identifier {system}, generation {from}'s is {})",
+                        control.system_identifier
+                    ))
+                    .into());
+                }
+                (control, replayed)
+            }
         };
-        if control.state != "shut down" {
+        if replayed <= control.checkpoint {
             return Err(Error::Apply(format!(
-                "generation {from}'s database did not shut down cleanly (its control data says \
-                 {:?}): the standby cannot be known to hold every write",
-                control.state
+                "{standby} did not replay generation {from}'s shutdown checkpoint within {}s \
+                 ({} short). Look at `docker logs {standby}`",
+                REPLAY_TIMEOUT.as_secs(),
+                human_bytes(control.checkpoint.saturating_sub(replayed))
             ))
             .into());
         }
-        let started = Instant::now();
-        loop {
-            let (system, replayed) =
-                stream::standby_position(self.engine, &standby, &creds).await?;
-            if system != control.system_identifier {
-                return Err(Error::Apply(format!(
-                    "{standby} is not a copy of generation {from}'s database (system \
-                     identifier {system}, generation {from}'s is {})",
-                    control.system_identifier
-                ))
-                .into());
-            }
-            if replayed > control.checkpoint {
-                self.progress(format!(
-                    "{standby} replayed past generation {from}'s shutdown checkpoint in {}ms",
-                    started.elapsed().as_millis()
-                ));
-                return Ok(());
-            }
-            if started.elapsed() > REPLAY_TIMEOUT {
-                return Err(Error::Apply(format!(
-                    "{standby} did not replay generation {from}'s shutdown checkpoint within \
-                     {}s ({} short). Look at `docker logs {standby}`",
-                    REPLAY_TIMEOUT.as_secs(),
-                    human_bytes(control.checkpoint.saturating_sub(replayed))
-                ))
-                .into());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.progress(format!(
+            "{standby} replayed past generation {from}'s shutdown checkpoint ({}) in {}ms",
+            stream::format_lsn(control.checkpoint),
+            started.elapsed().as_millis()
+        ));
+        Ok(())
     }
 
     /// A standby compared row by row (`db.verify: full`) must first have replayed
