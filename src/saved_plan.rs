@@ -188,9 +188,8 @@ impl SavedPlan {
     /// Reads a saved plan, or says why the file is not one.
     pub fn read(path: &Path) -> Result<SavedPlan, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, "read", e))?;
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            Error::Usage(format!("{}: not a saved plan ({e})", path.display()))
-        })?;
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| Error::Usage(format!("{}: not a saved plan ({e})", path.display())))?;
         if value["format"] != FORMAT {
             return Err(Error::Usage(format!(
                 "{}: a saved plan of format {} (this gemctl reads format {FORMAT}): make it \
@@ -253,7 +252,11 @@ mod tests {
     fn the_same_host_and_spec_leave_the_plan_standing() {
         let obs = observation(vec![container("gem-1", "shop", ContainerState::Running)]);
         let then = Basis::of(&spec(2), &obs, false);
-        assert!(Basis::of(&spec(2), &obs, false).changes_since(&then).is_empty());
+        assert!(
+            Basis::of(&spec(2), &obs, false)
+                .changes_since(&then)
+                .is_empty()
+        );
     }
 
     #[test]

@@ -39,9 +39,9 @@ use crate::error::Error;
 use crate::health::HealthOutcome;
 use crate::labels;
 use crate::observe;
-use crate::saved_plan::{Basis, SavedPlan};
 use crate::observed::Observation;
 use crate::plan::{self, Action, Plan, PlanOptions, Refusal, Step};
+use crate::saved_plan::{Basis, SavedPlan};
 use crate::spec::{PullPolicy, Spec};
 
 pub use containers::db_env;
