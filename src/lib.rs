@@ -10,6 +10,7 @@
 //! the one place that emits steps. The front door is [`front`] (pure: its slots
 //! and the HAProxy configuration) and [`front_api`] (its runtime socket).
 
+pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod copy;

@@ -61,7 +61,8 @@ impl Drop for Lock {
     }
 }
 
-fn hostname() -> String {
+/// This machine's host name.
+pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "unknown".into())
@@ -72,7 +73,7 @@ impl Holder {
     pub fn me(command: &str) -> Holder {
         Holder {
             pid: std::process::id(),
-            user: std::env::var("USER").unwrap_or_else(|_| "unknown".into()),
+            user: crate::audit::os_user().0,
             host: hostname(),
             command: command.to_string(),
             since: crate::state::now_rfc3339(),
@@ -240,9 +241,38 @@ pub fn holder(storage: &Path) -> Option<Result<Holder, String>> {
     Some(serde_json::from_str(&text).map_err(|_| text))
 }
 
+/// The gemctl holding the project's lock right now, if one does (for `status`).
+/// A lock file nobody holds (its process is gone) is no holder. Looks without
+/// taking the lock: another gemctl's take is never disturbed.
+pub fn held_by(storage: &Path) -> Option<Result<Holder, String>> {
+    let file = File::open(path(storage)).ok()?;
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            None
+        }
+        Err(TryLockError::WouldBlock) => Some(read_holder(&file)),
+        Err(TryLockError::Error(_)) => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_held_lock_is_seen_with_its_holder_and_a_released_one_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        assert!(held_by(dir.path()).is_none());
+        let lock = acquire(dir.path(), "gemctl apply -f s.yaml").unwrap();
+        let seen = held_by(dir.path()).unwrap().unwrap();
+        assert_eq!(seen.command, "gemctl apply -f s.yaml");
+        assert_eq!(seen.pid, std::process::id());
+        drop(lock);
+        assert!(held_by(dir.path()).is_none());
+        // The holder's take is undisturbed by a look.
+        let _again = acquire(dir.path(), "gemctl apply").unwrap();
+    }
 
     #[test]
     fn second_taker_fails_naming_the_first_and_a_dead_holder_is_taken_over() {

@@ -46,6 +46,9 @@ pub struct Status {
     /// The front door, when the spec has one or one is on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub front: Option<FrontStatus>,
+    /// The gemctl holding the project's lock now (who, since, what), if any.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub locked_by: Option<crate::lock::Holder>,
 }
 
 /// The front door.
@@ -236,6 +239,7 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         generations,
         last_copy: None,
         front,
+        locked_by: crate::lock::held_by(&spec.storage).and_then(Result::ok),
     }
 }
 

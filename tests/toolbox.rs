@@ -148,3 +148,168 @@ fn logs_show_both_containers_prefixed_since_a_time_with_timestamps() {
     assert_eq!(o.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&o.stderr).contains("RFC 3339"));
 }
+
+/// `gemctl` with exactly these arguments (no `-f` added).
+fn gemctl_bare(args: &[&str]) -> std::process::Output {
+    let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    eprintln!(
+        "$ gemctl {}\n{}{}-> exit {:?}",
+        args.join(" "),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+        o.status.code()
+    );
+    o
+}
+
+#[test]
+fn a_saved_plan_is_applied_exactly_and_refused_once_stale() {
+    let p = deployed("tbpln");
+    let plan = p.dir.join("plan.json");
+    let plan_arg = plan.to_str().unwrap();
+
+    p.write_spec(2, "2", 2, "scope: project");
+    let o = p.gemctl(&["diff", "--out", plan_arg]);
+    assert_eq!(o.status.code(), Some(2), "changes pending");
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&plan).unwrap()).unwrap();
+    let steps = saved["plan"]["steps"].as_array().unwrap().len();
+    assert!(steps > 3, "{saved}");
+    assert!(
+        saved["gemctl"].as_str().unwrap().contains("commit"),
+        "{saved}"
+    );
+
+    // No -f: the spec it was made from. Exactly the saved steps run.
+    let o = gemctl_bare(&["apply", plan_arg, "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let ran = events
+        .iter()
+        .filter(|e| e["event"] == "step_finished")
+        .count();
+    assert_eq!(ran, steps);
+    let planned = events.iter().find(|e| e["event"] == "plan").unwrap();
+    assert_eq!(planned["plan"], saved["plan"]);
+    assert!(p.report().contains("gen=2"));
+
+    // The host moved after the plan was made: refused, saying what changed.
+    p.write_spec(3, "1", 2, "scope: project");
+    assert_eq!(
+        p.gemctl(&["diff", "--out", plan_arg]).status.code(),
+        Some(2)
+    );
+    real::docker_ok(&["stop", &p.app(2)]);
+    let o = gemctl_bare(&["apply", plan_arg]);
+    assert_eq!(o.status.code(), Some(3));
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(out.contains("plan is stale"), "{out}");
+    assert!(
+        out.contains(&format!("{} is now", p.app(2))) && out.contains("exited"),
+        "{out}"
+    );
+
+    // The spec moved: refused too.
+    assert_eq!(
+        p.gemctl(&["diff", "--out", plan_arg]).status.code(),
+        Some(2)
+    );
+    p.write_spec(4, "2", 2, "scope: project");
+    let o = gemctl_bare(&["apply", plan_arg]);
+    assert_eq!(o.status.code(), Some(3));
+    assert!(
+        String::from_utf8_lossy(&o.stdout)
+            .contains("the spec's generation is 4 (the plan was made for 3)"),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // Nothing ran: generation 2 is still the live one.
+    let status: serde_json::Value =
+        serde_json::from_slice(&p.gemctl(&["status", "--output", "json"]).stdout).unwrap();
+    assert_eq!(status["live"], 2, "{status}");
+}
+
+#[test]
+fn every_change_and_refusal_leaves_an_audit_record_and_status_names_a_lock_holder() {
+    let p = deployed("tbaud");
+    assert_eq!(p.apply(&[]).0, 0, "in sync: no record");
+    assert_eq!(p.gemctl(&["backup"]).status.code(), Some(0));
+    assert_eq!(
+        p.gemctl(&["maintenance", "on"]).status.code(),
+        Some(1),
+        "no front"
+    );
+    // A container gemctl did not make, named like the project's: refused.
+    let stranger = p.app(9);
+    real::create_stranger(&stranger);
+    let (code, out) = p.apply(&[]);
+    real::docker_ok(&["rm", "-f", &stranger]);
+    assert_eq!(code, 3, "{out}");
+    assert_eq!(p.gemctl(&["unpin"]).status.code(), Some(0));
+
+    let o = p.gemctl(&["history", "--output", "json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let all: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let kinds: Vec<&str> = all.iter().map(|e| e["kind"].as_str().unwrap()).collect();
+    assert_eq!(
+        kinds,
+        ["unpin", "apply", "maintenance", "backup", "apply"],
+        "{all:#?}"
+    );
+    let (unpin, refused, maintenance, backup, bootstrap) =
+        (&all[0], &all[1], &all[2], &all[3], &all[4]);
+    assert_eq!(unpin["outcome"], "ok");
+    assert_eq!(refused["exit_code"], 3);
+    assert_eq!(refused["outcome"], "refused");
+    assert_eq!(maintenance["outcome"], "failed");
+    assert!(maintenance["message"].as_str().unwrap().contains("front"));
+    assert_eq!(backup["outcome"], "ok");
+    assert!(
+        backup["gemctl"].as_str().unwrap().contains("commit"),
+        "{backup}"
+    );
+    assert!(!backup["user"].as_str().unwrap().is_empty() && backup["uid"].is_u64());
+    // The bootstrap's report, with the command that wrote it.
+    assert_eq!(bootstrap["outcome"], "converged");
+    assert_eq!(bootstrap["after"], 1);
+    assert_eq!(bootstrap["audit"]["kind"], "apply");
+
+    let o = p.gemctl(&["history", "--kind", "backup", "--output", "json"]);
+    let backups: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(backups.len(), 1);
+    let text = String::from_utf8_lossy(&p.gemctl(&["history"]).stdout).to_string();
+    assert!(
+        text.contains("KIND") && text.contains("maintenance"),
+        "{text}"
+    );
+
+    // Another gemctl (here: this test) holds the lock: status says who and since.
+    let lock = gemctl::lock::acquire(&p.storage(), "gemctl apply -f elsewhere.yaml").unwrap();
+    let o = p.gemctl(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        status["locked_by"]["command"],
+        "gemctl apply -f elsewhere.yaml"
+    );
+    assert_eq!(status["locked_by"]["pid"], std::process::id());
+    let text = String::from_utf8_lossy(&p.gemctl(&["status"]).stdout).to_string();
+    assert!(
+        text.contains("locked: another gemctl is working on it"),
+        "{text}"
+    );
+    drop(lock);
+    let o = p.gemctl(&["status", "--output", "json"]);
+    let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert!(status.get("locked_by").is_none(), "{status}");
+}

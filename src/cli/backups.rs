@@ -35,6 +35,13 @@ pub(super) struct BackupArgs {
     output: Output,
 }
 
+impl BackupArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        &self.file
+    }
+}
+
 /// List the project's backups: generation, when taken, age, size, checksum.
 ///
 /// Without --verify the CHECKSUM column says whether the checksum file is

@@ -79,6 +79,20 @@ pub(super) struct ApplyArgs {
     report_dir: Option<PathBuf>,
 }
 
+impl ApplyArgs {
+    /// The spec an audit record names: `--file`, else the saved plan's; `None`
+    /// for a dry run, which changes nothing.
+    pub(super) fn audit_spec(&self) -> Option<PathBuf> {
+        if self.dry_run {
+            return None;
+        }
+        self.file.clone().or_else(|| {
+            let plan = self.plan.as_deref()?;
+            Some(crate::saved_plan::SavedPlan::read(plan).ok()?.spec_file)
+        })
+    }
+}
+
 /// Go back to the previous retained generation (or --to N) in one command.
 ///
 /// For emergencies: no spec edit needed. The host is pinned to that generation
@@ -99,6 +113,13 @@ pub(super) struct RollbackArgs {
     /// Output format: text, or JSON events one per line.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+impl RollbackArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        &self.file
+    }
 }
 
 /// Restore a backup into a NEW generation, through the same health-gated
@@ -129,6 +150,13 @@ pub(super) struct RestoreArgs {
     /// Output format: text, or JSON events one per line.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
+}
+
+impl RestoreArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        &self.file
+    }
 }
 
 pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {

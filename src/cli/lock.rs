@@ -21,6 +21,13 @@ pub(super) struct UnpinArgs {
     file: PathBuf,
 }
 
+impl UnpinArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        &self.file
+    }
+}
+
 /// Remove the project's lock by force, after a human has made sure the gemctl
 /// holding it is gone.
 ///
@@ -36,6 +43,13 @@ pub(super) struct UnlockArgs {
     /// Do not ask.
     #[arg(long)]
     yes: bool,
+}
+
+impl UnlockArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        &self.file
+    }
 }
 
 pub(super) fn unpin(args: UnpinArgs) -> Result<u8, Error> {

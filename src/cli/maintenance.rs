@@ -29,6 +29,16 @@ pub(super) struct MaintenanceArgs {
     switch: Switch,
 }
 
+impl MaintenanceArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        match &self.switch {
+            Switch::On(on) => &on.file,
+            Switch::Off(off) => &off.file,
+        }
+    }
+}
+
 #[derive(Debug, Subcommand)]
 enum Switch {
     /// Answer every request with the maintenance page (503) or line.

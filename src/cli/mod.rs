@@ -13,6 +13,7 @@ use crate::error::{Error, exit};
 use crate::observed::Observation;
 use crate::spec::Spec;
 
+mod audited;
 mod backups;
 mod completions;
 mod deploy;
@@ -160,7 +161,19 @@ fn init_tracing(level: &str, format: LogFormat) {
 }
 
 /// Runs one command; `Ok` carries the exit code of a command that ran to its verdict.
+/// A command that changes something, or is refused, leaves a line in the audit
+/// trail.
 pub fn run(cli: Cli) -> Result<u8, Error> {
+    let audit = audited::audited(&cli.command);
+    let started = crate::state::now_rfc3339();
+    let result = dispatch(cli);
+    if let Some((kind, file)) = audit {
+        audited::record(kind, &file, &started, &result);
+    }
+    result
+}
+
+fn dispatch(cli: Cli) -> Result<u8, Error> {
     match cli.command {
         Command::Validate(args) => spec::validate(args),
         Command::Schema(_) => spec::schema(),

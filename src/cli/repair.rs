@@ -50,6 +50,13 @@ pub(super) struct RepairStateArgs {
     output: Output,
 }
 
+impl RepairStateArgs {
+    /// The spec file.
+    pub(super) fn spec_file(&self) -> &std::path::Path {
+        &self.file
+    }
+}
+
 pub(super) fn run(args: RepairStateArgs) -> Result<u8, Error> {
     let RepairStateArgs {
         file,

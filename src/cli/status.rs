@@ -90,6 +90,9 @@ fn render(s: &Status) -> String {
     if let Some(e) = &s.engine {
         let _ = writeln!(out, "engine: {e}");
     }
+    if let Some(h) = &s.locked_by {
+        let _ = writeln!(out, "locked: another gemctl is working on it: {h}");
+    }
     match (s.serving, s.live) {
         (Some(g), Some(l)) if g != l => {
             let _ = writeln!(
@@ -247,6 +250,7 @@ mod tests {
             ],
             last_copy: None,
             front: None,
+            locked_by: None,
         };
         let text = render(&s);
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("GEN")).collect();
