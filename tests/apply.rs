@@ -430,7 +430,7 @@ fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
 
     let o = p.gemctl(&["history", "-o", "json"]);
     assert_eq!(o.status.code(), Some(0));
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let list = real::history_entries(&o);
     assert_eq!(list.len(), 2, "bootstrap and the failed upgrade");
     let (failed, boot) = (&list[0], &list[1]);
     assert_eq!(boot["outcome"], "converged");
@@ -518,7 +518,7 @@ fn every_changing_apply_leaves_a_report_tied_to_the_specs_commit() {
     assert_eq!(code, 0, "{out}");
     assert!(p.report().contains("version=2 gen=2"), "{}", p.report());
     let o = p.gemctl(&["history", "-o", "json"]);
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let list = real::history_entries(&o);
     assert_eq!(list[0]["git"]["commit"], good.as_str());
     assert_eq!(list[0]["git"]["dirty"], false);
     assert_eq!(list[0]["after"], 2);
@@ -550,7 +550,7 @@ fn rollback_command_pins_the_host_until_unpinned() {
     assert!(v["pinned"].as_str().unwrap().contains("generation 1"));
 
     let o = p.gemctl(&["history", "-o", "json"]);
-    let list: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let list = real::history_entries(&o);
     assert_eq!(list[0]["before"], 2);
     assert_eq!(list[0]["after"], 1);
     assert!(

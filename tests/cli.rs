@@ -1173,3 +1173,60 @@ fn schema_patterns_and_validate_agree() {
         );
     }
 }
+
+#[test]
+fn every_json_document_names_the_gemctl_that_printed_it_and_errors_are_json_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let storage = dir.path().join("storage");
+    std::fs::create_dir_all(&storage).unwrap();
+    let spec = spec_file(
+        dir.path(),
+        &format!("storage: {}\n{APP_DB}", storage.display()),
+    );
+    let doc = |args: &[&str]| {
+        let o = gemctl(args);
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: not JSON ({e}): {}", stdout(&o)));
+        assert!(
+            v["gemctl"].as_str().is_some_and(|g| g.contains("commit")),
+            "{args:?}: {v}"
+        );
+        (code(&o), v, stderr(&o))
+    };
+
+    let (c, v, _) = doc(&["validate", "-f", &spec, "--output", "json"]);
+    assert_eq!((c, v["valid"].clone()), (0, true.into()), "{v}");
+    let (c, v, _) = doc(&["history", "-f", &spec, "-o", "json"]);
+    assert_eq!((c, v["entries"].clone()), (0, serde_json::json!([])), "{v}");
+    let (c, v, _) = doc(&["unpin", "-f", &spec, "-o", "json"]);
+    assert_eq!((c, v["unpinned"].clone()), (0, false.into()), "{v}");
+    let (c, v, _) = doc(&["unlock", "-f", &spec, "-o", "json"]);
+    assert_eq!((c, v["removed"].clone()), (0, false.into()), "{v}");
+    let (c, v, _) = doc(&[
+        "diff",
+        "-f",
+        "tests/specs/shop-gen2.yaml",
+        "--observed",
+        "tests/observed/shop-gen1.json",
+        "-o",
+        "json",
+    ]);
+    assert_eq!((c, v["sync"].clone()), (2, "changes_pending".into()), "{v}");
+
+    // Errors: JSON with the exit code on stdout, the text on stderr.
+    let (c, v, err) = doc(&["maintenance", "on", "-f", &spec, "-o", "json"]);
+    assert_eq!(c, 1);
+    assert_eq!(v["exit_code"], 1);
+    assert!(v["error"].as_str().unwrap().contains("no `front:`"), "{v}");
+    assert!(err.contains("error:"), "{err}");
+    let bad = spec_file(
+        dir.path(),
+        "app:\n  image: example/app\ndb:\n  image: postgres:15\n",
+    );
+    let (c, v, err) = doc(&["validate", "-f", &bad, "-o", "json"]);
+    assert_eq!(c, 1);
+    assert_eq!(v["valid"], false);
+    let first = &v["errors"][0];
+    assert!(first["line"].is_u64() && first["field"].is_string(), "{v}");
+    assert!(err.contains("app.image"), "{err}");
+}

@@ -141,6 +141,21 @@ fn logs_show_both_containers_prefixed_since_a_time_with_timestamps() {
             .all(|l| l.starts_with("20") && l.as_bytes().get(10) == Some(&b'T')),
         "{text}"
     );
+    let o = p.gemctl(&["logs", "--role", "db", "--output", "json"]);
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["container"] == db.as_str() && l["gemctl"].is_string())
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["line"].as_str().unwrap().contains("ready to accept"))
+    );
     let o = p.gemctl(&["logs", "--since", "2099-01-01T00:00:00Z"]);
     assert_eq!(o.status.code(), Some(0));
     assert!(o.stdout.is_empty(), "{}", stdout(&o));
@@ -260,7 +275,7 @@ fn every_change_and_refusal_leaves_an_audit_record_and_status_names_a_lock_holde
 
     let o = p.gemctl(&["history", "--output", "json"]);
     assert_eq!(o.status.code(), Some(0));
-    let all: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let all = real::history_entries(&o);
     let kinds: Vec<&str> = all.iter().map(|e| e["kind"].as_str().unwrap()).collect();
     assert_eq!(
         kinds,
@@ -286,7 +301,7 @@ fn every_change_and_refusal_leaves_an_audit_record_and_status_names_a_lock_holde
     assert_eq!(bootstrap["audit"]["kind"], "apply");
 
     let o = p.gemctl(&["history", "--kind", "backup", "--output", "json"]);
-    let backups: Vec<serde_json::Value> = serde_json::from_slice(&o.stdout).unwrap();
+    let backups = real::history_entries(&o);
     assert_eq!(backups.len(), 1);
     let text = String::from_utf8_lossy(&p.gemctl(&["history"]).stdout).to_string();
     assert!(

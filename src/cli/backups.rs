@@ -8,7 +8,7 @@ use clap::Args;
 
 use super::lock::take_lock;
 use super::table::{self, left, right};
-use super::{Output, print, runtime};
+use super::{Output, json, print, runtime};
 use crate::error::{Error, exit};
 use crate::spec::Spec;
 
@@ -69,9 +69,8 @@ pub(super) fn backup(args: BackupArgs) -> Result<u8, Error> {
     let _lock = take_lock(&spec)?;
     let (info, pruned) = backup_now(&spec, output == Output::Text)?;
     match output {
-        Output::Json => print(&format!(
-            "{}\n",
-            serde_json::json!({ "backup": info, "pruned": pruned })
+        Output::Json => print(&json(
+            &serde_json::json!({ "backup": info, "pruned": pruned, "exit_code": exit::OK }),
         ))?,
         Output::Text => {
             let mut text = format!(
@@ -109,10 +108,7 @@ pub(super) fn list(args: BackupsArgs) -> Result<u8, Error> {
         .iter()
         .any(|b| !matches!(b.checksum, crate::backup::Checksum::Ok { .. }));
     match output {
-        Output::Json => print(&format!(
-            "{}\n",
-            serde_json::json!({ "dir": dir, "backups": list })
-        ))?,
+        Output::Json => print(&json(&serde_json::json!({ "dir": dir, "backups": list })))?,
         Output::Text => print(&backups_text(&spec, &dir, &list))?,
     }
     Ok(if verify && bad {

@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use super::diff;
 use super::lock::{lapse_stale_pin, take_lock};
-use super::{LOG_TARGET, Output, observe_engine, print, runtime};
+use super::{LOG_TARGET, Output, json_line, observe_engine, print, runtime};
 use crate::error::{Error, exit};
 use crate::execute::{self, ApplyOptions, Event, Outcome};
 use crate::incident::{Alert, Event as AlertEvent, Incidents};
@@ -583,14 +583,15 @@ pub(super) fn deploy(
         _ => None,
     });
     match output {
-        Output::Json => print(&(serde_json::json!({
+        Output::Json => print(&json_line(&serde_json::json!({
             "event": "finished",
+            "outcome": status,
             "status": status,
             "exit_code": code,
             "message": message,
             "also": also,
             "refusal": match &outcome { Outcome::Refused(r) => serde_json::to_value(r).ok(), _ => None },
-        }).to_string() + "\n"))?,
+        })))?,
         Output::Text => {
             // The report and the alert carry the plain message; the terminal may
             // get the refusal in colour.
@@ -652,7 +653,7 @@ impl ApplyPrinter<'_> {
         if self.output == Output::Json {
             let mut line = serde_json::to_value(&event).expect("serialisable");
             line["elapsed_ms"] = (self.started.elapsed().as_millis() as u64).into();
-            let _ = print(&(line.to_string() + "\n"));
+            let _ = print(&json_line(&line));
             return;
         }
         match event {

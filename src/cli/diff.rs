@@ -142,6 +142,7 @@ pub(super) fn show(
                         })
                         .collect();
                     serde_json::json!({
+                        "sync": if p.steps.is_empty() { "in_sync" } else { "changes_pending" },
                         "status": if p.steps.is_empty() { "in_sync" } else { "changes" },
                         "exit_code": code,
                         "plan": p,
@@ -151,6 +152,7 @@ pub(super) fn show(
                     })
                 }
                 Err(r) => serde_json::json!({
+                    "sync": "refused",
                     "status": "refused",
                     "exit_code": code,
                     "refusal": r,

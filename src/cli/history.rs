@@ -188,7 +188,9 @@ pub(super) fn run(args: HistoryArgs) -> Result<u8, Error> {
         all.retain(|e| e.kind == k.name());
     }
     match output {
-        Output::Json => print(&json(&all.iter().map(Entry::json).collect::<Vec<_>>()))?,
+        Output::Json => print(&json(&serde_json::json!({
+            "entries": all.iter().map(Entry::json).collect::<Vec<_>>(),
+        })))?,
         Output::Text => print(&history_text(&all))?,
     }
     Ok(exit::OK)

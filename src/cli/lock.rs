@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::print;
+use super::{Output, json, print};
 use crate::error::{Error, exit};
 use crate::spec::Spec;
 
@@ -19,6 +19,9 @@ pub(super) struct UnpinArgs {
     /// The spec file (names the storage root).
     #[arg(short = 'f', long = "file", value_name = "SPEC")]
     file: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 impl UnpinArgs {
@@ -43,6 +46,9 @@ pub(super) struct UnlockArgs {
     /// Do not ask.
     #[arg(long)]
     yes: bool,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 impl UnlockArgs {
@@ -53,10 +59,17 @@ impl UnlockArgs {
 }
 
 pub(super) fn unpin(args: UnpinArgs) -> Result<u8, Error> {
-    let file = args.file;
+    let UnpinArgs { file, output } = args;
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
     let _lock = take_lock(&spec)?;
-    if crate::state::clear_pin(&spec.storage)? {
+    let removed = crate::state::clear_pin(&spec.storage)?;
+    if output == Output::Json {
+        print(&json(&serde_json::json!({
+            "project": spec.project,
+            "unpinned": removed,
+            "exit_code": exit::OK,
+        })))?;
+    } else if removed {
         print(&format!(
             "project {}: pin removed; the host follows the spec (generation {}) again: \
              `gemctl diff` shows what apply would do\n",
@@ -69,18 +82,33 @@ pub(super) fn unpin(args: UnpinArgs) -> Result<u8, Error> {
 }
 
 pub(super) fn unlock(args: UnlockArgs) -> Result<u8, Error> {
-    let UnlockArgs { file, yes } = args;
+    let UnlockArgs { file, yes, output } = args;
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
     let path = crate::lock::path(&spec.storage);
+    let done = |removed: bool, holder: Option<String>| -> Result<u8, Error> {
+        if output == Output::Json {
+            print(&json(&serde_json::json!({
+                "project": spec.project,
+                "removed": removed,
+                "holder": holder,
+                "exit_code": exit::OK,
+            })))?;
+        }
+        Ok(exit::OK)
+    };
     let who = match crate::lock::holder(&spec.storage) {
         None => {
-            print(&format!("project {}: not locked\n", spec.project))?;
-            return Ok(exit::OK);
+            if output == Output::Text {
+                print(&format!("project {}: not locked\n", spec.project))?;
+            }
+            return done(false, None);
         }
         Some(Ok(h)) => h.to_string(),
         Some(Err(text)) => format!("an unreadable lock ({})", text.trim()),
     };
-    print(&format!("project {} is locked by {who}\n", spec.project))?;
+    if output == Output::Text {
+        print(&format!("project {} is locked by {who}\n", spec.project))?;
+    }
     if !yes {
         print(&format!(
             "If that gemctl is still running, removing its lock lets two writers collide.\n\
@@ -94,8 +122,10 @@ pub(super) fn unlock(args: UnlockArgs) -> Result<u8, Error> {
         }
     }
     std::fs::remove_file(&path).map_err(|e| Error::io(&path, "remove", e))?;
-    print("lock removed\n")?;
-    Ok(exit::OK)
+    if output == Output::Text {
+        print("lock removed\n")?;
+    }
+    done(true, Some(who))
 }
 
 /// Takes the project's lock for this command, saying so when it took over one

@@ -7,7 +7,7 @@ use std::io::Write;
 
 use clap::{Args, ValueEnum};
 
-use super::runtime;
+use super::{Output, json_line, runtime};
 use crate::desired::Role;
 use crate::docker::LogsWanted;
 use crate::error::{Error, exit};
@@ -45,6 +45,9 @@ pub(super) struct LogsArgs {
     /// The engine's timestamp (RFC 3339) before each line.
     #[arg(long, short = 't')]
     timestamps: bool,
+    /// Output format: JSON is one document per line, `{"container", "line"}`.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 /// Which container of a generation.
@@ -67,6 +70,7 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
         tail,
         since,
         timestamps,
+        output,
     } = args;
     let spec = Spec::load_with(&file, crate::spec::EnvFiles::Skip)?;
     let since = since.as_deref().map(since_unix).transpose()?;
@@ -96,14 +100,34 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
         let mut out = std::io::stdout().lock();
         out.write_all(bytes).and_then(|_| out.flush())
     };
+    // As JSON, each whole line a document naming its container.
+    let as_json = |name: &str, bytes: &[u8]| {
+        let line = String::from_utf8_lossy(bytes);
+        write(
+            json_line(&serde_json::json!({
+                "container": name,
+                "line": line.trim_end_matches(['\n', '\r']),
+            }))
+            .as_bytes(),
+        )
+    };
     runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;
         let streams = names.iter().map(|name| {
-            let prefix = (names.len() > 1).then(|| format!("{name:<width$} | "));
-            let (docker, file, wanted, write) = (&docker, &file, &wanted, &write);
+            let prefix = match output {
+                Output::Json => Some(String::new()),
+                Output::Text => (names.len() > 1).then(|| format!("{name:<width$} | ")),
+            };
+            let (docker, file, wanted, write, as_json) =
+                (&docker, &file, &wanted, &write, &as_json);
             async move {
+                let json_out = |bytes: &[u8]| as_json(name, bytes);
+                let out: &(dyn Fn(&[u8]) -> std::io::Result<()> + Sync) = match output {
+                    Output::Json => &json_out,
+                    Output::Text => write,
+                };
                 docker
-                    .stream_logs(name, wanted, prefix.as_deref(), write)
+                    .stream_logs(name, wanted, prefix.as_deref(), out)
                     .await
                     .map_err(|e| match e {
                         crate::engine::EngineError::NotFound { .. } => Error::Usage(format!(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use clap::{Args, Subcommand};
 
 use super::lock::take_lock;
-use super::{print, runtime};
+use super::{Output, json, print, runtime};
 use crate::error::{Error, exit};
 use crate::front::{self, FrontState, Maintenance};
 use crate::spec::{EnvFiles, Spec};
@@ -62,6 +62,9 @@ struct OnArgs {
     /// The `Retry-After` the page carries (`30s`, `5m`).
     #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration, default_value = "30s")]
     retry_after: Duration,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 #[derive(Debug, Args)]
@@ -69,19 +72,23 @@ struct OffArgs {
     /// The spec file.
     #[arg(short = 'f', long = "file", value_name = "SPEC")]
     file: PathBuf,
+    /// Output format.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 pub(super) fn run(args: MaintenanceArgs) -> Result<u8, Error> {
-    let (file, maintenance) = match args.switch {
+    let (file, output, maintenance) = match args.switch {
         Switch::On(on) => (
             on.file,
+            on.output,
             Some(Maintenance {
                 message: on.message,
                 retry_after_secs: on.retry_after.as_secs().max(1),
                 since: crate::state::now_rfc3339(),
             }),
         ),
-        Switch::Off(off) => (off.file, None),
+        Switch::Off(off) => (off.file, off.output, None),
     };
     let spec = Spec::load_with(&file, EnvFiles::Skip)?;
     let Some(front_spec) = &spec.front else {
@@ -112,6 +119,14 @@ pub(super) fn run(args: MaintenanceArgs) -> Result<u8, Error> {
         }
         Ok::<(), Error>(())
     })?;
+    if output == Output::Json {
+        print(&json(&serde_json::json!({
+            "project": spec.project,
+            "maintenance": maintenance,
+            "exit_code": exit::OK,
+        })))?;
+        return Ok(exit::OK);
+    }
     print(&match maintenance {
         Some(m) => format!(
             "project {}: the front answers in maintenance ({:?}, Retry-After {}s); \

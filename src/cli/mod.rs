@@ -139,6 +139,13 @@ pub fn main() -> ExitCode {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             let _ = writeln!(std::io::stderr(), "error: {e}");
+            // A script reading JSON gets the error as JSON too, on stdout.
+            if json_requested() {
+                let _ = print(&json(&serde_json::json!({
+                    "error": e.to_string(),
+                    "exit_code": e.code(),
+                })));
+            }
             ExitCode::from(e.code())
         }
     }
@@ -221,8 +228,31 @@ fn print(text: &str) -> Result<(), Error> {
     }
 }
 
+/// One JSON document as every command prints it: its fields, and `gemctl` (the
+/// version and commit that printed it).
 fn json(value: &impl serde::Serialize) -> String {
-    serde_json::to_string_pretty(value).expect("serialisable") + "\n"
+    serde_json::to_string_pretty(&document(value)).expect("serialisable") + "\n"
+}
+
+/// One line of a stream of JSON documents (`apply --output json`), with `gemctl`.
+fn json_line(value: &impl serde::Serialize) -> String {
+    document(value).to_string() + "\n"
+}
+
+fn document(value: &impl serde::Serialize) -> serde_json::Value {
+    let mut v = serde_json::to_value(value).expect("serialisable");
+    if let serde_json::Value::Object(map) = &mut v {
+        map.insert("gemctl".into(), crate::version::LONG.into());
+    }
+    v
+}
+
+/// Whether the command line asks for JSON (`--output json`, `-o json`).
+fn json_requested() -> bool {
+    let args: Vec<String> = std::env::args().collect();
+    args.windows(2)
+        .any(|w| (w[0] == "--output" || w[0] == "-o") && w[1] == "json")
+        || args.iter().any(|a| a == "--output=json" || a == "-ojson")
 }
 
 fn observe_engine(spec: &Spec) -> Result<Observation, Error> {

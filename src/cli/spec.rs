@@ -4,7 +4,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::{json, print};
+use std::io::Write;
+
+use super::{Output, json, print};
 use crate::error::{Error, exit};
 use crate::spec::{EnvFiles, Spec};
 
@@ -23,6 +25,10 @@ pub(super) struct ValidateArgs {
     /// Do not read the env files (on a machine without the secrets, e.g. CI).
     #[arg(long)]
     no_env_files: bool,
+    /// Output format: JSON lists every problem with its file, line, column and
+    /// field.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
+    output: Output,
 }
 
 /// Print the JSON Schema of the spec (committed as schema/gemctl.schema.json).
@@ -32,13 +38,21 @@ pub(super) struct ValidateArgs {
 pub(super) struct SchemaArgs {}
 
 pub(super) fn validate(args: ValidateArgs) -> Result<u8, Error> {
-    let ValidateArgs { file, no_env_files } = args;
+    let ValidateArgs {
+        file,
+        no_env_files,
+        output,
+    } = args;
     let env_files = if no_env_files {
         EnvFiles::Skip
     } else {
         EnvFiles::Check
     };
-    let spec = Spec::load_with(&file, env_files)?;
+    let loaded = Spec::load_with(&file, env_files);
+    if output == Output::Json {
+        return validate_json(&file, loaded, !no_env_files);
+    }
+    let spec = loaded?;
     print(&format!(
         "{}: valid (project {}, generation {}, retain {}){}\n",
         file.display(),
@@ -54,6 +68,51 @@ pub(super) fn validate(args: ValidateArgs) -> Result<u8, Error> {
     Ok(exit::OK)
 }
 
+/// `validate --output json`: the verdict, and every problem where it is; the
+/// problems also go to stderr as text.
+fn validate_json(
+    file: &std::path::Path,
+    loaded: Result<Spec, crate::spec_error::SpecErrors>,
+    env_files_checked: bool,
+) -> Result<u8, Error> {
+    match loaded {
+        Ok(spec) => {
+            print(&json(&serde_json::json!({
+                "valid": true,
+                "spec_file": file,
+                "project": spec.project,
+                "generation": spec.generation.0,
+                "env_files_checked": env_files_checked,
+                "exit_code": exit::OK,
+            })))?;
+            Ok(exit::OK)
+        }
+        Err(errors) => {
+            let _ = writeln!(std::io::stderr(), "{errors}");
+            let list: Vec<serde_json::Value> = errors
+                .0
+                .iter()
+                .map(|e| {
+                    serde_json::json!({
+                        "file": e.file,
+                        "line": e.position.map(|p| p.0),
+                        "column": e.position.map(|p| p.1),
+                        "field": e.field,
+                        "message": e.message,
+                    })
+                })
+                .collect();
+            print(&json(&serde_json::json!({
+                "valid": false,
+                "spec_file": file,
+                "errors": list,
+                "exit_code": exit::ERROR,
+            })))?;
+            Ok(exit::ERROR)
+        }
+    }
+}
+
 pub(super) fn schema() -> Result<u8, Error> {
     print(&schema_json())?;
     Ok(exit::OK)
@@ -61,5 +120,6 @@ pub(super) fn schema() -> Result<u8, Error> {
 
 /// The JSON Schema of the spec, pretty-printed.
 pub fn schema_json() -> String {
-    json(&schemars::schema_for!(Spec))
+    serde_json::to_string_pretty(&schemars::schema_for!(Spec)).expect("the schema serialises")
+        + "\n"
 }

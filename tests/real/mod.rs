@@ -535,6 +535,14 @@ pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// `apply --output json` started in the background, its events read line by line.
+/// The entries of `gemctl history --output json`, newest first (the document
+/// also names the gemctl that printed it).
+pub fn history_entries(o: &Output) -> Vec<serde_json::Value> {
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).expect("history prints JSON");
+    assert!(doc["gemctl"].is_string(), "{doc}");
+    doc["entries"].as_array().expect("entries").clone()
+}
+
 pub struct Watched {
     pub child: std::process::Child,
     lines: std::io::Lines<BufReader<std::process::ChildStdout>>,
