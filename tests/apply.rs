@@ -664,6 +664,10 @@ fn host_state(p: &Project) -> HostState {
     fn walk(dir: &std::path::Path, out: &mut Vec<(std::path::PathBuf, Vec<u8>)>) {
         for entry in std::fs::read_dir(dir).unwrap() {
             let path = entry.unwrap().path();
+            // The audit trail records refusals too: it is checked on its own.
+            if path.file_name() == Some(std::ffi::OsStr::new("audit.jsonl")) {
+                continue;
+            }
             if path.is_dir() {
                 walk(&path, out);
             } else {
@@ -721,6 +725,12 @@ fn reconcile_rollback_and_restore_refuse_a_dirty_spec_under_require_clean() {
             "{args:?}: {err}"
         );
         assert_eq!(host_state(&p), before, "{args:?} touched the host");
+        let audit = std::fs::read_to_string(p.storage().join(".gemctl/audit.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(audit.lines().last().unwrap()).unwrap();
+        if args[0] != "reconcile" {
+            assert_eq!(last["kind"], args[0], "{args:?}: {last}");
+            assert_eq!(last["outcome"], "refused", "{args:?}: {last}");
+        }
     }
     assert!(!p.storage().join(".gemctl/pin").exists());
     let sent = p.alerts();
