@@ -11,7 +11,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use real::outcomes::{Client, Outcome, post, report, serving_generation, summary, tcp_line};
+use real::outcomes::{
+    Client, Outcome, assert_none_failed, post, report, serving_generation, summary, tcp_line,
+};
 use real::{Project, Watched, docker, docker_ok, require_haproxy, sql, wait_until};
 
 fn front_project(test: &str, hold: &str) -> Project {
@@ -53,13 +55,7 @@ fn a_streamed_upgrade_behind_the_front_fails_no_request_and_refuses_no_connectio
         "no app is recreated for its ports: {out}"
     );
 
-    let (bad_writes, longest_write) = summary("HTTP writes", &writes);
-    let (bad_reports, _) = summary("TCP reports", &reports);
-    if !bad_writes.is_empty() || !bad_reports.is_empty() {
-        eprintln!("{}", docker_ok(&["logs", "--tail", "300", &p.front()]));
-    }
-    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
-    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    let longest_write = assert_none_failed(&p, &writes, &reports);
     assert!(writes.len() > 20 && reports.len() > 10);
     // Requests that arrived in the freeze were held, not answered at once.
     assert!(
@@ -134,10 +130,7 @@ fn a_release_that_never_becomes_healthy_leaves_the_front_on_the_old_generation()
         !out.contains(&format!("switch the front to {}", p.app(2))),
         "{out}"
     );
-    let (bad_writes, _) = summary("HTTP writes", &writes);
-    let (bad_reports, _) = summary("TCP reports", &reports);
-    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
-    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    assert_none_failed(&p, &writes, &reports);
     assert_eq!(serving_generation(&p), "1");
     assert_eq!(p.generations_on_disk(), [1]);
 }

@@ -5,7 +5,6 @@
 
 mod support;
 
-use std::path::Path;
 use std::time::Duration;
 
 use gemctl::observed::{ContainerState, Observed};
@@ -15,27 +14,7 @@ use support::*;
 
 /// Project `shop` behind a front door at `generation`.
 fn front_spec(generation: u64) -> Spec {
-    let text = format!(
-        r#"
-project: shop
-generation: {generation}
-retain: 2
-storage: /srv/shop
-scope: project
-front:
-  image: "haproxy:2.6"
-  ports:
-    - {{ port: "80:8080", mode: http }}
-    - {{ port: "127.0.0.1:7000:7000", mode: tcp }}
-app:
-  image: "example/shop:v{generation}"
-  health:
-    - tcp: {{ port: 7000, send: "status\n", expect: "OK" }}
-db:
-  image: "postgres:15"
-"#
-    );
-    Spec::parse(Path::new("shop.yaml"), &text).expect("front spec is valid")
+    support::front_spec_with(generation, "")
 }
 
 /// A host deployed to `generation` behind the front, by the fake engine.

@@ -5,8 +5,6 @@
 
 mod support;
 
-use std::path::Path;
-
 use gemctl::observed::{Marker, Observed, Pin};
 use gemctl::plan::{Action, Mode, Plan};
 use gemctl::spec::{CopyMode, Spec};
@@ -21,28 +19,7 @@ fn sharing(generation: u64, retain: u32) -> Spec {
 
 /// The same behind a front door.
 fn sharing_behind_front(generation: u64) -> Spec {
-    let text = format!(
-        r#"
-project: shop
-generation: {generation}
-retain: 2
-storage: /srv/shop
-scope: project
-front:
-  image: "haproxy:2.6"
-  ports:
-    - {{ port: "80:8080", mode: http }}
-    - {{ port: "127.0.0.1:7000:7000", mode: tcp }}
-app:
-  image: "example/shop:v{generation}"
-  health:
-    - tcp: {{ port: 7000, send: "status\n", expect: "OK" }}
-db:
-  image: "postgres:15"
-  copy: none
-"#
-    );
-    Spec::parse(Path::new("shop.yaml"), &text).expect("front spec is valid")
+    front_spec_with(generation, "  copy: none\n")
 }
 
 fn applied(spec: &Spec, obs: &Observed) -> (Plan, Observed) {

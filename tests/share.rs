@@ -12,8 +12,8 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use real::outcomes::{Client, post, report, serving_generation, summary};
-use real::{Project, Watched, docker_ok, require_haproxy, sql};
+use real::outcomes::{Client, assert_none_failed, post, report, serving_generation, summary};
+use real::{Project, Watched, require_haproxy, sql};
 
 /// Keeps a silent TCP client's connection open this long (the fixture waits for
 /// its line), so that it is still open when the front switches away.
@@ -95,13 +95,7 @@ fn an_app_only_release_behind_the_front_fails_nothing_and_lets_open_requests_fin
     // The drain ended when the connection closed, not at `front.drain` (30 s).
     assert!(took < Duration::from_secs(25), "{took:?}");
 
-    let (bad_writes, _) = summary("HTTP writes", &writes);
-    let (bad_reports, _) = summary("TCP reports", &reports);
-    if !bad_writes.is_empty() || !bad_reports.is_empty() {
-        eprintln!("{}", docker_ok(&["logs", "--tail", "300", &p.front()]));
-    }
-    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
-    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    assert_none_failed(&p, &writes, &reports);
     assert!(writes.len() > 20 && reports.len() > 10);
 
     // One database, the old one, with every write; no copy was made.
@@ -218,10 +212,7 @@ fn a_never_healthy_app_only_release_leaves_the_old_app_serving() {
     let reports = reporter.finish();
     assert_eq!(code, 4, "{out}");
     assert!(out.contains("kept serving"), "{out}");
-    let (bad_writes, _) = summary("HTTP writes", &writes);
-    let (bad_reports, _) = summary("TCP reports", &reports);
-    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
-    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    assert_none_failed(&p, &writes, &reports);
     assert_eq!(serving_generation(&p), "1");
     assert_eq!(p.generations_on_disk(), [1]);
     assert_eq!(running(&p, "-db-"), [format!("{} running", p.db(1))]);

@@ -166,3 +166,23 @@ pub fn tcp_line(port: u16) -> String {
     let _ = s.read_to_string(&mut out);
     out.trim().to_string()
 }
+
+/// Asserts that no write and no report through the front failed or was refused
+/// (showing the front's last log lines when one did); the longest write.
+pub fn assert_none_failed(
+    p: &Project,
+    writes: &[(Outcome, Duration)],
+    reports: &[(Outcome, Duration)],
+) -> Duration {
+    let (bad_writes, longest) = summary("HTTP writes", writes);
+    let (bad_reports, _) = summary("TCP reports", reports);
+    if !bad_writes.is_empty() || !bad_reports.is_empty() {
+        eprintln!(
+            "{}",
+            super::docker_ok(&["logs", "--tail", "300", &p.front()])
+        );
+    }
+    assert!(bad_writes.is_empty(), "failed writes: {bad_writes:?}");
+    assert!(bad_reports.is_empty(), "failed reports: {bad_reports:?}");
+    longest
+}

@@ -35,6 +35,32 @@ db:
     Spec::parse(Path::new("shop.yaml"), &text).expect("test spec is valid")
 }
 
+/// Project `shop` behind a front door at `generation`, with `db_lines` in its
+/// db section.
+pub fn front_spec_with(generation: u64, db_lines: &str) -> Spec {
+    let text = format!(
+        r#"
+project: shop
+generation: {generation}
+retain: 2
+storage: /srv/shop
+scope: project
+front:
+  image: "haproxy:2.6"
+  ports:
+    - {{ port: "80:8080", mode: http }}
+    - {{ port: "127.0.0.1:7000:7000", mode: tcp }}
+app:
+  image: "example/shop:v{generation}"
+  health:
+    - tcp: {{ port: 7000, send: "status\n", expect: "OK" }}
+db:
+  image: "postgres:15"
+{db_lines}"#
+    );
+    Spec::parse(Path::new("shop.yaml"), &text).expect("front spec is valid")
+}
+
 /// The usual spec: `generation`, retain 2, tag `v<generation>`, scope host.
 pub fn spec(generation: u64) -> Spec {
     spec_with(generation, 2, &format!("v{generation}"), "host")
