@@ -72,6 +72,10 @@ fn host_state(p: &Project) -> (Vec<String>, Vec<String>) {
         };
         for e in entries.flatten() {
             let path = e.path();
+            // The audit trail records the refusal too: that is its job.
+            if path.ends_with("audit.jsonl") {
+                continue;
+            }
             // Stop above the database's own files: postgres changes them as it runs.
             if path.ends_with("pgdata") {
                 out.push(path.display().to_string());
