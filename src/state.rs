@@ -69,10 +69,10 @@ pub fn mark_ready(generation_dir: &Path, copied_from: Option<u64>) -> Result<(),
     write_marker(generation_dir, &Marker::Ready { copied_from })
 }
 
-/// Makes `<storage>/<n>/` and marks it as running on generation `db`'s database.
-pub fn mark_shares(generation_dir: &Path, db: u64) -> Result<(), Error> {
-    std::fs::create_dir_all(generation_dir).map_err(|e| Error::io(generation_dir, "create", e))?;
-    write_marker(generation_dir, &Marker::Shares { db })
+/// Makes `<storage>/<n>/` marked as running on generation `db`'s database (made
+/// whole or not at all).
+pub fn mark_shares(storage: &Path, generation: u64, db: u64) -> Result<(), Error> {
+    create_generation_dir_marked(storage, generation, &Marker::Shares { db }).map(drop)
 }
 
 /// The generation whose database generation `n` runs on: the one its marker
@@ -110,6 +110,17 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
 /// it: the directory is made under a temporary name and renamed into place, so no
 /// generation directory ever exists without a marker that says what it is.
 pub fn create_generation_dir(storage: &Path, generation: u64) -> Result<PathBuf, Error> {
+    create_generation_dir_marked(storage, generation, &Marker::Preparing)
+}
+
+/// Makes `<storage>/<n>/` holding `marker`, whole or not at all: the directory is
+/// made aside with its marker and renamed into place, so no run killed half-way
+/// leaves a generation directory without one.
+fn create_generation_dir_marked(
+    storage: &Path,
+    generation: u64,
+    marker: &Marker,
+) -> Result<PathBuf, Error> {
     let dir = generation_dir(storage, generation);
     let tmp = storage.join(format!(".{generation}.new"));
     if tmp.exists() {
@@ -117,7 +128,7 @@ pub fn create_generation_dir(storage: &Path, generation: u64) -> Result<PathBuf,
         std::fs::remove_dir_all(&tmp).map_err(|e| Error::io(&tmp, "remove", e))?;
     }
     std::fs::create_dir_all(&tmp).map_err(|e| Error::io(&tmp, "create", e))?;
-    write_marker(&tmp, &Marker::Preparing)?;
+    write_marker(&tmp, marker)?;
     std::fs::rename(&tmp, &dir).map_err(|e| Error::io(&dir, "create", e))?;
     sync_dir(storage);
     Ok(dir)

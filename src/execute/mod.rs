@@ -562,7 +562,8 @@ impl<'a, E: Engine> Run<'a, E> {
             Action::HoldFront { .. } => self.hold_front().await,
             Action::DrainFront { generation } => self.drain_front(*generation).await,
             Action::ShareDb { generation, db } => Ok(crate::state::mark_shares(
-                &desired::generation_dir(self.spec, *generation),
+                &self.spec.storage,
+                *generation,
                 *db,
             )?),
         }
