@@ -251,3 +251,30 @@ fn killed_after_any_step_of_an_app_only_release_converges() {
         }
     }
 }
+
+/// Killed after the front switched, the re-run still lets the old app's open
+/// requests finish before it stops it.
+#[test]
+fn killed_after_the_switch_the_old_app_still_drains_before_it_stops() {
+    let before = deployed_with(&[sharing_behind_front(1)]);
+    let spec = sharing_behind_front(2);
+    let plan = plan_for(&spec, &before).unwrap();
+    let switched = plan
+        .steps
+        .iter()
+        .position(|s| matches!(s.action, Action::SwitchFront { .. }))
+        .unwrap();
+    let mut obs = before.clone();
+    for step in &plan.steps[..=switched] {
+        apply_step(&spec, &mut obs, &step.action).unwrap();
+    }
+    let again = described(&plan_for(&spec, &obs).unwrap());
+    assert_eq!(
+        again,
+        [
+            "let the requests open to generation 1's app finish (up to front.drain)",
+            "stop gem-1",
+            "record generation 2 as live",
+        ]
+    );
+}

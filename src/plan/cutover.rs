@@ -35,9 +35,10 @@ pub(super) fn cut_over(
     }
     if b.spec.front.is_some() {
         front::cut_over(b, host, tgen, target);
+        // Also when a run killed after the switch left the old app running.
         if let Some(l) = beside
             && b.fronted == Some(target)
-            && host.front_live() == Some(l)
+            && host.generation(l).app.is_some_and(|a| a.up())
         {
             b.push(
                 Action::DrainFront { generation: l },
