@@ -60,6 +60,60 @@ pub struct ContainerConfig {
     pub ports: Vec<String>,
     /// Host directory → container directory bind mount (db only).
     pub data_mount: Option<(PathBuf, String)>,
+    /// The command replacing the image's (the db: `postgres` and its args).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// User, limits, volumes, operator labels, logging.
+    #[serde(skip_serializing_if = "RunConfig::is_empty")]
+    pub run: RunConfig,
+}
+
+/// How a container runs beyond its image and environment, as the engine takes
+/// it (sizes in bytes, CPUs in billionths). Empty fields are left out of the
+/// fingerprint, so containers made before these settings existed still match.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct RunConfig {
+    /// The user (and group) the command runs as.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Memory limit, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub memory: Option<u64>,
+    /// CPU limit, in billionths of a CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub nano_cpus: Option<u64>,
+    /// `/dev/shm` size, bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shm_size: Option<u64>,
+    /// `SOURCE:TARGET[:ro]`, as the spec writes them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The operator's labels.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Log driver and options.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<crate::spec::LogSpec>,
+}
+
+impl RunConfig {
+    /// Nothing set.
+    pub fn is_empty(&self) -> bool {
+        *self == RunConfig::default()
+    }
+
+    /// From the spec's (validated) settings.
+    pub fn of(run: &crate::spec::RunSpec) -> RunConfig {
+        RunConfig {
+            user: run.user.clone(),
+            memory: run.memory.as_deref().and_then(crate::spec::parse_size),
+            nano_cpus: run.cpus.map(|c| (c * 1e9).round() as u64),
+            shm_size: run.shm_size.as_deref().and_then(crate::spec::parse_size),
+            volumes: run.volumes.clone(),
+            labels: run.labels.clone(),
+            log: run.log.clone(),
+        }
+    }
 }
 
 /// Extra variable telling the app which generation it is.
@@ -168,6 +222,8 @@ pub fn app_on(spec: &Spec, generation: u64, db: u64) -> ContainerConfig {
             ports
         },
         data_mount: None,
+        command: spec.app.command.clone(),
+        run: RunConfig::of(&spec.app.run),
     }
 }
 
@@ -185,6 +241,14 @@ pub fn db(spec: &Spec, generation: u64) -> ContainerConfig {
         network: spec.network_name(),
         ports: Vec::new(),
         data_mount: Some((data_dir(spec, generation), spec.db.data_dir.clone())),
+        command: if spec.db.args.is_empty() {
+            Vec::new()
+        } else {
+            std::iter::once("postgres".to_string())
+                .chain(spec.db.args.iter().cloned())
+                .collect()
+        },
+        run: RunConfig::of(&spec.db.run),
     }
 }
 

@@ -378,8 +378,18 @@ impl Engine for Docker {
                 spec.binds
                     .iter()
                     .map(|(host, inside)| format!("{}:{inside}", host.display()))
+                    .chain(spec.volumes.iter().cloned())
                     .collect(),
             ),
+            memory: spec.memory.and_then(|m| i64::try_from(m).ok()),
+            nano_cpus: spec.nano_cpus.and_then(|c| i64::try_from(c).ok()),
+            shm_size: spec.shm_size.and_then(|s| i64::try_from(s).ok()),
+            log_config: spec.log.as_ref().map(|(driver, options)| {
+                bollard::models::HostConfigLogConfig {
+                    typ: Some(driver.clone()),
+                    config: Some(options.clone().into_iter().collect()),
+                }
+            }),
             port_bindings: Some(port_bindings.clone()),
             network_mode: spec.network.clone(),
             restart_policy: spec.restart.then_some(RestartPolicy {

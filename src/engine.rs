@@ -95,6 +95,16 @@ pub struct CreateContainer {
     pub restart: bool,
     /// The user the command runs as, when not the image's.
     pub user: Option<String>,
+    /// Memory limit, bytes.
+    pub memory: Option<u64>,
+    /// CPU limit, billionths of a CPU.
+    pub nano_cpus: Option<u64>,
+    /// `/dev/shm` size, bytes.
+    pub shm_size: Option<u64>,
+    /// Further mounts, Docker's `SOURCE:TARGET[:ro]` (host paths or named volumes).
+    pub volumes: Vec<String>,
+    /// Log driver and its options.
+    pub log: Option<(String, BTreeMap<String, String>)>,
 }
 
 /// The result of a command run in a container.

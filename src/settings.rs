@@ -36,6 +36,39 @@ pub struct Settings {
     /// Literal environment, including gemctl's own variables.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub env: BTreeMap<String, String>,
+    /// The command replacing the image's, one argument per entry.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// User, limits, volumes, operator labels, logging.
+    #[serde(default, skip_serializing_if = "RunSettings::is_empty")]
+    pub run: RunSettings,
+}
+
+/// [`crate::desired::RunConfig`] as recorded (it can be read back).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunSettings {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    user: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    memory: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    nano_cpus: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    shm_size: Option<u64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    log_driver: Option<String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    log_options: BTreeMap<String, String>,
+}
+
+impl RunSettings {
+    fn is_empty(&self) -> bool {
+        *self == RunSettings::default()
+    }
 }
 
 /// One field that differs between two [`Settings`]. A field with several values
@@ -96,6 +129,22 @@ impl Settings {
                 .map(|(host, inside)| format!("{}:{inside}", host.display())),
             env_file: config.env_file.clone(),
             env: config.env.clone(),
+            command: config.command.clone(),
+            run: RunSettings {
+                user: config.run.user.clone(),
+                memory: config.run.memory,
+                nano_cpus: config.run.nano_cpus,
+                shm_size: config.run.shm_size,
+                volumes: config.run.volumes.clone(),
+                labels: config.run.labels.clone(),
+                log_driver: config.run.log.as_ref().map(|l| l.driver.clone()),
+                log_options: config
+                    .run
+                    .log
+                    .as_ref()
+                    .map(|l| l.options.clone())
+                    .unwrap_or_default(),
+            },
         }
     }
 
@@ -130,6 +179,30 @@ impl Settings {
             self.env
                 .iter()
                 .map(|(k, v)| (format!("env.{k}"), v.clone())),
+        );
+        if !self.command.is_empty() {
+            let shown = serde_json::to_string(&self.command).expect("strings serialise");
+            lines.push(("command".into(), shown));
+        }
+        let r = &self.run;
+        let mut one = |field: &str, value: Option<String>| {
+            lines.extend(value.map(|v| (field.to_string(), v)));
+        };
+        one("user", r.user.clone());
+        one("memory", r.memory.map(|b| format!("{b} bytes")));
+        one("cpus", r.nano_cpus.map(|n| format!("{}", n as f64 / 1e9)));
+        one("shm_size", r.shm_size.map(|b| format!("{b} bytes")));
+        one("log.driver", r.log_driver.clone());
+        lines.extend(r.volumes.iter().map(|v| ("volume".to_string(), v.clone())));
+        lines.extend(
+            r.labels
+                .iter()
+                .map(|(k, v)| (format!("label.{k}"), v.clone())),
+        );
+        lines.extend(
+            r.log_options
+                .iter()
+                .map(|(k, v)| (format!("log.{k}"), v.clone())),
         );
         lines
     }
@@ -224,6 +297,8 @@ mod tests {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            command: Vec::new(),
+            run: RunSettings::default(),
         }
     }
 
@@ -274,6 +349,8 @@ mod tests {
             network: "shop-net".into(),
             ports: ports.iter().map(|p| p.to_string()).collect(),
             data_mount: None,
+            command: Vec::new(),
+            run: crate::desired::RunConfig::default(),
         };
         let a = Settings::of(&config(&["80:8080", "127.0.0.1:7000:7000"]));
         let b = Settings::of(&config(&["127.0.0.1:7000:7000", "80:8080"]));
@@ -328,5 +405,48 @@ mod tests {
             Settings::recorded(&container(&[(labels::SETTINGS, "{bad")])),
             Err(Unrecorded::Unreadable(_))
         ));
+    }
+
+    #[test]
+    fn run_settings_are_recorded_and_compared_field_by_field() {
+        let spec: crate::spec::RunSpec = serde_yaml::from_str(
+            "user: \"1000\"\nmemory: 512m\ncpus: 1.5\nvolumes: [\"/srv/up:/up\"]\n\
+             labels: { team: shop }\nlog: { driver: local, options: { max-size: 10m } }\n",
+        )
+        .unwrap();
+        let mut made = app(&[], &[]);
+        made.run = Settings::of(&ContainerConfig {
+            run: crate::desired::RunConfig::of(&spec),
+            ..crate::desired::app(&crate::spec::Spec::parse(
+                std::path::Path::new("s.yaml"),
+                "project: p\ngeneration: 1\nstorage: /srv/p\napp: { image: \"a:1\" }\ndb: { image: \"postgres:15\" }\n",
+            )
+            .unwrap(), 1)
+        })
+        .run;
+        let back: Settings = serde_json::from_str(&made.label()).unwrap();
+        assert_eq!(back, made, "the label reads back");
+        let plain = app(&[], &[]);
+        let fields: Vec<String> = plain.changes(&made).into_iter().map(|c| c.field).collect();
+        assert_eq!(
+            fields,
+            [
+                "user",
+                "memory",
+                "cpus",
+                "log.driver",
+                "volume",
+                "label.team",
+                "log.max-size"
+            ]
+        );
+        assert!(
+            made.text().contains("memory: 536870912 bytes"),
+            "{}",
+            made.text()
+        );
+        // A label written before these settings existed still reads.
+        let old: Settings = serde_json::from_str(&plain.label()).unwrap();
+        assert!(old.run.is_empty());
     }
 }

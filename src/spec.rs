@@ -238,6 +238,13 @@ pub struct AppSpec {
     /// Health checks run before the new generation is exposed, all of which must pass.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health: Vec<HealthCheck>,
+    /// The command, replacing the image's (`["bundle", "exec", "puma"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// How the container runs beyond its image and environment: user, limits,
+    /// volumes, operator labels, logging.
+    #[serde(default, skip_serializing_if = "RunSpec::is_empty")]
+    pub run: RunSpec,
 }
 
 /// The PostgreSQL container.
@@ -264,6 +271,158 @@ pub struct DbSpec {
     /// How the new generation's data is checked against the old one's.
     #[serde(default)]
     pub verify: VerifyMode,
+    /// Arguments for the PostgreSQL server (`["-c", "shared_buffers=256MB"]`),
+    /// given to the image's entrypoint after `postgres`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<String>,
+    /// How the container runs beyond its image and environment: user, limits,
+    /// volumes, operator labels, logging.
+    #[serde(default, skip_serializing_if = "RunSpec::is_empty")]
+    pub run: RunSpec,
+}
+
+/// How a container runs, beyond its image and environment; the same for the app
+/// and the db. Volumes are mounted as they are: they are *not* copied from one
+/// generation to the next (only the database's data is).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// The user (and group) the command runs as: `"1000"`, `"1000:1000"`, `"app"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// Memory limit: bytes, or with a unit `k`, `m`, `g` (powers of 1024): `"512m"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+[bkmgBKMG]?$"), example = &"512m")]
+    pub memory: Option<String>,
+    /// CPU limit, in CPUs: `1.5`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<f64>,
+    /// Size of `/dev/shm` (as `memory`): PostgreSQL's parallel queries want more
+    /// than Docker's 64m.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = r"^[0-9]+[bkmgBKMG]?$"), example = &"256m")]
+    pub shm_size: Option<String>,
+    /// Host paths or named volumes: `"/srv/uploads:/app/uploads"`,
+    /// `"cache:/tmp/cache:ro"`. Not copied between generations.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub volumes: Vec<String>,
+    /// The operator's own labels, kept apart from gemctl's (`io.gemctl.*` is
+    /// refused).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// The log driver and its options (`{ driver: json-file, options: { max-size:
+    /// 10m } }`); default: the engine's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<LogSpec>,
+}
+
+/// A container's logging.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LogSpec {
+    /// `json-file`, `local`, `journald`, `syslog`…
+    pub driver: String,
+    /// The driver's options.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub options: BTreeMap<String, String>,
+}
+
+impl RunSpec {
+    /// Nothing set: the container runs as the image says.
+    pub fn is_empty(&self) -> bool {
+        *self == RunSpec::default()
+    }
+
+    /// The problems of these settings, each with its field under `at` (`app.run`).
+    fn problems(&self, at: &str, bad: &mut impl FnMut(String, String)) {
+        for (field, value) in [("memory", &self.memory), ("shm_size", &self.shm_size)] {
+            if let Some(v) = value
+                && parse_size(v).is_none()
+            {
+                bad(
+                    format!("{at}.{field}"),
+                    format!(
+                        "{v:?} is not a size: bytes, or a number with k, m or g (\"512m\", \"2g\")"
+                    ),
+                );
+            }
+        }
+        if let Some(c) = self.cpus
+            && !(c > 0.0 && c <= 1024.0)
+        {
+            bad(
+                format!("{at}.cpus"),
+                format!("{c}: a number of CPUs above 0 (\"0.5\", \"2\")"),
+            );
+        }
+        for (i, v) in self.volumes.iter().enumerate() {
+            if let Err(why) = parse_volume(v) {
+                bad(format!("{at}.volumes[{i}]"), format!("{v:?}: {why}"));
+            }
+        }
+        for key in self.labels.keys() {
+            if key.starts_with("io.gemctl.") {
+                bad(
+                    format!("{at}.labels"),
+                    format!("{key:?}: io.gemctl.* labels are gemctl's own; choose another prefix"),
+                );
+            }
+        }
+        if let Some(log) = &self.log
+            && log.driver.trim().is_empty()
+        {
+            bad(
+                format!("{at}.log.driver"),
+                "name the log driver (`json-file`, `local`, `journald`…)".into(),
+            );
+        }
+    }
+}
+
+/// Bytes from `"512m"` (k, m, g: powers of 1024, as Docker reads them).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let (digits, unit) = match t.char_indices().last()? {
+        (i, c) if c.is_ascii_alphabetic() => (&t[..i], c.to_ascii_lowercase()),
+        _ => (t, 'b'),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let factor: u64 = match unit {
+        'b' => 1,
+        'k' => 1 << 10,
+        'm' => 1 << 20,
+        'g' => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(factor).filter(|b| *b > 0)
+}
+
+/// A volume: `(source, target, read_only)`; the source an absolute host path or
+/// a volume name, the target an absolute path in the container.
+pub fn parse_volume(text: &str) -> Result<(String, String, bool), String> {
+    let parts: Vec<&str> = text.split(':').collect();
+    let (source, target, ro) = match parts.as_slice() {
+        [s, t] => (*s, *t, false),
+        [s, t, "ro"] => (*s, *t, true),
+        [s, t, "rw"] => (*s, *t, false),
+        [_, _, mode] => return Err(format!("the mode is {mode:?}: `ro` or `rw`")),
+        _ => return Err("write it SOURCE:TARGET[:ro] (a host path or a volume name, then a path in the container)".into()),
+    };
+    let named = !source.is_empty()
+        && source
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !(source.starts_with('/') || named) {
+        return Err(format!(
+            "the source {source:?} is neither an absolute host path nor a volume name"
+        ));
+    }
+    if !target.starts_with('/') {
+        return Err(format!(
+            "the target {target:?} must be an absolute path in the container"
+        ));
+    }
+    Ok((source.to_string(), target.to_string(), ro))
 }
 
 /// How a new generation's database receives the previous one's data.
@@ -1067,6 +1226,8 @@ impl Spec {
     fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut bad = |field: String, msg: String| out.push((field, msg));
+        self.app.run.problems("app.run", &mut bad);
+        self.db.run.problems("db.run", &mut bad);
 
         let name_ok = |s: &str| {
             !s.is_empty()
@@ -1535,6 +1696,38 @@ mod tests {
         assert!(up[0].starts_with("/specs/s.yaml:3:10: storage: the storage root is /:"));
         let tilde = errors(&format!("project: p\ngeneration: 1\nstorage: ~/g\n{REST}"));
         assert!(tilde[0].contains("does not expand `~`"), "{tilde:?}");
+    }
+
+    #[test]
+    fn run_settings_are_checked_and_each_problem_is_named_where_it_is() {
+        let good = "project: p\ngeneration: 1\nstorage: /srv/p\napp:\n  image: \"a:1\"\n  \
+                    command: [\"serve\", \"--port\", \"8080\"]\n  run:\n    user: \"1000:1000\"\n    \
+                    memory: 512m\n    cpus: 1.5\n    volumes: [\"/srv/up:/up\", \"cache:/cache:ro\"]\n    \
+                    labels: { team: shop }\n    log: { driver: local, options: { max-size: 10m } }\n\
+                    db:\n  image: \"postgres:15\"\n  args: [\"-c\", \"shared_buffers=256MB\"]\n  \
+                    run: { shm_size: 256m }\n";
+        assert_eq!(errors(good), Vec::<String>::new());
+        let bad = "project: p\ngeneration: 1\nstorage: /srv/p\napp:\n  image: \"a:1\"\n  run:\n    \
+                   memory: lots\n    cpus: 0\n    volumes: [\"up:/up\", \"/a:b\", \"/a:/b:rx\"]\n    \
+                   labels: { io.gemctl.role: app }\n    log: { driver: \"\" }\n\
+                   db: { image: \"postgres:15\", run: { shm_size: 1x } }\n";
+        let e = errors(bad).join("\n");
+        for needle in [
+            "/specs/s.yaml:7:5: app.run.memory: \"lots\" is not a size",
+            "app.run.cpus: 0",
+            "app.run.volumes[1]: \"/a:b\": the target \"b\" must be an absolute path",
+            "app.run.volumes[2]: \"/a:/b:rx\": the mode is \"rx\"",
+            "app.run.labels: \"io.gemctl.role\"",
+            "app.run.log.driver",
+            "db.run.shm_size: \"1x\" is not a size",
+        ] {
+            assert!(e.contains(needle), "{needle}\n{e}");
+        }
+        assert!(!e.contains("volumes[0]"), "a named volume is fine: {e}");
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("2g"), Some(2 << 30));
+        assert_eq!(parse_size("100"), Some(100));
+        assert_eq!(parse_size("0m"), None);
     }
 
     #[test]

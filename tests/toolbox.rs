@@ -328,3 +328,103 @@ fn every_change_and_refusal_leaves_an_audit_record_and_status_names_a_lock_holde
     let status: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(status.get("locked_by").is_none(), "{status}");
 }
+
+/// The spec at `generation` with the app's and the db's run settings (`memory`
+/// sets the app's limit).
+fn write_run_spec(p: &Project, generation: u64, memory: &str) {
+    let volume = format!("{}-cache", p.name);
+    p.write_spec_with(
+        generation,
+        "1",
+        2,
+        "scope: project",
+        "  args: [\"-c\", \"shared_buffers=32MB\"]\n  run: { shm_size: 128m }",
+    );
+    let text = std::fs::read_to_string(&p.spec).unwrap().replacen(
+        "  health:\n",
+        &format!(
+            "  run:\n    memory: {memory}\n    cpus: 0.5\n    volumes: [\"{volume}:/cache\", \"{}:/host:ro\"]\n    \
+             labels: {{ team: shop }}\n    log: {{ driver: json-file, options: {{ max-size: 1m }} }}\n  health:\n",
+            p.dir.display()
+        ),
+        1,
+    );
+    std::fs::write(&p.spec, text).unwrap();
+}
+
+#[test]
+fn run_settings_reach_the_containers_and_a_change_needs_a_new_generation() {
+    real::require_images();
+    let p = Project::new("tbrun");
+    let volume = format!("{}-cache", p.name);
+    // The named volume is Docker's: removed whatever the test's outcome.
+    struct Volume(String);
+    impl Drop for Volume {
+        fn drop(&mut self) {
+            let _ = real::docker(&["volume", "rm", "-f", &self.0]);
+        }
+    }
+    let _volume = Volume(volume.clone());
+    write_run_spec(&p, 1, "256m");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+
+    let inspect = |name: &str, format: &str| real::docker_ok(&["inspect", "-f", format, name]);
+    let app = p.app(1);
+    assert_eq!(
+        inspect(&app, "{{.HostConfig.Memory}}").trim(),
+        (256u64 << 20).to_string()
+    );
+    assert_eq!(
+        inspect(&app, "{{.HostConfig.NanoCpus}}").trim(),
+        "500000000"
+    );
+    assert_eq!(
+        inspect(&app, "{{index .Config.Labels \"team\"}}").trim(),
+        "shop"
+    );
+    assert_eq!(
+        inspect(&app, "{{.HostConfig.LogConfig.Type}}").trim(),
+        "json-file"
+    );
+    assert_eq!(
+        inspect(&app, "{{index .HostConfig.LogConfig.Config \"max-size\"}}").trim(),
+        "1m"
+    );
+    let binds = inspect(&app, "{{json .HostConfig.Binds}}");
+    assert!(
+        binds.contains(&format!("{volume}:/cache")) && binds.contains(":/host:ro"),
+        "{binds}"
+    );
+    let o = p.gemctl(&["exec", "--", "sh", "-c", "touch /cache/x && ls /host"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("spec.yaml"));
+    let db = p.db(1);
+    assert_eq!(
+        inspect(&db, "{{.HostConfig.ShmSize}}").trim(),
+        (128u64 << 20).to_string()
+    );
+    let o = p.gemctl(&["psql", "--", "-Atc", "show shared_buffers"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "32MB");
+
+    // A changed limit without a new generation is refused, naming the field.
+    write_run_spec(&p, 1, "512m");
+    let o = p.gemctl(&["diff"]);
+    let out = String::from_utf8_lossy(&o.stdout).to_string();
+    assert_eq!(o.status.code(), Some(3), "{out}");
+    assert!(out.contains("memory changed"), "{out}");
+    // With one, the new generation gets it; the volume's file is still there.
+    write_run_spec(&p, 2, "512m");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("they are not copied"),
+        "the plan says so: {out}"
+    );
+    assert_eq!(
+        inspect(&p.app(2), "{{.HostConfig.Memory}}").trim(),
+        (512u64 << 20).to_string()
+    );
+    let o = p.gemctl(&["exec", "--", "ls", "/cache"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "x");
+}

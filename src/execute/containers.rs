@@ -128,7 +128,10 @@ impl<E: Engine> Run<'_, E> {
         exposure: Option<&str>,
         ports: Vec<PortBinding>,
     ) -> Result<(), StepError> {
-        let mut labels = config.labels(&self.spec.project);
+        // The operator's labels first: gemctl's own win (validation refuses
+        // `io.gemctl.*` in the spec anyway).
+        let mut labels = config.run.labels.clone();
+        labels.extend(config.labels(&self.spec.project));
         if let Some(e) = exposure {
             labels.insert(labels::EXPOSURE.into(), e.into());
         }
@@ -143,6 +146,17 @@ impl<E: Engine> Run<'_, E> {
                 ports,
                 binds: config.data_mount.clone().into_iter().collect(),
                 restart: exposure != Some(labels::EXPOSURE_PROBE),
+                cmd: (!config.command.is_empty()).then(|| config.command.clone()),
+                user: config.run.user.clone(),
+                memory: config.run.memory,
+                nano_cpus: config.run.nano_cpus,
+                shm_size: config.run.shm_size,
+                volumes: config.run.volumes.clone(),
+                log: config
+                    .run
+                    .log
+                    .as_ref()
+                    .map(|l| (l.driver.clone(), l.options.clone())),
                 ..CreateContainer::default()
             })
             .await?;

@@ -263,6 +263,16 @@ pub fn plan(
     {
         notes.push(cutover::beside_note(spec, target, l, target_db));
     }
+    if matches!(course, Course::Upgrade { .. } | Course::Share { .. })
+        && !steps.is_empty()
+        && !(spec.app.run.volumes.is_empty() && spec.db.run.volumes.is_empty())
+    {
+        notes.push(format!(
+            "generation {target} mounts the spec's `run.volumes` as they are: they are not \
+             copied from generation {} (only the database's data is)",
+            live.unwrap_or(target)
+        ));
+    }
     Ok(Plan {
         project: spec.project.clone(),
         desired,
