@@ -28,16 +28,11 @@ pub struct Docker {
     endpoint: Endpoint,
 }
 
-/// Seconds an engine request may take: bollard's default.
-const REQUEST_TIMEOUT: u64 = 120;
-
 impl Docker {
-    /// Connects to the engine the docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT,
-    /// the current context, the default socket), negotiates the API version and
-    /// pings, so an unreachable engine is reported here. An engine on another
-    /// machine is refused before any connection: every command that talks to the
-    /// engine also reads the storage, and health-checks, on this one.
-    pub async fn connect() -> Result<Docker, EngineError> {
+    /// The engine the docker CLI would use, or the refusal when it is on another
+    /// machine; no connection is made. A command checks it before it takes the
+    /// project's lock, so that a refusal leaves nothing behind.
+    pub fn local_endpoint() -> Result<Endpoint, EngineError> {
         let env: BTreeMap<String, String> = std::env::vars_os()
             .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
             .collect();
@@ -53,6 +48,21 @@ impl Docker {
                 host: endpoint.host_name().to_string(),
             });
         }
+        Ok(endpoint)
+    }
+}
+
+/// Seconds an engine request may take: bollard's default.
+const REQUEST_TIMEOUT: u64 = 120;
+
+impl Docker {
+    /// Connects to the engine the docker CLI would use (DOCKER_HOST, DOCKER_CONTEXT,
+    /// the current context, the default socket), negotiates the API version and
+    /// pings, so an unreachable engine is reported here. An engine on another
+    /// machine is refused before any connection: every command that talks to the
+    /// engine also reads the storage, and health-checks, on this one.
+    pub async fn connect() -> Result<Docker, EngineError> {
+        let endpoint = Docker::local_endpoint()?;
         let unreachable = |e: BollardError| EngineError::Unreachable {
             endpoint: endpoint.to_string(),
             message: with_causes(&e),

@@ -66,6 +66,8 @@ pub(super) struct BackupsArgs {
 pub(super) fn backup(args: BackupArgs) -> Result<u8, Error> {
     let BackupArgs { file, output } = args;
     let spec = Spec::load(&file)?;
+    // An engine on another machine is refused before the lock leaves anything.
+    crate::docker::Docker::local_endpoint()?;
     let _lock = take_lock(&spec)?;
     let (info, pruned) = backup_now(&spec, output == Output::Text)?;
     match output {

@@ -208,6 +208,8 @@ pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {
             },
         );
     }
+    // An engine on another machine is refused before the lock leaves anything.
+    crate::docker::Docker::local_endpoint()?;
     let _lock = take_lock(&spec)?;
     lapse_stale_pin(&spec)?;
     deploy_once(
@@ -226,6 +228,8 @@ pub(super) fn rollback(args: RollbackArgs) -> Result<u8, Error> {
     if unclean(&spec, &file, false)?.is_some() {
         return Ok(exit::REFUSED);
     }
+    // An engine on another machine is refused before the lock leaves anything.
+    crate::docker::Docker::local_endpoint()?;
     let _lock = take_lock(&spec)?;
     let storage = crate::state::read_storage(&spec.storage)?;
     let git = crate::git::info(&file);
@@ -306,6 +310,8 @@ pub(super) fn restore(args: RestoreArgs) -> Result<u8, Error> {
     if unclean(&spec, file, false)?.is_some() {
         return Ok(exit::REFUSED);
     }
+    // An engine on another machine is refused before the lock leaves anything.
+    crate::docker::Docker::local_endpoint()?;
     let _lock = take_lock(&spec)?;
     let path = match backup.as_deref() {
         Some(arg) => crate::backup::resolve(&spec, arg),
