@@ -168,13 +168,36 @@ pub fn require_data_dir(generation: u64, data_dir: &Path) -> Result<(), Error> {
     )))
 }
 
-/// Deletes `<storage>/<n>/` and everything in it; already gone is done.
+/// Deletes `<storage>/<n>/` and everything in it; already gone is done. The
+/// directory is first renamed aside (`.<n>.removed`), at once: a run killed while
+/// the files go leaves no generation directory with its marker deleted and its
+/// data half there. What such a run left aside is deleted here too.
 pub fn remove_generation_dir(storage: &Path, generation: u64) -> Result<(), Error> {
     let dir = generation_dir(storage, generation);
-    match std::fs::remove_dir_all(&dir) {
-        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(&dir, "delete", e)),
-        _ => Ok(()),
+    let aside = storage.join(format!(".{generation}.removed"));
+    match std::fs::rename(&dir, &aside) {
+        Ok(()) => sync_dir(storage),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(Error::io(&dir, "delete", e)),
     }
+    let leftovers = std::fs::read_dir(storage)
+        .map_err(|e| Error::io(storage, "read", e))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with('.') && n.ends_with(".removed"))
+        });
+    for path in leftovers {
+        match std::fs::remove_dir_all(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                return Err(Error::io(&path, "delete", e));
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// Bytes under a directory (files only; unreadable entries count as 0).
@@ -611,6 +634,20 @@ pub fn now_rfc3339() -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_generation_directory_is_deleted_whole_and_what_a_killed_delete_left_goes_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = dir.path();
+        let made = create_generation_dir(storage, 3).unwrap();
+        std::fs::create_dir_all(made.join("pgdata/base")).unwrap();
+        // A delete killed after the rename left this aside.
+        std::fs::create_dir_all(storage.join(".2.removed/pgdata")).unwrap();
+        remove_generation_dir(storage, 3).unwrap();
+        let left: Vec<_> = std::fs::read_dir(storage).unwrap().flatten().collect();
+        assert!(left.is_empty(), "{left:?}");
+        remove_generation_dir(storage, 3).unwrap();
+    }
+
     use super::*;
 
     #[test]
