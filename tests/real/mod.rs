@@ -429,6 +429,17 @@ impl Drop for Project {
             docker(&args);
         }
         docker(&["network", "rm", &format!("{}-net", self.name)]);
+        // Named volumes a test's spec asked for carry its prefix too.
+        let volumes = docker(&[
+            "volume",
+            "ls",
+            "-q",
+            "--filter",
+            &format!("name=^{}-", self.name),
+        ]);
+        for volume in String::from_utf8_lossy(&volumes.stdout).lines() {
+            docker(&["volume", "rm", "-f", volume]);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
