@@ -490,26 +490,14 @@ impl Engine for Docker {
 
     async fn exec(&self, name: &str, cmd: &[String]) -> Result<ExecOutput, EngineError> {
         let op = || format!("exec in {name}");
-        let created = self
-            .client
-            .create_exec(
-                name,
-                ExecConfig {
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    cmd: Some(cmd.to_vec()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(failed(op()))?;
+        let id = self.create_exec(name, cmd, None).await?;
         let mut out = ExecOutput {
             exit_code: -1,
             ..ExecOutput::default()
         };
         if let bollard::exec::StartExecResults::Attached { mut output, .. } = self
             .client
-            .start_exec(&created.id, None)
+            .start_exec(&id, None)
             .await
             .map_err(failed(op()))?
         {
@@ -524,12 +512,7 @@ impl Engine for Docker {
                 }
             }
         }
-        let inspect = self
-            .client
-            .inspect_exec(&created.id)
-            .await
-            .map_err(failed(op()))?;
-        out.exit_code = inspect.exit_code.unwrap_or(-1);
+        out.exit_code = self.exec_exit_code(name, &id).await?;
         Ok(out)
     }
 
@@ -607,25 +590,11 @@ impl Docker {
 
         let tty = std::io::stdin().is_terminal() && std::io::stdout().is_terminal();
         let op = || format!("exec in {name}");
-        let created = self
-            .client
-            .create_exec(
-                name,
-                ExecConfig {
-                    attach_stdin: Some(true),
-                    attach_stdout: Some(true),
-                    attach_stderr: Some(true),
-                    tty: Some(tty),
-                    cmd: Some(cmd.to_vec()),
-                    ..Default::default()
-                },
-            )
-            .await
-            .map_err(failed(op()))?;
+        let id = self.create_exec(name, cmd, Some(tty)).await?;
         let started = self
             .client
             .start_exec(
-                &created.id,
+                &id,
                 Some(bollard::exec::StartExecOptions {
                     detach: false,
                     tty,
@@ -653,7 +622,7 @@ impl Docker {
                 let _ = self
                     .client
                     .resize_exec(
-                        &created.id,
+                        &id,
                         bollard::exec::ResizeExecOptions {
                             height: size.ws_row,
                             width: size.ws_col,
@@ -710,11 +679,41 @@ impl Docker {
         pump.abort();
         drop(raw);
         result?;
+        self.exec_exit_code(name, &id).await
+    }
+
+    /// Creates `cmd` in container `name` with its output attached; with
+    /// `stdin_tty` (`Some(tty)`), stdin attached too, on a terminal or not.
+    async fn create_exec(
+        &self,
+        name: &str,
+        cmd: &[String],
+        stdin_tty: Option<bool>,
+    ) -> Result<String, EngineError> {
+        self.client
+            .create_exec(
+                name,
+                ExecConfig {
+                    attach_stdin: stdin_tty.map(|_| true),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: stdin_tty,
+                    cmd: Some(cmd.to_vec()),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map(|created| created.id)
+            .map_err(failed(format!("exec in {name}")))
+    }
+
+    /// The exit code of a finished exec (`-1` when the engine does not say).
+    async fn exec_exit_code(&self, name: &str, id: &str) -> Result<i64, EngineError> {
         let inspect = self
             .client
-            .inspect_exec(&created.id)
+            .inspect_exec(id)
             .await
-            .map_err(failed(op()))?;
+            .map_err(failed(format!("exec in {name}")))?;
         Ok(inspect.exit_code.unwrap_or(-1))
     }
 }

@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use crate::desired::fingerprint;
 use crate::error::Error;
 use crate::observed::Observation;
-use crate::plan::{Plan, glob_match};
-use crate::spec::{Scope, Spec};
+use crate::plan::{Plan, in_scope};
+use crate::spec::Spec;
 
 /// The format written; a file of another format is refused.
 pub const FORMAT: u32 = 1;
@@ -85,7 +85,7 @@ impl Basis {
             containers: observed
                 .containers
                 .iter()
-                .filter(|c| in_scope(spec, &c.name, c.labels.get(crate::labels::PROJECT)))
+                .filter(|c| in_scope(spec, c))
                 .map(|c| (c.name.clone(), format!("{} {}", short(&c.id), c.state)))
                 .collect(),
             networks: observed.networks.clone(),
@@ -157,19 +157,6 @@ fn show(n: Option<u64>) -> String {
 
 fn short(id: &str) -> &str {
     &id[..id.len().min(12)]
-}
-
-/// Whether a container can change the plan: with `scope: project`, only this
-/// project's (by label or by name); with `scope: host`, every one not ignored.
-fn in_scope(spec: &Spec, name: &str, project: Option<&String>) -> bool {
-    let ours = project == Some(&spec.project)
-        || [&spec.app.name, &spec.db.name, &spec.project]
-            .iter()
-            .any(|prefix| name.starts_with(&format!("{prefix}-")));
-    match spec.scope {
-        Scope::Project => ours,
-        Scope::Host => ours || !spec.ignore.iter().any(|p| glob_match(p, name)),
-    }
 }
 
 impl SavedPlan {

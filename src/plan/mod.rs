@@ -46,7 +46,7 @@ use pin::{Pinned, resolve_pin};
 use recognise::{Host, recognise};
 
 pub use evidence::Evidence;
-pub use recognise::glob_match;
+pub use recognise::{glob_match, in_scope};
 pub use refusal::{Problem, Refusal};
 pub use steps::{Action, Mark, Step};
 pub use stream::{CopyChoice, Mode, copy_mode};

@@ -156,6 +156,12 @@ pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<
     }
 }
 
+/// Whether the planner looks at container `c` for `spec`: one of the project's,
+/// or one it would refuse as a stranger. Ignored and out-of-scope ones are not.
+pub fn in_scope(spec: &Spec, c: &Container) -> bool {
+    !matches!(sort(spec, c), Ok(None))
+}
+
 /// Where one container belongs: this project's `(role, generation)`, `None` for a
 /// container out of scope or ignored, or the problem that stops the plan.
 fn sort(spec: &Spec, c: &Container) -> Result<Option<(&'static str, u64)>, Problem> {
