@@ -47,6 +47,7 @@ fn host(spec: &Spec) -> Observed {
             let want = match role {
                 Role::App => desired::app(spec, g),
                 Role::Db => desired::db(spec, g),
+                Role::Service => unreachable!("the bench's spec has no services"),
             };
             let mut labels = want.labels(&spec.project);
             if role == Role::App {

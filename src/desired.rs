@@ -20,6 +20,8 @@ pub enum Role {
     App,
     /// PostgreSQL.
     Db,
+    /// One of the spec's `services:` (a worker, a cache…).
+    Service,
 }
 
 impl Role {
@@ -28,6 +30,7 @@ impl Role {
         match self {
             Role::App => labels::ROLE_APP,
             Role::Db => labels::ROLE_DB,
+            Role::Service => labels::ROLE_SERVICE,
         }
     }
 }
@@ -66,6 +69,23 @@ pub struct ContainerConfig {
     /// User, limits, volumes, operator labels, logging.
     #[serde(skip_serializing_if = "RunConfig::is_empty")]
     pub run: RunConfig,
+    /// A service's name and replica (app and db: none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub service: Option<ServiceOf>,
+}
+
+/// Which service a container runs, and which of its replicas it is.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServiceOf {
+    /// The service's name in the spec.
+    pub name: String,
+    /// From 1.
+    pub replica: u32,
+    /// The entrypoint replacing the image's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    /// Docker's restart policy.
+    pub restart: String,
 }
 
 /// How a container runs beyond its image and environment, as the engine takes
@@ -128,13 +148,18 @@ impl ContainerConfig {
 
     /// The labels to set when creating it (exposure added by the caller for apps).
     pub fn labels(&self, project: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([
+        let mut labels = BTreeMap::from([
             (labels::PROJECT.to_string(), project.to_string()),
             (labels::ROLE.to_string(), self.role.label().to_string()),
             (labels::GENERATION.to_string(), self.generation.to_string()),
             (labels::SPEC_HASH.to_string(), self.spec_hash()),
             (labels::SETTINGS.to_string(), Settings::of(self).label()),
-        ])
+        ]);
+        if let Some(s) = &self.service {
+            labels.insert(labels::SERVICE.into(), s.name.clone());
+            labels.insert(labels::REPLICA.into(), s.replica.to_string());
+        }
+        labels
     }
 }
 
@@ -150,11 +175,27 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Container name of a role's generation.
+/// Container name of a role's generation (a service's: [`service_container_name`]).
 pub fn container_name(spec: &Spec, role: Role, generation: u64) -> String {
     match role {
         Role::App => format!("{}-{generation}", spec.app.name),
         Role::Db => format!("{}-{generation}", spec.db.name),
+        Role::Service => panic!("a service's container is named by service_container_name"),
+    }
+}
+
+/// Container name of a service's replica: `<service>-<n>`, or `<service>-<n>-<i>`
+/// when the service runs more than one.
+pub fn service_container_name(
+    service: &str,
+    generation: u64,
+    replica: u32,
+    replicas: u32,
+) -> String {
+    if replicas > 1 {
+        format!("{service}-{generation}-{replica}")
+    } else {
+        format!("{service}-{generation}")
     }
 }
 
@@ -189,7 +230,7 @@ pub fn made_as(spec: &Spec, want: &ContainerConfig, hash: Option<&str>) -> bool 
     let mut in_spec_order = want.clone();
     in_spec_order.ports = match want.role {
         Role::App => spec.app.ports.iter().map(|p| p.raw.clone()).collect(),
-        Role::Db => return false,
+        Role::Db | Role::Service => return false,
     };
     hash == in_spec_order.spec_hash()
 }
@@ -224,7 +265,46 @@ pub fn app_on(spec: &Spec, generation: u64, db: u64) -> ContainerConfig {
         data_mount: None,
         command: spec.app.command.clone(),
         run: RunConfig::of(&spec.app.run),
+        service: None,
     }
+}
+
+/// Every service container of a generation running on generation `db`'s
+/// database, in the order they start (dependencies first, replicas in order).
+pub fn services_on(spec: &Spec, generation: u64, db: u64) -> Vec<ContainerConfig> {
+    let order = spec
+        .service_order()
+        .unwrap_or_else(|_| spec.services.keys().cloned().collect());
+    order
+        .iter()
+        .flat_map(|name| {
+            let svc = &spec.services[name];
+            (1..=svc.replicas).map(move |replica| {
+                let mut env = svc.env.clone();
+                env.insert(svc.db_host_var.clone(), container_name(spec, Role::Db, db));
+                env.insert(GENERATION_VAR.into(), generation.to_string());
+                ContainerConfig {
+                    name: service_container_name(name, generation, replica, svc.replicas),
+                    role: Role::Service,
+                    generation,
+                    image: svc.image.to_string(),
+                    env,
+                    env_file: svc.env_file.clone(),
+                    network: spec.network_name(),
+                    ports: Vec::new(),
+                    data_mount: None,
+                    command: svc.command.clone(),
+                    run: RunConfig::of(&svc.run),
+                    service: Some(ServiceOf {
+                        name: name.clone(),
+                        replica,
+                        entrypoint: svc.entrypoint.clone(),
+                        restart: svc.restart.name().to_string(),
+                    }),
+                }
+            })
+        })
+        .collect()
 }
 
 /// The db container of a generation, as the spec asks for it.
@@ -249,16 +329,21 @@ pub fn db(spec: &Spec, generation: u64) -> ContainerConfig {
                 .collect()
         },
         run: RunConfig::of(&spec.db.run),
+        service: None,
     }
 }
 
 /// One fingerprint for a generation as a whole (app and db), used to tell whether
 /// a failed generation is being asked for again unchanged.
 pub fn generation_hash(spec: &Spec, generation: u64) -> String {
-    let both = format!(
+    let mut both = format!(
         "{}{}",
         app(spec, generation).spec_hash(),
         db(spec, generation).spec_hash()
     );
+    // Without services, the hash stays what it was before they existed.
+    for s in services_on(spec, generation, generation) {
+        both.push_str(&s.spec_hash());
+    }
     format!("{:016x}", fnv1a(both.as_bytes()))
 }

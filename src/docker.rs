@@ -402,10 +402,21 @@ impl Engine for Docker {
             }),
             port_bindings: Some(port_bindings.clone()),
             network_mode: spec.network.clone(),
-            restart_policy: spec.restart.then_some(RestartPolicy {
-                name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
-                maximum_retry_count: None,
-            }),
+            restart_policy: match spec.restart_policy.as_deref() {
+                Some(name) => Some(RestartPolicy {
+                    name: Some(match name {
+                        "always" => RestartPolicyNameEnum::ALWAYS,
+                        "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+                        "no" => RestartPolicyNameEnum::NO,
+                        _ => RestartPolicyNameEnum::UNLESS_STOPPED,
+                    }),
+                    maximum_retry_count: None,
+                }),
+                None => spec.restart.then_some(RestartPolicy {
+                    name: Some(RestartPolicyNameEnum::UNLESS_STOPPED),
+                    maximum_retry_count: None,
+                }),
+            },
             ..Default::default()
         };
         let body = ContainerCreateBody {
@@ -551,6 +562,24 @@ impl Engine for Docker {
             let port = b.host_port?.parse().ok()?;
             Some((b.host_ip.unwrap_or_default(), port))
         }))
+    }
+
+    async fn container_address(
+        &self,
+        name: &str,
+        network: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let info = self
+            .client
+            .inspect_container(name, None)
+            .await
+            .map_err(failed(format!("inspect {name}")))?;
+        Ok(info
+            .network_settings
+            .and_then(|n| n.networks)
+            .and_then(|mut n| n.remove(network))
+            .and_then(|e| e.ip_address)
+            .filter(|ip| !ip.is_empty()))
     }
 }
 

@@ -93,6 +93,9 @@ pub struct CreateContainer {
     pub entrypoint: Option<Vec<String>>,
     /// Restart the container if it dies (`unless-stopped`), for long-running ones.
     pub restart: bool,
+    /// Another restart policy by Docker's name (`always`, `on-failure`, `no`),
+    /// instead of `restart`'s.
+    pub restart_policy: Option<String>,
     /// The user the command runs as, when not the image's.
     pub user: Option<String>,
     /// Memory limit, bytes.
@@ -161,6 +164,16 @@ pub trait Engine {
         name: &str,
         container_port: u16,
     ) -> Result<Option<(String, u16)>, EngineError>;
+    /// A running container's address on a network (`None`: not attached, or this
+    /// engine cannot say).
+    async fn container_address(
+        &self,
+        name: &str,
+        network: &str,
+    ) -> Result<Option<String>, EngineError> {
+        let _ = (name, network);
+        Ok(None)
+    }
 }
 
 /// Parses `KEY=value` lines of an env file (blank lines and `#` comments skipped);

@@ -1,9 +1,11 @@
 //! The labels gemctl puts on every container it makes, and nothing else.
 //!
 //! A container is recognised as gemctl's only when its labels *and* its name agree:
-//! `io.gemctl.project=<project>`, `io.gemctl.role=app|db|copy`,
+//! `io.gemctl.project=<project>`, `io.gemctl.role=app|db|service|copy`,
 //! `io.gemctl.generation=<n>`, and the name `<app.name>-<n>`, `<db.name>-<n>` or
-//! `<project>-copy-<n>`; the front door is `io.gemctl.role=front`, named
+//! `<project>-copy-<n>`; a service's containers also carry
+//! `io.gemctl.service=<name>` and `io.gemctl.replica=<i>`, named `<name>-<n>` (one
+//! replica) or `<name>-<n>-<i>`; the front door is `io.gemctl.role=front`, named
 //! `<project>-front`, with no generation. `io.gemctl.spec-hash` fingerprints what the spec asked of
 //! the container (image, environment, ports, network, mounts; never secret values),
 //! so a spec changed without bumping `generation` is caught; `io.gemctl.settings`
@@ -24,6 +26,10 @@ pub const SPEC_HASH: &str = "io.gemctl.spec-hash";
 pub const SETTINGS: &str = "io.gemctl.settings";
 /// `probe` or `public` (app containers only).
 pub const EXPOSURE: &str = "io.gemctl.exposure";
+/// The service a `service` container runs (its name in the spec's `services:`).
+pub const SERVICE: &str = "io.gemctl.service";
+/// Which of a service's replicas it is, from 1.
+pub const REPLICA: &str = "io.gemctl.replica";
 
 /// Value of [`ROLE`] for the app container.
 pub const ROLE_APP: &str = "app";
@@ -31,6 +37,8 @@ pub const ROLE_APP: &str = "app";
 pub const ROLE_DB: &str = "db";
 /// Value of [`ROLE`] for the front door, `<project>-front` (no generation).
 pub const ROLE_FRONT: &str = "front";
+/// Value of [`ROLE`] for a container of one of the spec's `services:`.
+pub const ROLE_SERVICE: &str = "service";
 /// Value of [`ROLE`] for a one-shot copy container.
 pub const ROLE_COPY: &str = "copy";
 

@@ -42,6 +42,12 @@ pub struct Settings {
     /// User, limits, volumes, operator labels, logging.
     #[serde(default, skip_serializing_if = "RunSettings::is_empty")]
     pub run: RunSettings,
+    /// A service's entrypoint replacing the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    /// A service's restart policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restart: Option<String>,
 }
 
 /// [`crate::desired::RunConfig`] as recorded (it can be read back).
@@ -145,6 +151,12 @@ impl Settings {
                     .map(|l| l.options.clone())
                     .unwrap_or_default(),
             },
+            entrypoint: config
+                .service
+                .as_ref()
+                .map(|s| s.entrypoint.clone())
+                .unwrap_or_default(),
+            restart: config.service.as_ref().map(|s| s.restart.clone()),
         }
     }
 
@@ -184,6 +196,15 @@ impl Settings {
             let shown = serde_json::to_string(&self.command).expect("strings serialise");
             lines.push(("command".into(), shown));
         }
+        if !self.entrypoint.is_empty() {
+            let shown = serde_json::to_string(&self.entrypoint).expect("strings serialise");
+            lines.push(("entrypoint".into(), shown));
+        }
+        lines.extend(
+            self.restart
+                .iter()
+                .map(|r| ("restart".to_string(), r.clone())),
+        );
         let r = &self.run;
         let mut one = |field: &str, value: Option<String>| {
             lines.extend(value.map(|v| (field.to_string(), v)));
@@ -299,6 +320,8 @@ mod tests {
                 .collect(),
             command: Vec::new(),
             run: RunSettings::default(),
+            entrypoint: Vec::new(),
+            restart: None,
         }
     }
 
@@ -351,6 +374,7 @@ mod tests {
             data_mount: None,
             command: Vec::new(),
             run: crate::desired::RunConfig::default(),
+            service: None,
         };
         let a = Settings::of(&config(&["80:8080", "127.0.0.1:7000:7000"]));
         let b = Settings::of(&config(&["127.0.0.1:7000:7000", "80:8080"]));

@@ -72,8 +72,91 @@ pub struct Spec {
     pub front: Option<FrontSpec>,
     /// The stateless application container.
     pub app: AppSpec,
+    /// Services deployed, health-gated and rolled back with the app, each
+    /// generation its own (workers, a cache…): name → service. They run on the
+    /// private network only; the app (or the front) owns the public ports.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub services: BTreeMap<String, ServiceSpec>,
     /// The PostgreSQL container.
     pub db: DbSpec,
+}
+
+/// A service of the stack beside the app: generation n runs it as
+/// `<name>-<n>` (or `<name>-<n>-<i>` with `replicas` above 1). A generation goes
+/// live only when every service passes its checks; the old generation's services
+/// stop before its app does (before the data is frozen and copied), so two
+/// generations' workers never run at once.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Image with an explicit tag (or digest).
+    pub image: ImageRef,
+    /// The command, replacing the image's (`["bundle", "exec", "sidekiq"]`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub command: Vec<String>,
+    /// The entrypoint, replacing the image's.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub entrypoint: Vec<String>,
+    /// Literal environment variables. Shown in plans; put secrets in `env_file`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// File of `KEY=value` lines passed to the container; never echoed anywhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env_file: Option<PathBuf>,
+    /// Name of the variable that tells the service its generation's database host.
+    #[serde(default = "default_db_host_var")]
+    pub db_host_var: String,
+    /// Checks every replica must pass before the generation goes live, as the
+    /// app's; `tcp` and `http` connect to the container on the private network
+    /// (any container port: services publish none). Without checks, each replica
+    /// must stay running for `settle`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health: Vec<HealthCheck>,
+    /// How long a service without health checks must stay running to pass.
+    #[serde(default = "default_settle")]
+    pub settle: HumanDuration,
+    /// How many containers run it (1 to 16).
+    #[serde(default = "default_replicas")]
+    pub replicas: u32,
+    /// Docker's restart policy: `unless-stopped` (default), `always`,
+    /// `on-failure` or `no`.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Services started (and checked) before this one, e.g. a worker after the
+    /// cache it uses.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
+    /// How the container runs beyond its image and environment: user, limits,
+    /// volumes (not copied between generations), operator labels, logging.
+    #[serde(default, skip_serializing_if = "RunSpec::is_empty")]
+    pub run: RunSpec,
+}
+
+/// Docker's restart policies.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    /// Restarted when it exits, unless it was stopped (gemctl's own stops included).
+    #[default]
+    UnlessStopped,
+    /// Always restarted, also after the engine restarts.
+    Always,
+    /// Restarted when it exits with a non-zero status.
+    OnFailure,
+    /// Never restarted: a one-off task (it must still pass its checks).
+    No,
+}
+
+impl RestartPolicy {
+    /// Docker's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            RestartPolicy::UnlessStopped => "unless-stopped",
+            RestartPolicy::Always => "always",
+            RestartPolicy::OnFailure => "on-failure",
+            RestartPolicy::No => "no",
+        }
+    }
 }
 
 /// The front door: the public ports, forwarded to the live app over the private
@@ -599,6 +682,12 @@ fn default_db_host_var() -> String {
 fn default_data_dir() -> String {
     "/var/lib/postgresql/data".into()
 }
+fn default_settle() -> HumanDuration {
+    HumanDuration(Duration::from_secs(3))
+}
+fn default_replicas() -> u32 {
+    1
+}
 fn default_http_path() -> String {
     "/".into()
 }
@@ -1075,6 +1164,11 @@ impl Spec {
         if let Some(p) = spec.db.env_file.as_mut() {
             resolve(p)
         }
+        for svc in spec.services.values_mut() {
+            if let Some(p) = svc.env_file.as_mut() {
+                resolve(p)
+            }
+        }
         if let Some(p) = spec.backup.as_mut().and_then(|b| b.dir.as_mut()) {
             resolve(p)
         }
@@ -1101,11 +1195,17 @@ impl Spec {
             errors.push(SpecError::at_value(path, &positions, "storage", message));
         }
         if env_files == EnvFiles::Check {
+            let service_fields: Vec<(String, Option<&PathBuf>)> = spec
+                .services
+                .iter()
+                .map(|(name, svc)| (format!("services.{name}.env_file"), svc.env_file.as_ref()))
+                .collect();
             let named: Vec<(&str, &PathBuf)> = [
                 ("app.env_file", spec.app.env_file.as_ref()),
                 ("db.env_file", spec.db.env_file.as_ref()),
             ]
             .into_iter()
+            .chain(service_fields.iter().map(|(f, p)| (f.as_str(), *p)))
             .filter_map(|(field, file)| Some((field, file?)))
             .filter(|(field, _)| !moot(field))
             .collect();
@@ -1223,6 +1323,118 @@ impl Spec {
         }
     }
 
+    /// The services' own problems: names that could be taken for another
+    /// container's, dependencies, counts, their run settings and checks.
+    fn service_problems(&self, bad: &mut impl FnMut(String, String)) {
+        let reserved = [
+            ("app.name", self.app.name.clone()),
+            ("db.name", self.db.name.clone()),
+            ("the copy containers", format!("{}-copy", self.project)),
+            ("the backup containers", format!("{}-backup", self.project)),
+            ("the front door", crate::front::container_name(self)),
+        ];
+        for (name, svc) in &self.services {
+            let at = format!("services.{name}");
+            let segments_ok = !name.is_empty()
+                && name.split('-').all(|seg| {
+                    seg.chars().next().is_some_and(|c| c.is_ascii_lowercase())
+                        && seg
+                            .chars()
+                            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+                });
+            if !segments_ok {
+                bad(
+                    at.clone(),
+                    format!(
+                        "{name:?} is not a valid service name: lowercase letters, digits, '_' \
+                         and '-', each part after a '-' starting with a letter (its containers \
+                         are named {name}-<generation>-<replica>)"
+                    ),
+                );
+            }
+            for (what, other) in &reserved {
+                let clash = name == other
+                    || other.starts_with(&format!("{name}-"))
+                    || name.starts_with(&format!("{other}-"));
+                if clash {
+                    bad(
+                        at.clone(),
+                        format!(
+                            "{name:?} could be taken for {what} ({other:?}): choose a service \
+                             name that neither equals nor starts another container's name"
+                        ),
+                    );
+                }
+            }
+            if !(1..=16).contains(&svc.replicas) {
+                bad(
+                    format!("{at}.replicas"),
+                    format!("{}: between 1 and 16 replicas", svc.replicas),
+                );
+            }
+            if svc.db_host_var.is_empty() || svc.db_host_var.contains('=') {
+                bad(
+                    format!("{at}.db_host_var"),
+                    format!("{:?} is not an environment variable name", svc.db_host_var),
+                );
+            }
+            if svc.health.is_empty() && svc.settle.get().is_zero() {
+                bad(
+                    format!("{at}.settle"),
+                    "a service without health checks must stay running for a while to pass: \
+                     settle must be longer than 0s (e.g. settle: 3s)"
+                        .into(),
+                );
+            }
+            for (i, dep) in svc.depends_on.iter().enumerate() {
+                if dep == name {
+                    bad(
+                        format!("{at}.depends_on[{i}]"),
+                        format!("{name} cannot depend on itself"),
+                    );
+                } else if !self.services.contains_key(dep) {
+                    let known: Vec<&str> = self.services.keys().map(String::as_str).collect();
+                    bad(
+                        format!("{at}.depends_on[{i}]"),
+                        format!("{dep:?} is not a service of this spec (services: {known:?})"),
+                    );
+                }
+            }
+            svc.run.problems(&format!("{at}.run"), bad);
+            health_problems(&format!("{at}.health"), &svc.health, None, bad);
+        }
+        if let Err(cycle) = self.service_order() {
+            bad(
+                format!("services.{}.depends_on", cycle[0]),
+                format!(
+                    "the services depend on each other in a circle ({}): one must start first",
+                    cycle.join(" → ")
+                ),
+            );
+        }
+    }
+
+    /// The services in the order they start: each after those it depends on, else
+    /// by name. `Err`: the names of a dependency circle.
+    pub fn service_order(&self) -> Result<Vec<String>, Vec<String>> {
+        let mut order: Vec<String> = Vec::new();
+        let mut left: Vec<&String> = self.services.keys().collect();
+        while !left.is_empty() {
+            let next = left.iter().position(|name| {
+                self.services[*name]
+                    .depends_on
+                    .iter()
+                    .filter(|d| self.services.contains_key(*d) && *d != *name)
+                    .all(|d| order.contains(d))
+            });
+            match next {
+                Some(i) => order.push(left.remove(i).clone()),
+                None => return Err(left.into_iter().cloned().collect()),
+            }
+        }
+        Ok(order)
+    }
+
     fn problems(&self) -> Vec<(String, String)> {
         let mut out = Vec::new();
         let mut bad = |field: String, msg: String| out.push((field, msg));
@@ -1284,7 +1496,17 @@ impl Spec {
                 );
             }
         }
-        for (field, env) in [("app.env", &self.app.env), ("db.env", &self.db.env)] {
+        let envs = [
+            ("app.env".to_string(), &self.app.env),
+            ("db.env".into(), &self.db.env),
+        ]
+        .into_iter()
+        .chain(
+            self.services
+                .iter()
+                .map(|(name, svc)| (format!("services.{name}.env"), &svc.env)),
+        );
+        for (field, env) in envs {
             for (key, value) in env {
                 if key.is_empty() || key.contains('=') || !key.chars().all(|c| c.is_ascii_graphic())
                 {
@@ -1416,94 +1638,107 @@ impl Spec {
             .filter(|(_, p)| p.proto == "tcp")
             .map(|(_, p)| p.container_port)
             .collect();
-        for (i, check) in self.app.health.iter().enumerate() {
-            let at = format!("app.health[{i}]");
-            let kinds = [
-                check.tcp.is_some(),
-                check.http.is_some(),
-                check.exec.is_some(),
-            ]
-            .iter()
-            .filter(|k| **k)
-            .count();
-            if kinds != 1 {
+        health_problems("app.health", &self.app.health, Some(&exposed), &mut bad);
+        self.service_problems(&mut bad);
+        out
+    }
+}
+
+/// The problems of a list of health checks written at `field` (`app.health`);
+/// `exposed`: the container ports a tcp or http check may use (`None`: any).
+fn health_problems(
+    field: &str,
+    checks: &[HealthCheck],
+    exposed: Option<&[u16]>,
+    bad: &mut impl FnMut(String, String),
+) {
+    for (i, check) in checks.iter().enumerate() {
+        let at = format!("{field}[{i}]");
+        let kinds = [
+            check.tcp.is_some(),
+            check.http.is_some(),
+            check.exec.is_some(),
+        ]
+        .iter()
+        .filter(|k| **k)
+        .count();
+        if kinds != 1 {
+            bad(
+                at.clone(),
+                format!("a check needs exactly one of `tcp`, `http` or `exec` (found {kinds})"),
+            );
+        }
+        if let Some(port) = check.port()
+            && let Some(exposed) = exposed
+            && !exposed.contains(&port)
+        {
+            let kind = if check.tcp.is_some() { "tcp" } else { "http" };
+            bad(
+                format!("{at}.{kind}.port"),
+                format!(
+                    "port {port} is not among app.ports (container ports: {exposed:?}): \
+                     the health port must be exposed so gemctl can reach it"
+                ),
+            );
+        }
+        for (name, d) in [
+            ("interval", check.interval),
+            ("timeout", check.timeout),
+            ("deadline", check.deadline),
+        ] {
+            if d.get().is_zero() {
                 bad(
-                    at.clone(),
-                    format!("a check needs exactly one of `tcp`, `http` or `exec` (found {kinds})"),
+                    format!("{at}.{name}"),
+                    format!("{name} must be longer than 0s"),
                 );
             }
-            if let Some(port) = check.port()
-                && !exposed.contains(&port)
-            {
-                let kind = if check.tcp.is_some() { "tcp" } else { "http" };
-                bad(
-                    format!("{at}.{kind}.port"),
-                    format!(
-                        "port {port} is not among app.ports (container ports: {exposed:?}): \
-                         the health port must be exposed so gemctl can reach it"
-                    ),
-                );
-            }
-            for (name, d) in [
-                ("interval", check.interval),
-                ("timeout", check.timeout),
-                ("deadline", check.deadline),
-            ] {
-                if d.get().is_zero() {
-                    bad(
-                        format!("{at}.{name}"),
-                        format!("{name} must be longer than 0s"),
-                    );
-                }
-            }
-            if check.timeout.get() > check.deadline.get() {
-                bad(
-                    format!("{at}.timeout"),
-                    format!(
-                        "a probe timeout of {} is longer than the deadline of {}",
-                        humantime::format_duration(check.timeout.get()),
-                        humantime::format_duration(check.deadline.get())
-                    ),
-                );
-            }
-            if let Some(tcp) = &check.tcp
-                && let Some(re) = &tcp.expect_regex
+        }
+        if check.timeout.get() > check.deadline.get() {
+            bad(
+                format!("{at}.timeout"),
+                format!(
+                    "a probe timeout of {} is longer than the deadline of {}",
+                    humantime::format_duration(check.timeout.get()),
+                    humantime::format_duration(check.deadline.get())
+                ),
+            );
+        }
+        if let Some(tcp) = &check.tcp
+            && let Some(re) = &tcp.expect_regex
+            && let Err(e) = regex::Regex::new(re)
+        {
+            bad(
+                format!("{at}.tcp.expect_regex"),
+                format!("not a regular expression: {e}"),
+            );
+        }
+        if let Some(http) = &check.http {
+            if let Some(re) = &http.body
                 && let Err(e) = regex::Regex::new(re)
             {
                 bad(
-                    format!("{at}.tcp.expect_regex"),
+                    format!("{at}.http.body"),
                     format!("not a regular expression: {e}"),
                 );
             }
-            if let Some(http) = &check.http {
-                if let Some(re) = &http.body
-                    && let Err(e) = regex::Regex::new(re)
-                {
-                    bad(
-                        format!("{at}.http.body"),
-                        format!("not a regular expression: {e}"),
-                    );
-                }
-                if !http.path.starts_with('/') {
-                    bad(
-                        format!("{at}.http.path"),
-                        format!("{:?} must start with '/'", http.path),
-                    );
-                }
-                if !(100..=599).contains(&http.status) {
-                    bad(
-                        format!("{at}.http.status"),
-                        format!("{} is not an HTTP status", http.status),
-                    );
-                }
+            if !http.path.starts_with('/') {
+                bad(
+                    format!("{at}.http.path"),
+                    format!("{:?} must start with '/'", http.path),
+                );
             }
-            if let Some(exec) = &check.exec
-                && exec.command.is_empty()
-            {
-                bad(format!("{at}.exec.command"), "the command is empty".into());
+            if !(100..=599).contains(&http.status) {
+                bad(
+                    format!("{at}.http.status"),
+                    format!("{} is not an HTTP status", http.status),
+                );
             }
         }
-        out
+        if let Some(exec) = &check.exec
+            && exec.command.is_empty()
+        {
+            bad(format!("{at}.exec.command"), "the command is empty".into());
+        }
     }
 }
 

@@ -35,6 +35,9 @@ struct GenSetup {
     db: Option<(usize, bool)>,
     /// The PostgreSQL major version of its data, when it can be read.
     pg_major: Option<u32>,
+    /// Its services' containers: (state, whether the first replica's state differs,
+    /// whether made from today's spec).
+    services: Option<(usize, bool, bool)>,
 }
 
 /// Majors of data and image: mostly the same (so upgrades stream), sometimes
@@ -73,13 +76,22 @@ fn gen_setup() -> impl Strategy<Value = GenSetup> {
         ),
         prop::option::weighted(0.6, (0..STATES.len(), prop::bool::weighted(0.9))),
         major(),
+        prop::option::weighted(
+            0.5,
+            (
+                0..STATES.len(),
+                prop::bool::weighted(0.2),
+                prop::bool::weighted(0.9),
+            ),
+        ),
     )
-        .prop_map(|(data, served, app, db, pg_major)| GenSetup {
+        .prop_map(|(data, served, app, db, pg_major, services)| GenSetup {
             data,
             served,
             app,
             db,
             pg_major,
+            services,
         })
 }
 
@@ -107,6 +119,8 @@ struct Case {
     /// A front door: its container's state (if there is one), the generation its
     /// record forwards to, whether it holds requests.
     front: Option<(Option<usize>, Option<u64>, bool)>,
+    /// How many services the spec has (0–2) and the worker's replicas (1–3).
+    services: (usize, u32),
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -118,7 +132,7 @@ fn case() -> impl Strategy<Value = Case> {
         prop::option::of(1u64..=6),
         prop::bool::weighted(0.8),
         prop::option::weighted(0.2, 1u64..=6),
-        prop::option::weighted(0.2, 0usize..3),
+        prop::option::weighted(0.2, 0usize..4),
         prop::bool::weighted(0.2),
         (
             prop::bool::weighted(0.85),
@@ -135,6 +149,7 @@ fn case() -> impl Strategy<Value = Case> {
                 ),
             ),
         ),
+        (0usize..=2, 1u32..=3),
     )
         .prop_map(
             |(
@@ -148,6 +163,7 @@ fn case() -> impl Strategy<Value = Case> {
                 stranger,
                 failed,
                 (served_record, pin, damaged_file, image_major, copy, front),
+                services,
             )| Case {
                 desired,
                 retain,
@@ -164,6 +180,7 @@ fn case() -> impl Strategy<Value = Case> {
                 image_major,
                 copy,
                 front,
+                services,
             },
         )
 }
@@ -177,6 +194,20 @@ fn spec_of(c: &Case) -> Spec {
         CopyMode::Dump,
         CopyMode::None,
     ][c.copy];
+    let (count, replicas) = c.services;
+    let services = [
+        "cache:\n  image: \"example/cache:7\"\n".to_string(),
+        format!(
+            "worker:\n  image: \"example/shop:v-now\"\n  replicas: {replicas}\n  depends_on: [cache]\n"
+        ),
+    ];
+    let text: String = services[..count].concat();
+    if !text.is_empty() {
+        spec.services = serde_yaml::from_str(&text).unwrap();
+        if count == 1 {
+            spec.services.get_mut("cache").unwrap().depends_on.clear();
+        }
+    }
     if c.front.is_some() {
         spec.app.ports.clear();
         spec.front = Some(
@@ -201,6 +232,7 @@ fn container(
     let want = match role {
         Role::App => desired::app(spec, g),
         Role::Db => desired::db(spec, g),
+        Role::Service => unreachable!("services are made by service_containers"),
     };
     let mut labels = want.labels(&spec.project);
     if !fresh_hash {
@@ -224,6 +256,36 @@ fn container(
         ports: Vec::new(),
         created: None,
     }
+}
+
+/// Generation `g`'s service containers as the spec makes them.
+fn service_containers(spec: &Spec, g: u64, setup: (usize, bool, bool)) -> Vec<Container> {
+    let (state, first_differs, fresh_hash) = setup;
+    desired::services_on(spec, g, g)
+        .into_iter()
+        .enumerate()
+        .map(|(i, want)| {
+            let mut labels = want.labels(&spec.project);
+            if !fresh_hash {
+                labels.insert(labels::SPEC_HASH.into(), "0000000000000000".into());
+            }
+            let state = if i == 0 && first_differs {
+                (state + 1) % STATES.len()
+            } else {
+                state
+            };
+            Container {
+                name: want.name,
+                id: String::new(),
+                image: want.image,
+                labels,
+                state: STATES[state],
+                health: None,
+                ports: Vec::new(),
+                created: None,
+            }
+        })
+        .collect()
 }
 
 fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
@@ -256,6 +318,9 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
         if let Some((state, fresh)) = g.db {
             obs.containers
                 .push(container(spec, Role::Db, n, state, false, fresh));
+        }
+        if let Some(setup) = g.services {
+            obs.containers.extend(service_containers(spec, n, setup));
         }
     }
     if let (Some((state, live, holding)), Some(front)) = (c.front, &spec.front) {
@@ -327,7 +392,7 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
         });
     }
     if let Some(k) = c.stranger {
-        let name = ["redis", "monitoring-agent", "gem-99"][k];
+        let name = ["redis", "monitoring-agent", "gem-99", "worker-99"][k];
         obs.containers.push(Container {
             name: name.into(),
             id: String::new(),
@@ -501,6 +566,31 @@ proptest! {
                 c.state.is_up() && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_APP)
             }).count();
             prop_assert_eq!(apps_up, 1, "one app runs behind the front");
+        }
+        if p.hold.is_none() {
+            // Every service of the target runs: the spec's, or — gone back to below
+            // newer data, where it runs as it was made — the ones it has; no other
+            // generation's service runs.
+            let rolled_back = obs.storage.generations.iter().any(|d| d.ready() && d.generation > p.target);
+            let wanted: Vec<String> = if rolled_back {
+                obs.containers.iter().filter(|c| {
+                    c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_SERVICE)
+                        && c.labels.get(labels::GENERATION) == Some(&p.target.to_string())
+                }).map(|c| c.name.clone()).collect()
+            } else {
+                desired::services_on(&spec, p.target, support::db_gen(&after, p.target))
+                    .into_iter().map(|w| w.name).collect()
+            };
+            for name in wanted {
+                prop_assert!(after.containers.iter().any(|c| c.name == name && c.state.is_up()),
+                    "service replica {} of the target does not run", name);
+            }
+            let others: Vec<&str> = after.containers.iter().filter(|c| {
+                c.state.is_up()
+                    && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_SERVICE)
+                    && c.labels.get(labels::GENERATION) != Some(&p.target.to_string())
+            }).map(|c| c.name.as_str()).collect();
+            prop_assert!(others.is_empty(), "services of other generations run: {:?}", others);
         }
         let app = desired::container_name(&spec, Role::App, p.target);
         if p.hold.is_none() || !after.storage.generations.is_empty() {

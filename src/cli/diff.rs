@@ -311,6 +311,7 @@ pub fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<Con
         let want = match role {
             Role::App => desired::app_on(spec, plan.target, db),
             Role::Db => desired::db(spec, plan.target),
+            Role::Service => continue,
         };
         let wanted = Settings::of(&want);
         let current = current_container(observed, spec, role, plan.live);

@@ -101,7 +101,7 @@ fn run_in(
         )));
     };
     let of = match role {
-        Role::App => generation,
+        Role::App | Role::Service => generation,
         Role::Db => crate::state::db_generation(&spec.storage, generation),
     };
     let name = desired::container_name(spec, role, of);

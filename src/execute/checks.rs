@@ -31,6 +31,7 @@ impl<E: Engine> Run<'_, E> {
         if !outcome.healthy {
             return Err(StepError::Unhealthy {
                 generation,
+                service: None,
                 outcome,
             });
         }

@@ -122,7 +122,7 @@ impl<E: Engine> Run<'_, E> {
         Ok(())
     }
 
-    async fn create(
+    pub(super) async fn create(
         &mut self,
         config: &ContainerConfig,
         exposure: Option<&str>,
@@ -146,7 +146,13 @@ impl<E: Engine> Run<'_, E> {
                 ports,
                 binds: config.data_mount.clone().into_iter().collect(),
                 restart: exposure != Some(labels::EXPOSURE_PROBE),
+                restart_policy: config.service.as_ref().map(|s| s.restart.clone()),
                 cmd: (!config.command.is_empty()).then(|| config.command.clone()),
+                entrypoint: config
+                    .service
+                    .as_ref()
+                    .filter(|s| !s.entrypoint.is_empty())
+                    .map(|s| s.entrypoint.clone()),
                 user: config.run.user.clone(),
                 memory: config.run.memory,
                 nano_cpus: config.run.nano_cpus,
@@ -157,7 +163,6 @@ impl<E: Engine> Run<'_, E> {
                     .log
                     .as_ref()
                     .map(|l| (l.driver.clone(), l.options.clone())),
-                ..CreateContainer::default()
             })
             .await?;
         self.known.insert(config.name.clone(), id);
@@ -171,7 +176,20 @@ pub(super) fn env_file(spec: &Spec, role: Role) -> Result<Vec<String>, Error> {
     let file = match role {
         Role::App => &spec.app.env_file,
         Role::Db => &spec.db.env_file,
+        Role::Service => &None,
     };
+    read_env_file(file.as_ref())
+}
+
+/// Every service's env file (secrets; never printed), read to see that it can be.
+pub(super) fn service_env_files(spec: &Spec) -> Result<(), Error> {
+    for svc in spec.services.values() {
+        read_env_file(svc.env_file.as_ref())?;
+    }
+    Ok(())
+}
+
+fn read_env_file(file: Option<&std::path::PathBuf>) -> Result<Vec<String>, Error> {
     match file {
         Some(path) => Ok(parse_env_file(
             &std::fs::read_to_string(path).map_err(|e| Error::io(path, "read the env_file", e))?,
@@ -183,7 +201,10 @@ pub(super) fn env_file(spec: &Spec, role: Role) -> Result<Vec<String>, Error> {
 /// A container's environment: its env file's lines, then the spec's literal
 /// values and gemctl's own variables (which win).
 fn container_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, Error> {
-    let mut env = env_file(spec, config.role)?;
+    let mut env = match config.role {
+        Role::Service => read_env_file(config.env_file.as_ref())?,
+        role => env_file(spec, role)?,
+    };
     env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
     Ok(env)
 }

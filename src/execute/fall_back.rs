@@ -49,6 +49,9 @@ pub struct FailureReport {
     pub app_logs: String,
     /// Last lines of the new db's logs.
     pub db_logs: String,
+    /// Last lines of each of the new generation's service containers' logs.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub service_logs: std::collections::BTreeMap<String, String>,
 }
 
 /// The generation a failure falls back from: the plan's target, when the plan
@@ -71,10 +74,13 @@ pub(super) fn fall_back_from(plan: &Plan, failure: &StepFailure) -> Option<u64> 
     if !plan.steps.iter().any(|s| makes_new(&s.action)) {
         return None;
     }
-    let first = plan
-        .steps
-        .iter()
-        .position(|s| makes_new(&s.action) || matches!(s.action, Action::StopApp { .. }))?;
+    let first = plan.steps.iter().position(|s| {
+        makes_new(&s.action)
+            || matches!(
+                s.action,
+                Action::StopApp { .. } | Action::StopService { .. }
+            )
+    })?;
     let live = plan
         .steps
         .iter()
@@ -217,6 +223,14 @@ impl<E: Engine> Run<'_, E> {
             .iter()
             .any(|s| matches!(s.action, Action::StopApp { .. }));
         let (mut error, health) = match failure.error {
+            StepError::Unhealthy {
+                outcome,
+                service: Some(service),
+                ..
+            } => (
+                format!("service {service} failed its checks: {}", outcome.summary()),
+                Some(outcome),
+            ),
             StepError::Unhealthy { outcome, .. } => (
                 format!("it failed its health checks: {}", outcome.summary()),
                 Some(outcome),
@@ -269,7 +283,30 @@ impl<E: Engine> Run<'_, E> {
             health: f.health.clone(),
             app_logs: logs(Role::App).await,
             db_logs: logs(Role::Db).await,
+            service_logs: self.service_logs(f.generation).await,
         }
+    }
+
+    /// The last log lines of each service container of `generation`.
+    async fn service_logs(&self, generation: u64) -> std::collections::BTreeMap<String, String> {
+        let generation = generation.to_string();
+        let containers = self.engine.list_containers().await.unwrap_or_default();
+        let mut out = std::collections::BTreeMap::new();
+        for c in containers {
+            let label = |k: &str| c.labels.get(k).map(String::as_str);
+            if label(crate::labels::PROJECT) == Some(self.spec.project.as_str())
+                && label(crate::labels::ROLE) == Some(crate::labels::ROLE_SERVICE)
+                && label(crate::labels::GENERATION) == Some(generation.as_str())
+            {
+                let logs = self
+                    .engine
+                    .logs(&c.name, LOG_LINES)
+                    .await
+                    .unwrap_or_else(|e| e.to_string());
+                out.insert(c.name.clone(), logs);
+            }
+        }
+        out
     }
 
     /// Writes the failure report, and names it in the history's entry.
@@ -401,6 +438,7 @@ fn why_fall_back_failed(spec: &Spec, back: &Plan, failure: StepFailure) -> Strin
         StepError::Unhealthy {
             generation,
             outcome,
+            ..
         } => format!(
             "generation {generation} fails its health checks too: {}",
             outcome.summary()

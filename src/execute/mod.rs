@@ -25,6 +25,7 @@ mod data;
 mod fall_back;
 mod front;
 mod records;
+mod services;
 mod stream;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -176,6 +177,8 @@ pub enum Outcome {
 enum StepError {
     Unhealthy {
         generation: u64,
+        /// A service's checks failed, not the app's.
+        service: Option<String>,
         outcome: HealthOutcome,
     },
     /// The host changed under the plan: someone else is acting on it, and gemctl
@@ -197,7 +200,18 @@ impl StepFailure {
         match self.error {
             StepError::Unhealthy {
                 generation,
+                service: Some(service),
                 outcome,
+            } => Error::Apply(format!(
+                "service {service} of generation {generation} fails its checks: {}. Nothing \
+                 was rolled back: it is the generation that was live. Look at `gemctl logs \
+                 --role {service}`",
+                outcome.summary(),
+            )),
+            StepError::Unhealthy {
+                generation,
+                outcome,
+                ..
             } => Error::Apply(format!(
                 "{} fails its health checks: {}. Nothing was rolled back: it is the generation \
                  that was live. Look at `docker logs {}`",
@@ -419,6 +433,11 @@ impl<'a, E: Engine> Run<'a, E> {
                 Action::CreateAppProbe { .. } => {
                     images.insert(self.spec.app.image.to_string());
                 }
+                Action::CreateService { ref service, .. } => {
+                    if let Some(s) = self.spec.services.get(service) {
+                        images.insert(s.image.to_string());
+                    }
+                }
                 Action::CreateFront { .. } => {
                     if let Some(front) = &self.spec.front {
                         images.insert(front.image.to_string());
@@ -446,6 +465,7 @@ impl<'a, E: Engine> Run<'a, E> {
         if !plan.steps.is_empty() {
             containers::env_file(self.spec, Role::App)?;
             containers::env_file(self.spec, Role::Db)?;
+            containers::service_env_files(self.spec)?;
         }
         self.check_space(plan)?;
         Ok(())
@@ -466,6 +486,7 @@ impl<'a, E: Engine> Run<'a, E> {
         let target = match action {
             Action::StopApp { container, .. }
             | Action::StopDb { container, .. }
+            | Action::StopService { container, .. }
             | Action::StopPrimary { container, .. }
             | Action::RemoveContainer { container, .. }
             | Action::RemoveFront { container }
@@ -544,6 +565,17 @@ impl<'a, E: Engine> Run<'a, E> {
                 container,
             } => self.expose_app(*generation, container).await,
             Action::SetLive { generation } => self.set_live(*generation),
+            Action::CreateService {
+                generation,
+                container,
+                ..
+            } => self.create_service(*generation, container).await,
+            Action::StartService { container, .. } => self.start(container).await,
+            Action::StopService { container, .. } => self.stop_service(container).await,
+            Action::CheckService {
+                generation,
+                service,
+            } => self.check_service(*generation, service).await,
             Action::RemoveContainer { container, .. } => self.remove(container).await,
             Action::RemoveData { generation } => self.remove_data(*generation),
             Action::AllowReplication { container, .. } => self.allow_replication(container).await,

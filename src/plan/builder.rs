@@ -27,8 +27,13 @@ pub(super) struct Builder<'s> {
     removed: BTreeSet<String>,
     started_dbs: BTreeSet<(u64, String)>,
     started_apps: BTreeSet<(u64, String)>,
+    /// (generation, service, container) of the service replicas this plan starts.
+    started_services: BTreeSet<(u64, String, String)>,
     /// The generation the front forwards to as the steps so far leave it.
     pub(super) fronted: Option<u64>,
+    /// The target runs as it was made (held back, or rolled back to): its services
+    /// are the ones it has, not the spec's.
+    pub(super) as_made: bool,
 }
 
 impl<'s> Builder<'s> {
@@ -43,7 +48,9 @@ impl<'s> Builder<'s> {
             removed: BTreeSet::new(),
             started_dbs: BTreeSet::new(),
             started_apps: BTreeSet::new(),
+            started_services: BTreeSet::new(),
             fronted: None,
+            as_made: false,
         }
     }
 
@@ -124,8 +131,52 @@ impl<'s> Builder<'s> {
         self.removed.contains(name)
     }
 
-    /// Stops every app but the target's, including those this plan started.
+    /// Stops the services of every generation but the target's for which
+    /// `which(generation)` holds, including those this plan started.
+    pub(super) fn stop_other_services(
+        &mut self,
+        host: &Host,
+        target: u64,
+        which: impl Fn(u64) -> bool,
+    ) {
+        let running_services: BTreeSet<(u64, String, String)> = host
+            .gens
+            .iter()
+            .flat_map(|(n, g)| {
+                g.services.iter().filter(|k| k.up()).map(|k| {
+                    let service = k.service().unwrap_or_default().to_string();
+                    (*n, service, k.c.name.clone())
+                })
+            })
+            .chain(self.started_services.iter().cloned())
+            .collect();
+        for (n, service, name) in running_services {
+            if n != target
+                && which(n)
+                && !self.stopped.contains(&name)
+                && !self.removed.contains(&name)
+            {
+                self.stopped.insert(name.clone());
+                self.push(
+                    Action::StopService {
+                        generation: n,
+                        service,
+                        container: name,
+                    },
+                    format!(
+                        "generation {n}'s services stop before its app: only one generation's \
+                         services run, and none writes once the app's writes stop"
+                    ),
+                );
+            }
+        }
+    }
+
+    /// Stops every app but the target's, including those this plan started; each
+    /// generation's services first (two generations' workers never run at once,
+    /// and none still writes when the app's writes stop).
     pub(super) fn stop_other_apps(&mut self, host: &Host, target: u64, reason: &str) {
+        self.stop_other_services(host, target, |_| true);
         let running_apps: BTreeSet<(u64, String)> = host
             .gens
             .iter()
@@ -151,6 +202,40 @@ impl<'s> Builder<'s> {
                 );
             }
         }
+    }
+
+    /// Creates a service's replica from the spec.
+    pub(super) fn create_service(&mut self, generation: u64, service: &str, name: &str, why: &str) {
+        self.started_services
+            .insert((generation, service.to_string(), name.to_string()));
+        self.push(
+            Action::CreateService {
+                generation,
+                service: service.to_string(),
+                container: name.to_string(),
+            },
+            why,
+        );
+    }
+
+    /// Starts a stopped replica of a service.
+    pub(super) fn start_service(
+        &mut self,
+        generation: u64,
+        service: &str,
+        name: &str,
+        why: String,
+    ) {
+        self.started_services
+            .insert((generation, service.to_string(), name.to_string()));
+        self.push(
+            Action::StartService {
+                generation,
+                service: service.to_string(),
+                container: name.to_string(),
+            },
+            why,
+        );
     }
 
     /// Starts a stopped public app again, and checks it.
@@ -180,7 +265,11 @@ impl<'s> Builder<'s> {
     }
 
     pub(super) fn remove_containers(&mut self, generation: u64, g: &Gen, why: &str) {
-        for k in [g.app, g.db].into_iter().flatten() {
+        let services = g.services.iter().copied();
+        for k in services.chain([g.app, g.db].into_iter().flatten()) {
+            if self.removed.contains(&k.c.name) {
+                continue;
+            }
             self.removed.insert(k.c.name.clone());
             self.push(
                 Action::RemoveContainer {
@@ -277,7 +366,7 @@ impl<'s> Builder<'s> {
         let why = "half-made by an interrupted apply; it is redone from scratch";
         if tgen.data.is_some() {
             self.remove_never_served(target, tgen, why);
-        } else if tgen.app.is_some() || tgen.db.is_some() {
+        } else if tgen.app.is_some() || tgen.db.is_some() || !tgen.services.is_empty() {
             self.remove_containers(target, tgen, why);
         }
     }

@@ -32,7 +32,12 @@ pub(super) fn cut_over(
     });
     if beside.is_none() {
         b.stop_other_apps(host, target, "only one generation's app may be live");
+    } else {
+        // Services on another database than the target's stop now; those on its
+        // database stop with the old app.
+        b.stop_other_services(host, target, |n| host.db_gen(n) != target_db);
     }
+    super::services::bring_up(b, tgen, target, target_db, live);
     if b.spec.front.is_some() {
         front::cut_over(b, host, tgen, target);
         // Also when a run killed after the switch left the old app running.

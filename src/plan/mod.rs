@@ -29,6 +29,7 @@ mod refusal;
 mod repair;
 mod restore;
 mod rollback;
+mod services;
 mod share;
 mod steps;
 mod stream;
@@ -134,10 +135,13 @@ impl Plan {
                 Action::CreateDb { .. }
                 | Action::StartDb { .. }
                 | Action::CreateAppProbe { .. }
+                | Action::CreateService { .. }
+                | Action::StartService { .. }
                 | Action::StartApp { .. } => s.start += 1,
-                Action::StopApp { .. } | Action::StopDb { .. } | Action::StopPrimary { .. } => {
-                    s.stop += 1
-                }
+                Action::StopApp { .. }
+                | Action::StopDb { .. }
+                | Action::StopService { .. }
+                | Action::StopPrimary { .. } => s.stop += 1,
                 Action::RemoveContainer { .. } | Action::RemoveData { .. } => s.remove += 1,
                 Action::CopyData { .. } | Action::BaseBackup { .. } => s.copy += 1,
                 _ => {}
@@ -210,6 +214,7 @@ pub fn plan(
 
     let mut b = Builder::new(spec, evidence);
     b.fronted = host.front_live();
+    b.as_made = hold.is_some() || course == Course::Rollback;
     b.ensure_network(&observed.networks);
     front::at_start(&mut b, &host);
     prune::clear_debris(&mut b, &host, target, hold.as_ref());

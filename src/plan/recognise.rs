@@ -20,6 +20,10 @@ pub(super) struct Known<'a> {
 }
 
 impl Known<'_> {
+    /// The service a service container runs.
+    pub(super) fn service(&self) -> Option<&str> {
+        self.c.labels.get(labels::SERVICE).map(String::as_str)
+    }
     /// Given the public ports and started at least once: it may have served.
     pub(super) fn exposed(&self) -> bool {
         self.public() && self.c.state != ContainerState::Created
@@ -43,6 +47,8 @@ impl Known<'_> {
 pub(super) struct Gen<'a> {
     pub(super) app: Option<Known<'a>>,
     pub(super) db: Option<Known<'a>>,
+    /// Its services' containers, by name.
+    pub(super) services: Vec<Known<'a>>,
     pub(super) data: Option<&'a GenerationData>,
 }
 
@@ -133,6 +139,11 @@ pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<
                 gens.entry(n).or_default().db = Some(Known { c, fronted: false })
             }
             Ok(Some((labels::ROLE_FRONT, _))) => front = Some(Known { c, fronted: false }),
+            Ok(Some((labels::ROLE_SERVICE, n))) => {
+                let services = &mut gens.entry(n).or_default().services;
+                services.push(Known { c, fronted: false });
+                services.sort_by(|a, b| a.c.name.cmp(&b.c.name));
+            }
             Ok(Some((_, n))) => copies.push((n, c)),
             Ok(None) => {}
             Err(problem) => problems.push(problem),
@@ -221,7 +232,14 @@ fn ours(
         .get(labels::GENERATION)
         .and_then(|g| g.parse::<u64>().ok());
     match (role, generation, by_name) {
-        (Some(r), Some(n), Some((nr, nn))) if r == nr && n == nn => Ok((nr, nn)),
+        // A service's container is checked against its own labels: its service may
+        // be gone from today's spec (an older generation's).
+        (Some(labels::ROLE_SERVICE), Some(n), _) if service_named(c, n) => {
+            Ok((labels::ROLE_SERVICE, n))
+        }
+        (Some(r), Some(n), Some((nr, nn))) if r == nr && n == nn && r != labels::ROLE_SERVICE => {
+            Ok((nr, nn))
+        }
         (Some(labels::ROLE_FRONT), None, Some((labels::ROLE_FRONT, _))) => {
             Ok((labels::ROLE_FRONT, 0))
         }
@@ -237,15 +255,32 @@ fn ours(
                     .map_or("missing", String::as_str)
             ),
             fix: format!(
-                "find out who made {} and remove it; gemctl names its containers {}-<n> and {}-<n>",
+                "find out who made {} and remove it; gemctl names its containers {}-<n>, {}-<n> \
+                 and <service>-<n>[-<replica>]",
                 c.name, spec.app.name, spec.db.name
             ),
         }),
     }
 }
 
+/// Whether a container labelled as generation `n` of a service is named as one:
+/// `<service>-<n>` (replica 1) or `<service>-<n>-<replica>`.
+fn service_named(c: &Container, n: u64) -> bool {
+    let (Some(service), Some(replica)) = (
+        c.labels.get(labels::SERVICE),
+        c.labels
+            .get(labels::REPLICA)
+            .and_then(|r| r.parse::<u32>().ok()),
+    ) else {
+        return false;
+    };
+    (replica == 1 && c.name == format!("{service}-{n}"))
+        || c.name == format!("{service}-{n}-{replica}")
+}
+
 /// The role and generation a container's name claims in this project: app, db, a
-/// copy or backup container (both `copy`), or the front door (no generation: 0).
+/// service's, a copy or backup container (both `copy`), or the front door (no
+/// generation: 0).
 fn role_by_name(spec: &Spec, name: &str) -> Option<(&'static str, u64)> {
     if name == crate::front::container_name(spec) {
         return Some((labels::ROLE_FRONT, 0));
@@ -257,11 +292,23 @@ fn role_by_name(spec: &Spec, name: &str) -> Option<(&'static str, u64)> {
             .parse()
             .ok()
     };
+    let service = || {
+        spec.services.keys().find_map(|s| {
+            let rest = name.strip_prefix(s.as_str())?.strip_prefix('-')?;
+            let (n, replica) = rest.split_once('-').unwrap_or((rest, "1"));
+            let digits = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+            if !(digits(n) && digits(replica)) {
+                return None;
+            }
+            Some((labels::ROLE_SERVICE, n.parse().ok()?))
+        })
+    };
     numbered(&spec.app.name)
         .map(|n| (labels::ROLE_APP, n))
         .or_else(|| numbered(&spec.db.name).map(|n| (labels::ROLE_DB, n)))
         .or_else(|| numbered(&format!("{}-copy", spec.project)).map(|n| (labels::ROLE_COPY, n)))
         .or_else(|| numbered(&format!("{}-backup", spec.project)).map(|n| (labels::ROLE_COPY, n)))
+        .or_else(service)
 }
 
 /// Shell-style `*` and `?` matching, enough for container-name patterns (Docker

@@ -53,6 +53,7 @@ pub(super) fn spec_drift(spec: &Spec, host: &Host, target: u64, tgen: &Gen) -> V
             });
         }
     }
+    problems.extend(super::services::spec_drift(spec, host, target, tgen, next));
     problems
 }
 
@@ -92,7 +93,7 @@ pub(super) fn clear_failed(
 
 /// The fields a container's recorded settings differ in from what the spec asks,
 /// for a refusal; what can be said when it recorded none.
-fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
+pub(super) fn what_changed(c: &Container, want: &desired::ContainerConfig) -> String {
     let unrecorded = match Settings::recorded(c) {
         Ok(made) => {
             let changes: Vec<String> = made

@@ -130,6 +130,41 @@ pub enum Action {
         /// Generation.
         generation: u64,
     },
+    /// Create and start one replica of a service, on the private network only.
+    CreateService {
+        /// Generation.
+        generation: u64,
+        /// The service's name.
+        service: String,
+        /// Container name.
+        container: String,
+    },
+    /// Start an existing, stopped replica of a service.
+    StartService {
+        /// Generation.
+        generation: u64,
+        /// The service's name.
+        service: String,
+        /// Container name.
+        container: String,
+    },
+    /// Stop a replica of a service (kept for rollback).
+    StopService {
+        /// Generation.
+        generation: u64,
+        /// The service's name.
+        service: String,
+        /// Container name.
+        container: String,
+    },
+    /// Run a service's health checks against every replica (without checks: see
+    /// each stay running for `settle`).
+    CheckService {
+        /// Generation.
+        generation: u64,
+        /// The service's name.
+        service: String,
+    },
     /// Remove a container gemctl made.
     RemoveContainer {
         /// Generation.
@@ -272,12 +307,15 @@ impl Action {
             | Action::StartDb { .. }
             | Action::CreateAppProbe { .. }
             | Action::StartApp { .. }
+            | Action::CreateService { .. }
+            | Action::StartService { .. }
             | Action::CreateFront { .. }
             | Action::StartFront { .. } => Mark::Add,
             Action::BaseBackup { .. } => Mark::Add,
             Action::StopApp { .. }
             | Action::StopDb { .. }
             | Action::StopPrimary { .. }
+            | Action::StopService { .. }
             | Action::RemoveContainer { .. }
             | Action::RemoveFront { .. }
             | Action::RemoveData { .. } => Mark::Remove,
@@ -334,6 +372,15 @@ impl Action {
                 format!("expose {container} on its public ports")
             }
             Action::SetLive { generation } => format!("record generation {generation} as live"),
+            Action::CreateService {
+                service, container, ..
+            } => format!("start {container} (service {service}, private network only)"),
+            Action::StartService { container, .. } => format!("start {container}"),
+            Action::StopService { container, .. } => format!("stop {container}"),
+            Action::CheckService {
+                generation,
+                service,
+            } => format!("check service {service} of generation {generation}"),
             Action::RemoveContainer { container, .. } => format!("remove {container}"),
             Action::RemoveData { generation } => {
                 format!("delete the data of generation {generation}")

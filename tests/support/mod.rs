@@ -155,6 +155,10 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             }
         }
         Action::CopyData { from, to } | Action::VerifyCopy { from, to } => {
+            let writing = services_up(obs, *from);
+            if !writing.is_empty() {
+                return Err(format!("services {writing:?} still write during the copy"));
+            }
             for g in [from, to] {
                 let name = desired::container_name(spec, Role::Db, *g);
                 let up = find(obs, &name).is_some_and(|i| obs.containers[i].state.is_up());
@@ -323,6 +327,62 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             let state = obs.storage.front.clone().unwrap_or_default();
             obs.storage.front = Some(state.switched(*generation));
         }
+        Action::CreateService {
+            generation,
+            container,
+            ..
+        } => {
+            need_network(spec, obs)?;
+            if find(obs, container).is_some() {
+                return Err(format!("conflict: {container} already exists"));
+            }
+            let db = db_gen(obs, *generation);
+            if !data_ready(obs, db) {
+                return Err(format!(
+                    "service {container} started before its data is ready"
+                ));
+            }
+            let want = desired::services_on(spec, *generation, db)
+                .into_iter()
+                .find(|c| c.name == *container)
+                .ok_or(format!("{container} is no service replica of the spec"))?;
+            obs.containers.push(made(spec, &want, None));
+            one_database_served_by_services(obs)?;
+        }
+        Action::StartService { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            obs.containers[i].state = ContainerState::Running;
+            one_database_served_by_services(obs)?;
+        }
+        Action::StopService { container, .. } => {
+            let i = find(obs, container).ok_or(format!("no such container {container}"))?;
+            obs.containers[i].state = ContainerState::Exited;
+        }
+        Action::CheckService {
+            generation,
+            service,
+        } => {
+            let replicas: Vec<&Container> = obs
+                .containers
+                .iter()
+                .filter(|c| {
+                    c.labels.get(labels::SERVICE) == Some(service)
+                        && c.labels.get(labels::GENERATION) == Some(&generation.to_string())
+                })
+                .collect();
+            if replicas.is_empty() {
+                return Err(format!(
+                    "service {service} of {generation} has no container"
+                ));
+            }
+            if let Some(c) = replicas.iter().find(|c| !c.state.is_up()) {
+                return Err(format!("check of stopped {}", c.name));
+            }
+            let db = desired::container_name(spec, Role::Db, db_gen(obs, *generation));
+            if !find(obs, &db).is_some_and(|i| obs.containers[i].state.is_up()) {
+                return Err(format!("service {service} checked while {db} is down"));
+            }
+        }
         Action::RemoveContainer { container, .. } => {
             let i = find(obs, container).ok_or(format!("no such container {container}"))?;
             if obs.containers[i].labels.get(labels::PROJECT) != Some(&spec.project) {
@@ -374,6 +434,12 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
             let app = desired::container_name(spec, Role::App, *generation);
             if find(obs, &app).is_some_and(|i| obs.containers[i].state.is_up()) {
                 return Err(format!("{app} still writes when its db stops"));
+            }
+            let writing = services_up(obs, *generation);
+            if !writing.is_empty() {
+                return Err(format!(
+                    "services {writing:?} still write when their db stops"
+                ));
             }
             obs.containers[i].state = ContainerState::Exited;
         }
@@ -429,6 +495,38 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
                 return Err(format!("no data dir for {generation}"));
             }
         }
+    }
+    Ok(())
+}
+
+/// The service containers of generation `g` that are up.
+fn services_up(obs: &Observed, g: u64) -> Vec<String> {
+    obs.containers
+        .iter()
+        .filter(|c| {
+            c.state.is_up()
+                && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_SERVICE)
+                && c.labels.get(labels::GENERATION) == Some(&g.to_string())
+        })
+        .map(|c| c.name.clone())
+        .collect()
+}
+
+/// Services of generations on two different databases never run at once.
+fn one_database_served_by_services(obs: &Observed) -> Result<(), SimError> {
+    let dbs: std::collections::BTreeSet<u64> = obs
+        .containers
+        .iter()
+        .filter(|c| {
+            c.state.is_up()
+                && c.labels.get(labels::ROLE).map(String::as_str) == Some(labels::ROLE_SERVICE)
+        })
+        .map(|c| db_gen(obs, generation_of(c)))
+        .collect();
+    if dbs.len() > 1 {
+        return Err(format!(
+            "services of generations on databases {dbs:?} run at once"
+        ));
     }
     Ok(())
 }
