@@ -1352,6 +1352,15 @@ impl Spec {
                     ),
                 );
             }
+            if ["app", "db", "front"].contains(&name.as_str()) {
+                bad(
+                    at.clone(),
+                    format!(
+                        "{name:?} names a role of its own (`gemctl logs --role {name}`): \
+                         choose another service name"
+                    ),
+                );
+            }
             for (what, other) in &reserved {
                 let clash = name == other
                     || other.starts_with(&format!("{name}-"))

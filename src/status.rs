@@ -81,10 +81,46 @@ pub struct GenerationStatus {
     /// The generation whose database it runs on (`db.copy: none`), when not its own.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shares_db_of: Option<u64>,
+    /// Its services' containers (the spec's `services:`), by name.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub services: Vec<ServiceStatus>,
     /// `<storage>/<n>/pgdata`, if present.
     pub data_dir: Option<String>,
     /// Its size in bytes.
     pub data_bytes: Option<u64>,
+}
+
+/// One replica of a service.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServiceStatus {
+    /// The service's name in the spec.
+    pub service: String,
+    /// Its container.
+    pub container: ContainerStatus,
+}
+
+impl GenerationStatus {
+    /// `worker 2/2, cache 1/1`: each service's replicas up, of those on the host.
+    pub fn services_summary(&self) -> String {
+        let mut by: Vec<(&str, usize, usize)> = Vec::new();
+        for s in &self.services {
+            let up = usize::from(s.container.state == "running");
+            match by.iter_mut().find(|(n, _, _)| *n == s.service) {
+                Some((_, u, t)) => {
+                    *u += up;
+                    *t += 1;
+                }
+                None => by.push((&s.service, up, 1)),
+            }
+        }
+        if by.is_empty() {
+            return "-".into();
+        }
+        by.iter()
+            .map(|(n, u, t)| format!("{n} {u}/{t}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 /// One container.
@@ -209,6 +245,24 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
                     s
                 }),
                 db: find(Role::Db, shares.unwrap_or(g)).map(container_status),
+                services: {
+                    let mut services: Vec<ServiceStatus> = observed
+                        .containers
+                        .iter()
+                        .filter(|c| {
+                            let label = |k: &str| c.labels.get(k).map(String::as_str);
+                            label(labels::PROJECT) == Some(spec.project.as_str())
+                                && label(labels::ROLE) == Some(labels::ROLE_SERVICE)
+                                && c.generation() == Some(g)
+                        })
+                        .map(|c| ServiceStatus {
+                            service: c.labels.get(labels::SERVICE).cloned().unwrap_or_default(),
+                            container: container_status(c),
+                        })
+                        .collect();
+                    services.sort_by(|a, b| a.container.name.cmp(&b.container.name));
+                    services
+                },
                 shares_db_of: shares,
                 data_bytes: data
                     .filter(|_| shares.is_none())

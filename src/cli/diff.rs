@@ -295,26 +295,39 @@ pub fn container_diffs(plan: &Plan, spec: &Spec, observed: &Observed) -> Vec<Con
             _ => false,
         })
     };
-    let mut diffs = Vec::new();
+    let db = plan
+        .steps
+        .iter()
+        .find_map(|s| match s.action {
+            Action::ShareDb { generation, db } if generation == plan.target => Some(db),
+            _ => None,
+        })
+        .unwrap_or_else(|| crate::state::db_generation(&spec.storage, plan.target));
+    let mut pairs: Vec<(desired::ContainerConfig, Option<&Container>)> = Vec::new();
     for role in [Role::App, Role::Db] {
         if !touches(role) {
             continue;
         }
-        let db = plan
-            .steps
-            .iter()
-            .find_map(|s| match s.action {
-                Action::ShareDb { generation, db } if generation == plan.target => Some(db),
-                _ => None,
-            })
-            .unwrap_or_else(|| crate::state::db_generation(&spec.storage, plan.target));
         let want = match role {
             Role::App => desired::app_on(spec, plan.target, db),
-            Role::Db => desired::db(spec, plan.target),
-            Role::Service => continue,
+            _ => desired::db(spec, plan.target),
         };
+        pairs.push((want, current_container(observed, spec, role, plan.live)));
+    }
+    // Each service replica the plan makes, against the same replica of the live
+    // generation's service.
+    for want in desired::services_on(spec, plan.target, db) {
+        let made = plan.steps.iter().any(|s| {
+            matches!(&s.action, Action::CreateService { container, .. } if *container == want.name)
+        });
+        if made {
+            let current = current_replica(observed, spec, &want, plan.live);
+            pairs.push((want, current));
+        }
+    }
+    let mut diffs = Vec::new();
+    for (want, current) in pairs {
         let wanted = Settings::of(&want);
-        let current = current_container(observed, spec, role, plan.live);
         let (old_text, new_text, changes, note) = match current {
             None => (String::new(), wanted.text(), wanted.added(), None),
             Some(c) => match Settings::recorded(c) {
@@ -372,6 +385,25 @@ fn unrecorded(
         changes,
         Some(format!("{} was {why}; {what}", c.name)),
     )
+}
+
+/// The live generation's container of the same service and replica as `want`.
+fn current_replica<'a>(
+    observed: &'a Observed,
+    spec: &Spec,
+    want: &desired::ContainerConfig,
+    live: Option<u64>,
+) -> Option<&'a Container> {
+    let of = want.service.as_ref()?;
+    let live = live?.to_string();
+    let replica = of.replica.to_string();
+    observed.containers.iter().find(|c| {
+        let label = |k: &str| c.labels.get(k).map(String::as_str);
+        label(labels::PROJECT) == Some(spec.project.as_str())
+            && label(labels::GENERATION) == Some(live.as_str())
+            && label(labels::SERVICE) == Some(of.name.as_str())
+            && label(labels::REPLICA) == Some(replica.as_str())
+    })
 }
 
 fn current_container<'a>(

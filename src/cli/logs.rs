@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use std::io::Write;
 
-use clap::{Args, ValueEnum};
+use clap::Args;
 
 use super::{Output, json_line, runtime};
 use crate::desired::Role;
@@ -15,9 +15,11 @@ use crate::spec::Spec;
 
 /// Show a generation's container logs, through the engine.
 ///
-/// By default the live generation's app and database together, each line
-/// prefixed with its container's name. `--role app|db|front` shows one container
-/// (its bytes as they are; `front` is one for all generations), `--generation N`
+/// By default the live generation's app, database and services together, each
+/// line prefixed with its container's name. `--role app|db|front` shows one
+/// container (its bytes as they are; `front` is one for all generations),
+/// `--role SERVICE` (a name under the spec's `services:`, e.g. `worker`) that
+/// service's replicas, `--generation N`
 /// another generation, `--since 10m` (or an RFC 3339 time) only recent lines,
 /// `--timestamps` the engine's time on each line, and `-F`/`--follow` keeps
 /// streaming (`-f` names the spec, as in every gemctl command).
@@ -30,9 +32,10 @@ pub(super) struct LogsArgs {
     /// Generation (default: the live one, else the spec's).
     #[arg(long, short = 'g')]
     generation: Option<u64>,
-    /// One container (default: the app and the database, prefixed).
-    #[arg(long, value_enum)]
-    role: Option<LogRole>,
+    /// `app`, `db`, `front`, or a service's name (default: the app, the database
+    /// and every service, prefixed).
+    #[arg(long, value_name = "ROLE")]
+    role: Option<String>,
     /// Keep streaming new lines until interrupted.
     #[arg(long, short = 'F')]
     follow: bool,
@@ -51,7 +54,7 @@ pub(super) struct LogsArgs {
 }
 
 /// Which container of a generation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum LogRole {
     /// The app.
     App,
@@ -85,9 +88,31 @@ pub(super) fn run(args: LogsArgs) -> Result<u8, Error> {
         ),
         LogRole::Front => crate::front::container_name(&spec),
     };
-    let names: Vec<String> = match role {
-        Some(r) => vec![name(r)],
-        None => vec![name(LogRole::App), name(LogRole::Db)],
+    let db = crate::state::db_generation(&spec.storage, generation);
+    let services = |only: Option<&str>| -> Vec<String> {
+        crate::desired::services_on(&spec, generation, db)
+            .into_iter()
+            .filter(|c| only.is_none_or(|o| c.service.as_ref().is_some_and(|s| s.name == o)))
+            .map(|c| c.name)
+            .collect()
+    };
+    let names: Vec<String> = match role.as_deref() {
+        Some("app") => vec![name(LogRole::App)],
+        Some("db") => vec![name(LogRole::Db)],
+        Some("front") => vec![name(LogRole::Front)],
+        Some(service) if spec.services.contains_key(service) => services(Some(service)),
+        Some(other) => {
+            let mut known = vec!["app", "db", "front"];
+            known.extend(spec.services.keys().map(String::as_str));
+            return Err(Error::Usage(format!(
+                "--role {other:?}: not a role of this spec; use one of {}",
+                known.join(", ")
+            )));
+        }
+        None => [name(LogRole::App), name(LogRole::Db)]
+            .into_iter()
+            .chain(services(None))
+            .collect(),
     };
     let width = names.iter().map(String::len).max().unwrap_or(0);
     let wanted = LogsWanted {

@@ -171,6 +171,7 @@ fn render(s: &Status) -> String {
                         .and_then(|a| a.created.as_deref())
                         .unwrap_or("-")
                         .to_string(),
+                    g.services_summary(),
                     data,
                 ]
             })
@@ -182,6 +183,7 @@ fn render(s: &Status) -> String {
             left("DB", 12),
             left("IMAGE", 28),
             left("CREATED", 20),
+            left("SERVICES", 16),
             left("DATA", 0),
         ];
         let _ = write!(out, "\n{}", table::render(&columns, rows));
@@ -212,6 +214,7 @@ mod tests {
             app: Some(container("app", image)),
             db: Some(container("db", "postgres:15")),
             shares_db_of: None,
+            services: Vec::new(),
             data_dir: Some(format!("/srv/shop/{n}/pgdata")),
             data_bytes: Some(47_812_345),
         }
@@ -256,7 +259,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("GEN")).collect();
         assert_eq!(lines.len(), 3, "{text}");
         let header = lines[0];
-        let titles = ["STATUS", "APP", "DB", "IMAGE", "CREATED", "DATA"];
+        let titles = [
+            "STATUS", "APP", "DB", "IMAGE", "CREATED", "SERVICES", "DATA",
+        ];
         let starts: Vec<usize> = std::iter::once(0)
             .chain(
                 titles
@@ -285,6 +290,7 @@ mod tests {
         assert_eq!(cells(lines[1], &starts)[4].trim(), long, "{text}");
         assert_eq!(cells(lines[2], &starts)[4].trim(), "example/shop:v1");
         assert_eq!(cells(lines[1], &starts)[5].trim(), "2026-11-02T10:00:00Z");
-        assert_eq!(cells(lines[1], &starts)[6], "/srv/shop/2/pgdata (47.8 MB)");
+        assert_eq!(cells(lines[1], &starts)[6].trim(), "-");
+        assert_eq!(cells(lines[1], &starts)[7], "/srv/shop/2/pgdata (47.8 MB)");
     }
 }
