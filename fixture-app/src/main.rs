@@ -15,6 +15,15 @@
 //! PostgreSQL image, so psql is there): no client library, no dependencies,
 //! so the crate builds in seconds.
 //!
+//! Jobs, for a stack's worker: `POST /jobs?n=K` queues K jobs, `GET /jobs`
+//! answers `jobs=<queued> done=<done> runs=<runs> distinct=<distinct jobs run>`.
+//! With `FIXTURE_ROLE=worker` the same binary is the worker: it takes one job
+//! at a time (`FOR UPDATE SKIP LOCKED`, so replicas never take the same one),
+//! marks it done and records the run in one transaction, every
+//! `FIXTURE_WORK_MS` (default 50), logs `processed job <id> gen=<g>` per job,
+//! and reports on the TCP port `OK worker gen=<g> processed=<n>` (or `FAIL`
+//! when broken or its db cannot be reached); it serves no HTTP.
+//!
 //! Environment: `GEM_DB_HOST`, `PGUSER`/`PGPASSWORD`/`PGDATABASE` (libpq's own,
 //! passed through), `GEM_GENERATION`, `FIXTURE_VERSION`, `FIXTURE_MODE`
 //! (`healthy` | `slow` | `broken`; derived from the version when unset),
@@ -44,6 +53,17 @@ const SCHEMA_SQL: &str = "create table if not exists items (\
      payload text not null, \
      created_at timestamptz not null default now())";
 const COUNT_SQL: &str = "select count(*) from items";
+const JOBS_SQL: &str = "create table if not exists jobs (\
+     id bigserial primary key, \
+     queued_at timestamptz not null default now(), \
+     done_at timestamptz, \
+     done_by text, \
+     done_gen text); \
+     create table if not exists job_runs (\
+     job_id bigint not null, \
+     worker text not null, \
+     gen text not null, \
+     at timestamptz not null default now())";
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Mode {
@@ -77,6 +97,12 @@ struct App {
     /// Two concurrent `create table if not exists` can still collide in
     /// PostgreSQL's catalog; one at a time from this process.
     schema_lock: Mutex<()>,
+    jobs_ready: AtomicBool,
+    /// Jobs this process ran (worker).
+    processed: std::sync::atomic::AtomicU64,
+    /// The last error taking a job (worker), reported by its health.
+    last_error: Mutex<Option<String>>,
+    worker: bool,
 }
 
 impl App {
@@ -170,6 +196,66 @@ impl App {
         .map(drop)
     }
 
+    fn ensure_jobs(&self) -> Result<(), String> {
+        if self.jobs_ready.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let _guard = self.schema_lock.lock().unwrap_or_else(|p| p.into_inner());
+        if !self.jobs_ready.load(Ordering::Acquire) {
+            self.psql(JOBS_SQL)?;
+            self.jobs_ready.store(true, Ordering::Release);
+            log("schema ready (tables jobs, job_runs)");
+        }
+        Ok(())
+    }
+
+    fn queue_jobs(&self, n: u64) -> Result<String, String> {
+        self.ensure_jobs()?;
+        self.psql(&format!(
+            "insert into jobs(queued_at) select now() from generate_series(1, {n}); \
+             select count(*) from jobs"
+        ))
+    }
+
+    fn jobs_report(&self) -> Result<String, String> {
+        self.ensure_jobs()?;
+        let out = self.psql(
+            "select (select count(*) from jobs) || ' ' || \
+                    (select count(*) from jobs where done_at is not null) || ' ' || \
+                    (select count(*) from job_runs) || ' ' || \
+                    (select count(distinct job_id) from job_runs)",
+        )?;
+        let n: Vec<&str> = out.split_whitespace().collect();
+        match n.as_slice() {
+            [q, d, r, x] => Ok(format!("jobs={q} done={d} runs={r} distinct={x}")),
+            _ => Err(format!("unexpected psql output {out:?}")),
+        }
+    }
+
+    /// Takes one queued job, marks it done and records the run, in one
+    /// transaction; the id, or `None` when none is queued.
+    fn work_once(&self, worker: &str) -> Result<Option<u64>, String> {
+        self.ensure_jobs()?;
+        let worker = worker.replace('\'', "");
+        let out = self.psql(&format!(
+            "with j as (select id from jobs where done_at is null order by id \
+                        for update skip locked limit 1), \
+                  u as (update jobs set done_at = now(), done_by = '{worker}', done_gen = '{g}' \
+                        from j where jobs.id = j.id returning jobs.id) \
+             insert into job_runs(job_id, worker, gen) select id, '{worker}', '{g}' from u \
+             returning job_id",
+            g = self.generation.replace('\'', "")
+        ))?;
+        let out = out.trim();
+        if out.is_empty() {
+            Ok(None)
+        } else {
+            out.parse()
+                .map(Some)
+                .map_err(|_| format!("unexpected psql output {out:?}"))
+        }
+    }
+
     /// `Ok(rows)` when healthy, else the reason.
     fn health(&self) -> Result<u64, String> {
         match self.mode {
@@ -189,6 +275,27 @@ impl App {
     /// The one-line health report shared by both ports.
     fn report(&self) -> (bool, String) {
         let (v, g) = (&self.version, &self.generation);
+        if self.worker {
+            let processed = self.processed.load(Ordering::Relaxed);
+            if self.mode == Mode::Broken {
+                return (
+                    false,
+                    format!("FAIL worker version={v} gen={g} mode=broken"),
+                );
+            }
+            return match self
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone()
+            {
+                Some(e) => (false, format!("FAIL worker gen={g} {e}")),
+                None => (
+                    true,
+                    format!("OK worker version={v} gen={g} processed={processed}"),
+                ),
+            };
+        }
         match self.health() {
             Ok(rows) => (true, format!("OK version={v} gen={g} rows={rows}")),
             Err(reason) => (false, format!("FAIL version={v} gen={g} {reason}")),
@@ -304,6 +411,20 @@ fn route(app: &App, method: &str, target: &str) -> (u16, String) {
         ("GET", "/health" | "/") => match app.report() {
             (true, report) => (200, report),
             (false, report) => (503, report),
+        },
+        ("POST", "/jobs") => {
+            let n = match query_param(query, "n").unwrap_or("1").parse::<u64>() {
+                Ok(n) if (1..=MAX_INSERT).contains(&n) => n,
+                _ => return (400, format!("n must be an integer in 1..={MAX_INSERT}")),
+            };
+            match app.queue_jobs(n) {
+                Ok(total) => (200, total),
+                Err(e) => (500, format!("db: {e}")),
+            }
+        }
+        ("GET", "/jobs") => match app.jobs_report() {
+            Ok(r) => (200, r),
+            Err(e) => (500, format!("db: {e}")),
         },
         ("GET", "/rows") => match app.count() {
             Ok(n) => (200, n.to_string()),
@@ -432,6 +553,14 @@ extern "C" fn on_stop_signal(_: i32) {
     }
 }
 
+/// Set by SIGTERM/SIGINT in worker mode: the job in hand is finished (and
+/// logged), then the worker exits.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_worker_stop_signal(_: i32) {
+    STOPPING.store(true, Ordering::SeqCst);
+}
+
 // ---------------------------------------------------------------------- main
 
 fn env_or(name: &str, default: &str) -> String {
@@ -516,6 +645,10 @@ fn main() {
         db_host: env::var("GEM_DB_HOST").ok().filter(|h| !h.is_empty()),
         schema_ready: AtomicBool::new(false),
         schema_lock: Mutex::new(()),
+        jobs_ready: AtomicBool::new(false),
+        processed: std::sync::atomic::AtomicU64::new(0),
+        last_error: Mutex::new(None),
+        worker: env_or("FIXTURE_ROLE", "app") == "worker",
     });
     let tcp_port = port_from_env("TCP_PORT", 7000);
     let http_port = port_from_env("HTTP_PORT", 8080);
@@ -535,6 +668,48 @@ fn main() {
             String::new()
         },
     ));
+
+    if app.worker {
+        let work: u64 = env_or("FIXTURE_WORK_MS", "50").parse().unwrap_or(50);
+        let name = env_or("HOSTNAME", "worker");
+        log(&format!(
+            "worker {name} starting: gen={} one job every {work} ms; health on tcp=:{tcp_port}",
+            app.generation
+        ));
+        {
+            let app = Arc::clone(&app);
+            thread::spawn(move || accept_loop(tcp, app, serve_tcp));
+        }
+        drop(http);
+        unsafe {
+            signal(SIGTERM, on_worker_stop_signal);
+            signal(SIGINT, on_worker_stop_signal);
+        }
+        loop {
+            if STOPPING.load(Ordering::SeqCst) {
+                log("worker: stop signal received, exiting between jobs");
+                std::process::exit(0);
+            }
+            if app.mode != Mode::Broken {
+                match app.work_once(&name) {
+                    Ok(Some(id)) => {
+                        app.processed.fetch_add(1, Ordering::Relaxed);
+                        *app.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                        log(&format!("processed job {id} gen={}", app.generation));
+                    }
+                    Ok(None) => {
+                        *app.last_error.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                    }
+                    Err(e) => {
+                        log(&format!("cannot take a job: {e}"));
+                        *app.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                            Some(format!("db: {e}"));
+                    }
+                }
+            }
+            thread::sleep(Duration::from_millis(work));
+        }
+    }
 
     // Listeners first, schema in the background: the db may still be starting.
     {
