@@ -89,12 +89,67 @@ fn bad_specs_are_reported_with_file_line_column_and_field() {
 }
 
 #[test]
+fn a_stack_s_mistakes_are_each_named_at_their_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("stack.yaml");
+    std::fs::write(
+        &spec,
+        r#"project: shop
+generation: 1
+storage: /srv/shop
+app:
+  image: "example/shop:1"
+services:
+  worker:
+    image: "example/shop:1"
+    replicas: 0
+    depends_on: [queue]
+  Cache:
+    image: "redis:7"
+  beat:
+    image: "example/shop:1"
+    depends_on: [clock]
+  clock:
+    image: "example/shop:1"
+    depends_on: [beat]
+    settle: 0s
+db:
+  image: "postgres:15"
+"#,
+    )
+    .unwrap();
+    let o = gemctl(&["validate", "-f", spec.to_str().unwrap()]);
+    assert_eq!(code(&o), 1, "{}", stderr(&o));
+    let err = stderr(&o);
+    for (line, what) in [
+        (9, "services.worker.replicas: 0: between 1 and 16 replicas"),
+        (
+            10,
+            "services.worker.depends_on[0]: \"queue\" is not a service",
+        ),
+        (11, "services.Cache: \"Cache\" is not a valid service name"),
+        (
+            15,
+            "services.beat.depends_on: the services depend on each other in a circle",
+        ),
+        (19, "services.clock.settle: a service without health checks"),
+    ] {
+        let at = format!("stack.yaml:{line}:");
+        assert!(
+            err.lines().any(|l| l.contains(&at) && l.contains(what)),
+            "{at} {what}\n{err}"
+        );
+    }
+}
+
+#[test]
 fn example_specs_start_with_the_schema_line_and_validate() {
     // prod.yaml names env files under /etc/gemctl that only its host has.
     for (file, flags) in [
         ("specs/prod.yaml", &["--no-env-files"][..]),
         ("specs/demo.yaml", &[][..]),
         ("specs/demo-front.yaml", &[][..]),
+        ("specs/demo-stack.yaml", &[][..]),
         ("tests/specs/shop-gen1.yaml", &[][..]),
     ] {
         let text = std::fs::read_to_string(file).unwrap();

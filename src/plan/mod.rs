@@ -11,7 +11,11 @@
 //! state it cannot trust (`evidence.rs`), resolve pins (`pin.rs`) and holds
 //! (`hold.rs`), pick the target and the course to it, then hand over to one file per
 //! kind of change — `bootstrap.rs`, `upgrade.rs`, `restore.rs`, `rollback.rs`,
-//! `repair.rs` — followed by the cut-over (`cutover.rs`) and pruning (`prune.rs`).
+//! `repair.rs` — followed by the cut-over (`cutover.rs`, which brings up the
+//! target's services through `services.rs` before its app) and pruning
+//! (`prune.rs`). Services of other generations stop before their apps do
+//! (`Builder::stop_other_apps`): before a copy's source is frozen, so no two
+//! generations' workers ever run against two databases at once.
 //! Every step is emitted by the `Builder` (`builder.rs`).
 
 mod bootstrap;
