@@ -118,6 +118,9 @@ pub struct BackupInfo {
     pub size: u64,
     /// Checksum status.
     pub checksum: Checksum,
+    /// Its last restore drill (`gemctl backups --drill`), if it had one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub drill: Option<crate::throwaway::Drill>,
     #[serde(skip)]
     taken_at: SystemTime,
 }
@@ -233,6 +236,7 @@ pub fn list(dir: &Path, project: &str, verify: bool) -> Result<Vec<BackupInfo>, 
             age_seconds: now.duration_since(taken_at).unwrap_or_default().as_secs(),
             size,
             checksum,
+            drill: crate::throwaway::last_drill(&entry.path()),
             taken_at,
         });
     }
@@ -315,6 +319,7 @@ pub fn prune(spec: &Spec) -> Result<Vec<String>, Error> {
                 .is_some_and(ours);
             let orphan_sum = name
                 .strip_suffix(SUM_EXT)
+                .or_else(|| name.strip_suffix(".drill.json"))
                 .is_some_and(|n| ours(n) && !dir.join(n).exists());
             if leftover || orphan_sum {
                 remove(&entry.path())?;
@@ -428,6 +433,7 @@ pub async fn take<E: Engine>(
         age_seconds: 0,
         size,
         checksum: Checksum::Ok { sha256 },
+        drill: None,
         taken_at: taken,
     })
 }
@@ -467,31 +473,45 @@ pub async fn restore<E: Engine>(
     generation: u64,
     backup: &Path,
 ) -> Result<(), Error> {
+    let job = restore_job(
+        spec,
+        env,
+        &desired::container_name(spec, Role::Db, generation),
+        desired::copy_container_name(spec, generation),
+        generation,
+        backup,
+    )?;
+    run_one_shot(engine, spec, job).await
+}
+
+/// The one-shot that loads `backup` into the fresh, running database `db` (a
+/// container on the private network), named `name`; its output ends with a
+/// `restored database <name>` line per database.
+pub fn restore_job(
+    spec: &Spec,
+    env: &[String],
+    db: &str,
+    name: String,
+    generation: u64,
+    backup: &Path,
+) -> Result<OneShot, Error> {
     let creds = DbCredentials::from_env(env);
     let mut container_env = creds.pg_env();
     container_env.extend([
-        format!("H={}", desired::container_name(spec, Role::Db, generation)),
+        format!("H={db}"),
         format!("FORMAT={FORMAT_LINE}"),
         format!("SUPERUSER={}", creds.user),
     ]);
     let backup = std::fs::canonicalize(backup).map_err(|e| Error::io(backup, "find", e))?;
-    run_one_shot(
-        engine,
-        spec,
-        OneShot {
-            name: desired::copy_container_name(spec, generation),
-            generation,
-            image: spec.db.image.to_string(),
-            env: container_env,
-            binds: vec![(backup.clone(), "/restore/backup.tar:ro".into())],
-            script: RESTORE_SCRIPT.into(),
-            what: format!(
-                "restoring {} into generation {generation}",
-                backup.display()
-            ),
-        },
-    )
-    .await
+    Ok(OneShot {
+        name,
+        generation,
+        image: spec.db.image.to_string(),
+        env: container_env,
+        binds: vec![(backup.clone(), "/restore/backup.tar:ro".into())],
+        script: RESTORE_SCRIPT.into(),
+        what: format!("restoring {} into {db}", backup.display()),
+    })
 }
 
 #[cfg(test)]

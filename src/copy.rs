@@ -218,6 +218,17 @@ pub async fn run_one_shot_output<E: Engine>(
         (labels::ROLE.to_string(), labels::ROLE_COPY.to_string()),
         (labels::GENERATION.to_string(), job.generation.to_string()),
     ]);
+    run_one_shot_labelled(engine, spec, job, labels).await
+}
+
+/// As [`run_one_shot_output`], the container labelled `labels` (a throwaway
+/// copy's one-shot is not a generation's).
+pub async fn run_one_shot_labelled<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    job: OneShot,
+    labels: BTreeMap<String, String>,
+) -> Result<String, Error> {
     let name = job.name;
     engine.remove_container(&name).await?;
     engine

@@ -39,6 +39,12 @@ pub const ROLE_DB: &str = "db";
 pub const ROLE_FRONT: &str = "front";
 /// Value of [`ROLE`] for a container of one of the spec's `services:`.
 pub const ROLE_SERVICE: &str = "service";
+/// Value of [`ROLE`] for a throwaway copy's containers (a preview, a deploy
+/// check, a restore drill): `<project>-preview-*`, `<project>-check-*`,
+/// `<project>-drill-*`; never live, retained or a stranger.
+pub const ROLE_THROWAWAY: &str = "throwaway";
+/// Which throwaway copy: `preview`, `check` or `drill`.
+pub const THROWAWAY: &str = "io.gemctl.throwaway";
 /// Value of [`ROLE`] for a one-shot copy container.
 pub const ROLE_COPY: &str = "copy";
 

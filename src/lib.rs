@@ -42,4 +42,5 @@ pub mod spec_error;
 pub mod state;
 pub mod status;
 pub mod stream;
+pub mod throwaway;
 pub mod version;

@@ -145,6 +145,10 @@ pub struct Storage {
     /// State files that could not be trusted.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub damage: Vec<Damage>,
+    /// The throwaway copies with a directory under the storage root
+    /// (`preview`, `check`, `drill`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throwaways: Vec<String>,
 }
 
 /// A state file gemctl cannot trust: what it is, what is wrong, what to do.

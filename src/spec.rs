@@ -70,6 +70,9 @@ pub struct Spec {
     /// container publishes `app.ports` itself.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub front: Option<FrontSpec>,
+    /// Previews of the next generation on a copy of live data (`gemctl preview`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewSpec>,
     /// The stateless application container.
     pub app: AppSpec,
     /// Services deployed, health-gated and rolled back with the app, each
@@ -284,6 +287,34 @@ pub struct BackupSpec {
     /// Backups older than this are pruned, e.g. `30d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_age: Option<HumanDuration>,
+    /// Restore drills: proof that backups restore (`gemctl backups --drill`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drill: Option<DrillSpec>,
+}
+
+/// Restore drills.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DrillSpec {
+    /// How often `gemctl reconcile` drills the newest backup not drilled yet,
+    /// e.g. `24h` (a failed drill alerts once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub every: Option<HumanDuration>,
+    /// A query run on the restored copy (in the db's `POSTGRES_DB`) that must
+    /// return at least one row, e.g. `select 1 from orders limit 1`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub check: Option<String>,
+}
+
+/// Previews (`gemctl preview`): the spec's generation on a copy of live data,
+/// for testers.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PreviewSpec {
+    /// Where testers reach the preview's app, Docker's port syntax
+    /// (`"127.0.0.1:19080:8080"`); other host ports than the public ones.
+    #[serde(default)]
+    pub ports: Vec<PortMapping>,
 }
 
 /// How the first generation starts on a host that has none.
@@ -1332,6 +1363,9 @@ impl Spec {
             ("the copy containers", format!("{}-copy", self.project)),
             ("the backup containers", format!("{}-backup", self.project)),
             ("the front door", crate::front::container_name(self)),
+            ("the preview's containers", format!("{}-preview", self.project)),
+            ("a deploy check's containers", format!("{}-check", self.project)),
+            ("a restore drill's containers", format!("{}-drill", self.project)),
         ];
         for (name, svc) in &self.services {
             let at = format!("services.{name}");
@@ -1640,6 +1674,34 @@ impl Spec {
         }
         if let Some(front) = &self.front {
             self.front_problems(front, &mut bad);
+        }
+        if let Some(preview) = &self.preview {
+            for (i, p) in preview.ports.iter().enumerate() {
+                if p.host_port.is_none() {
+                    bad(
+                        format!("preview.ports[{i}]"),
+                        format!(
+                            "{:?} names no host port: testers need a fixed one (e.g. \
+                             \"127.0.0.1:19080:{}\")",
+                            p.raw, p.container_port
+                        ),
+                    );
+                }
+                let taken = public.iter().find(|(_, q)| {
+                    q.host_port.is_some() && q.host_port == p.host_port && q.proto == p.proto
+                });
+                if let Some((at, q)) = taken {
+                    bad(
+                        format!("preview.ports[{i}]"),
+                        format!(
+                            "host port {} is already {at} ({:?}): a preview needs host ports \
+                             of its own",
+                            p.host_port.unwrap_or_default(),
+                            q.raw
+                        ),
+                    );
+                }
+            }
         }
 
         let exposed: Vec<u16> = public

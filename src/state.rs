@@ -383,6 +383,11 @@ pub fn write_front_files(
 pub fn read_storage(root: &Path) -> Result<Storage, Error> {
     let mut storage = Storage {
         generations: read_generations(root)?,
+        throwaways: ["preview", "check", "drill"]
+            .into_iter()
+            .filter(|k| root.join(k).is_dir())
+            .map(String::from)
+            .collect(),
         ..Storage::default()
     };
     let damage = &mut storage.damage;

@@ -46,9 +46,25 @@ pub struct Status {
     /// The front door, when the spec has one or one is on the host.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub front: Option<FrontStatus>,
+    /// The preview (`gemctl preview`), when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<PreviewStatus>,
     /// The gemctl holding the project's lock now (who, since, what), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_by: Option<crate::lock::Holder>,
+}
+
+/// The preview of a generation on a copy of live data.
+#[derive(Debug, Clone, Serialize)]
+pub struct PreviewStatus {
+    /// What it is: its generation, the live generation and WAL position it was
+    /// copied from, when, its ports, whether it passed its checks. `None`: a
+    /// preview was being made (or its maker was killed) and has no record.
+    pub record: Option<crate::throwaway::Record>,
+    /// Seconds since its copy began.
+    pub age_seconds: Option<u64>,
+    /// Its containers.
+    pub containers: Vec<ContainerStatus>,
 }
 
 /// The front door.
@@ -294,7 +310,41 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         last_copy: None,
         front,
         locked_by: crate::lock::held_by(&spec.storage).and_then(Result::ok),
+        preview: preview_status(spec, observation),
     }
+}
+
+fn preview_status(spec: &Spec, observation: &Observation) -> Option<PreviewStatus> {
+    use crate::throwaway::{Kind, kind_by_name, read_record};
+    let containers: Vec<ContainerStatus> = observation
+        .observed
+        .containers
+        .iter()
+        .filter(|c| {
+            c.labels.get(labels::PROJECT) == Some(&spec.project)
+                && kind_by_name(spec, &c.name) == Some(Kind::Preview)
+        })
+        .map(container_status)
+        .collect();
+    let on_disk = observation
+        .observed
+        .storage
+        .throwaways
+        .iter()
+        .any(|k| k == "preview");
+    if containers.is_empty() && !on_disk {
+        return None;
+    }
+    let record = read_record(spec, Kind::Preview);
+    let age_seconds = record.as_ref().and_then(|r| {
+        let at = humantime::parse_rfc3339(&r.copied_at).ok()?;
+        Some(std::time::SystemTime::now().duration_since(at).ok()?.as_secs())
+    });
+    Some(PreviewStatus {
+        record,
+        age_seconds,
+        containers,
+    })
 }
 
 /// `47.8 MB`: decimal (SI) units, one decimal.

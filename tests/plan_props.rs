@@ -121,6 +121,8 @@ struct Case {
     front: Option<(Option<usize>, Option<u64>, bool)>,
     /// How many services the spec has (0–2) and the worker's replicas (1–3).
     services: (usize, u32),
+    /// A throwaway copy on the host: (kind, with a container, with a directory).
+    throwaway: Option<(usize, bool, bool)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -149,7 +151,10 @@ fn case() -> impl Strategy<Value = Case> {
                 ),
             ),
         ),
-        (0usize..=2, 1u32..=3),
+        (
+            (0usize..=2, 1u32..=3),
+            prop::option::weighted(0.3, (0usize..3, any::<bool>(), any::<bool>())),
+        ),
     )
         .prop_map(
             |(
@@ -163,7 +168,7 @@ fn case() -> impl Strategy<Value = Case> {
                 stranger,
                 failed,
                 (served_record, pin, damaged_file, image_major, copy, front),
-                services,
+                (services, throwaway),
             )| Case {
                 desired,
                 retain,
@@ -181,6 +186,7 @@ fn case() -> impl Strategy<Value = Case> {
                 copy,
                 front,
                 services,
+                throwaway,
             },
         )
 }
@@ -344,6 +350,29 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
             record = record.held();
         }
         obs.storage.front = Some(record);
+    }
+    if let Some((k, container, dir)) = c.throwaway {
+        let kind = ["preview", "check", "drill"][k];
+        if container {
+            obs.containers.push(Container {
+                name: format!("{}-{kind}-app", spec.project),
+                id: String::new(),
+                image: spec.app.image.to_string(),
+                labels: [
+                    (labels::PROJECT.to_string(), spec.project.clone()),
+                    (labels::ROLE.to_string(), labels::ROLE_THROWAWAY.to_string()),
+                    (labels::THROWAWAY.to_string(), kind.to_string()),
+                ]
+                .into(),
+                state: ContainerState::Running,
+                health: None,
+                ports: Vec::new(),
+                created: None,
+            });
+        }
+        if dir {
+            obs.storage.throwaways.push(kind.to_string());
+        }
     }
     obs.storage.live = c.live;
     obs.db_image_major = c.image_major;
@@ -591,6 +620,20 @@ proptest! {
                     && c.labels.get(labels::GENERATION) != Some(&p.target.to_string())
             }).map(|c| c.name.as_str()).collect();
             prop_assert!(others.is_empty(), "services of other generations run: {:?}", others);
+        }
+        // A new generation is built from live data as it is: no preview (nor a
+        // killed check's leftovers) survives it; a drill is never touched.
+        let built = p.steps.iter().any(|s| matches!(s.action,
+            Action::MarkReady { .. } | Action::ShareDb { .. }));
+        if built {
+            let left: Vec<&str> = after.containers.iter()
+                .filter(|c| matches!(c.labels.get(labels::THROWAWAY).map(String::as_str), Some("preview" | "check")))
+                .map(|c| c.name.as_str()).collect();
+            prop_assert!(left.is_empty(), "a throwaway copy survives a new generation: {:?}", left);
+        }
+        if let Some((2, container, dir)) = c.throwaway {
+            prop_assert_eq!(after.containers.iter().any(|c| c.labels.get(labels::THROWAWAY).map(String::as_str) == Some("drill")), container);
+            prop_assert_eq!(after.storage.throwaways.iter().any(|k| k == "drill"), dir);
         }
         let app = desired::container_name(&spec, Role::App, p.target);
         if p.hold.is_none() || !after.storage.generations.is_empty() {

@@ -17,6 +17,7 @@ pub(super) fn audited(command: &Command) -> Option<(&'static str, PathBuf)> {
         Command::Rollback(a) => Some(("rollback", a.spec_file().into())),
         Command::Restore(a) => Some(("restore", a.spec_file().into())),
         Command::Backup(a) => Some(("backup", a.spec_file().into())),
+        Command::Preview(a) => Some(("preview", a.spec_file().into())),
         Command::Unpin(a) => Some(("unpin", a.spec_file().into())),
         Command::Unlock(a) => Some(("unlock", a.spec_file().into())),
         Command::Maintenance(a) => Some(("maintenance", a.spec_file().into())),

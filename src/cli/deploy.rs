@@ -59,6 +59,13 @@ pub(super) struct ApplyArgs {
     /// Only show the plan (the same as `gemctl diff`, with its exit codes).
     #[arg(long)]
     dry_run: bool,
+    /// Test the deploy without making it: the spec's generation runs on a
+    /// throwaway copy of live data (services and app, health-checked), is
+    /// reported (<storage>/.gemctl/reports/checks/) and discarded; nothing live
+    /// is touched. Exit 0: the release would pass; 4: it would not (the failing
+    /// checks and logs are shown); 3: it would be refused.
+    #[arg(long, conflicts_with_all = ["plan", "dry_run", "retry", "from_git"])]
+    check: bool,
     /// Output format: text, or JSON events one per line.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Text)]
     output: Output,
@@ -83,7 +90,7 @@ impl ApplyArgs {
     /// The spec an audit record names: `--file`, else the saved plan's; `None`
     /// for a dry run, which changes nothing.
     pub(super) fn audit_spec(&self) -> Option<PathBuf> {
-        if self.dry_run {
+        if self.dry_run || self.check {
             return None;
         }
         self.file.clone().or_else(|| {
@@ -164,6 +171,7 @@ pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {
         file,
         plan,
         dry_run,
+        check,
         output,
         retry,
         report_dir,
@@ -196,6 +204,9 @@ pub(super) fn apply(args: ApplyArgs) -> Result<u8, Error> {
     };
     if from_git.is_none() && unclean(&spec, &file, require_clean)?.is_some() {
         return Ok(exit::REFUSED);
+    }
+    if check {
+        return super::preview::check(&spec, output);
     }
     if dry_run {
         let observation = observe_engine(&spec)?;

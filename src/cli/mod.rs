@@ -27,6 +27,7 @@ mod man;
 mod observe;
 mod reconcile;
 mod repair;
+mod preview;
 mod shell;
 mod spec;
 mod status;
@@ -44,7 +45,8 @@ Exit codes (each command's --help says which it uses):
      status: gemctl would refuse); backups --verify: a backup is damaged
   4  the new generation failed (its health checks or any step before it
      was live); the previous one serves again (apply, rollback, restore,
-     reconcile --once)
+     reconcile --once); apply --check and preview: the release fails its
+     checks on a copy; backups --drill: the backup does not restore
 psql and exec exit with the command's own code (1 when gemctl could not
 start it).";
 
@@ -73,6 +75,7 @@ enum Command {
     Schema(spec::SchemaArgs),
     Observe(observe::ObserveArgs),
     Apply(deploy::ApplyArgs),
+    Preview(preview::PreviewArgs),
     History(history::HistoryArgs),
     Rollback(deploy::RollbackArgs),
     Backup(backups::BackupArgs),
@@ -186,6 +189,7 @@ fn dispatch(cli: Cli) -> Result<u8, Error> {
         Command::Schema(_) => spec::schema(),
         Command::Observe(args) => observe::run(args),
         Command::Apply(args) => deploy::apply(args),
+        Command::Preview(args) => preview::run(args),
         Command::History(args) => history::run(args),
         Command::Rollback(args) => deploy::rollback(args),
         Command::Backup(args) => backups::backup(args),

@@ -122,6 +122,28 @@ fn render(s: &Status) -> String {
             );
         }
     }
+    if let Some(p) = &s.preview {
+        let line = match &p.record {
+            Some(r) => format!(
+                "preview: generation {} on {}, copied from generation {} at {} ({} ago){}",
+                r.generation,
+                if r.ports.is_empty() { "-".to_string() } else { r.ports.join(", ") },
+                r.from,
+                r.from_lsn,
+                humantime::format_duration(std::time::Duration::from_secs(
+                    p.age_seconds.unwrap_or_default()
+                )),
+                match r.healthy {
+                    Some(true) => ", healthy".to_string(),
+                    Some(false) => ", FAILED its checks".to_string(),
+                    None => ", being made".to_string(),
+                }
+            ),
+            None => "preview: incomplete (no record): `gemctl preview --discard` removes it"
+                .to_string(),
+        };
+        let _ = writeln!(out, "{line}");
+    }
     if let Some(p) = &s.pinned {
         let _ = writeln!(out, "pinned: {p}");
     }
@@ -254,6 +276,7 @@ mod tests {
             last_copy: None,
             front: None,
             locked_by: None,
+            preview: None,
         };
         let text = render(&s);
         let lines: Vec<&str> = text.lines().skip_while(|l| !l.contains("GEN")).collect();

@@ -209,6 +209,12 @@ fn container_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, E
     Ok(env)
 }
 
+/// A container's whole environment as the executor gives it (secrets included,
+/// never printed), for containers made outside a plan (throwaway copies).
+pub fn config_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, Error> {
+    container_env(spec, config)
+}
+
 /// The db's environment (secrets included, never printed), for the credentials
 /// the copy, backups and checks use.
 pub fn db_env(spec: &Spec) -> Result<Vec<String>, Error> {

@@ -45,7 +45,8 @@ use crate::plan::{self, Action, Plan, PlanOptions, Refusal, Step};
 use crate::saved_plan::{Basis, SavedPlan};
 use crate::spec::{PullPolicy, Spec};
 
-pub use containers::db_env;
+pub use containers::{config_env, db_env};
+pub(crate) use services::check_replicas;
 pub use fall_back::FailureReport;
 
 /// Options of one apply.
@@ -577,6 +578,18 @@ impl<'a, E: Engine> Run<'a, E> {
                 service,
             } => self.check_service(*generation, service).await,
             Action::RemoveContainer { container, .. } => self.remove(container).await,
+            Action::DiscardThrowaway { kind } => {
+                let kind = match kind.as_str() {
+                    "preview" => crate::throwaway::Kind::Preview,
+                    "check" => crate::throwaway::Kind::Check,
+                    _ => crate::throwaway::Kind::Drill,
+                };
+                let gone = crate::throwaway::discard(self.engine, self.spec, kind).await?;
+                for name in gone {
+                    self.known.remove(&name);
+                }
+                Ok(())
+            }
             Action::RemoveData { generation } => self.remove_data(*generation),
             Action::AllowReplication { container, .. } => self.allow_replication(container).await,
             Action::BaseBackup { from, to } => self.base_backup(*from, *to).await,

@@ -221,6 +221,9 @@ pub fn plan(
     b.as_made = hold.is_some() || course == Course::Rollback;
     b.ensure_network(&observed.networks);
     front::at_start(&mut b, &host);
+    if !matches!(course, Course::Repair | Course::Rollback) {
+        discard_throwaways(&mut b, &host, observed, target);
+    }
     prune::clear_debris(&mut b, &host, target, hold.as_ref());
     let mut copy = None;
     match &course {
@@ -377,6 +380,39 @@ impl Course {
                 Some(l) if l < target => PlanKind::Upgrade { from: l },
                 _ => PlanKind::Repair,
             },
+        }
+    }
+}
+
+/// A new generation is built from live data as it is now: a preview's copy (and
+/// what a killed deploy check left) goes first — testers' writes are not
+/// production's.
+fn discard_throwaways(b: &mut Builder, host: &Host, observed: &Observed, target: u64) {
+    for kind in [crate::throwaway::Kind::Preview, crate::throwaway::Kind::Check] {
+        let containers = host
+            .throwaways
+            .iter()
+            .any(|c| c.labels.get(crate::labels::THROWAWAY).map(String::as_str) == Some(kind.name()));
+        let on_disk = observed.storage.throwaways.iter().any(|k| k == kind.name());
+        if containers || on_disk {
+            b.push(
+                Action::DiscardThrowaway {
+                    kind: kind.name().into(),
+                },
+                match kind {
+                    crate::throwaway::Kind::Preview => format!(
+                        "the preview's data holds testers' writes: generation {target} is built \
+                         from live data now"
+                    ),
+                    _ => "left by an interrupted deploy check".to_string(),
+                },
+            );
+            if kind == crate::throwaway::Kind::Preview {
+                b.note(format!(
+                    "the preview is discarded (testers' writes are not production's); \
+                     generation {target} is built from live data as it is now"
+                ));
+            }
         }
     }
 }

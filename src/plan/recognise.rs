@@ -65,6 +65,9 @@ pub(super) struct Host<'a> {
     pub(super) copies: Vec<(u64, &'a Container)>,
     /// The front door's container.
     pub(super) front: Option<Known<'a>>,
+    /// Throwaway copies' containers (previews, deploy checks, restore drills):
+    /// never live, retained or strangers.
+    pub(super) throwaways: Vec<&'a Container>,
     /// The front door's record: which generation each slot names, which is live.
     pub(super) front_state: Option<&'a FrontState>,
 }
@@ -125,6 +128,7 @@ pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<
     let mut gens: BTreeMap<u64, Gen<'a>> = BTreeMap::new();
     let mut copies = Vec::new();
     let mut front = None;
+    let mut throwaways = Vec::new();
     let mut problems = Vec::new();
     let front_state = observed.storage.front.as_ref();
     let front_live = front_state.and_then(FrontState::live_generation);
@@ -139,6 +143,7 @@ pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<
                 gens.entry(n).or_default().db = Some(Known { c, fronted: false })
             }
             Ok(Some((labels::ROLE_FRONT, _))) => front = Some(Known { c, fronted: false }),
+            Ok(Some((labels::ROLE_THROWAWAY, _))) => throwaways.push(c),
             Ok(Some((labels::ROLE_SERVICE, n))) => {
                 let services = &mut gens.entry(n).or_default().services;
                 services.push(Known { c, fronted: false });
@@ -157,6 +162,7 @@ pub(super) fn recognise<'a>(spec: &Spec, observed: &'a Observed) -> Result<Host<
             gens,
             copies,
             front,
+            throwaways,
             front_state,
         })
     } else {
@@ -243,6 +249,9 @@ fn ours(
         (Some(labels::ROLE_FRONT), None, Some((labels::ROLE_FRONT, _))) => {
             Ok((labels::ROLE_FRONT, 0))
         }
+        (Some(labels::ROLE_THROWAWAY), _, Some((labels::ROLE_THROWAWAY, _))) => {
+            Ok((labels::ROLE_THROWAWAY, 0))
+        }
         _ => Err(Problem {
             container: Some(c.name.clone()),
             seen: format!(
@@ -284,6 +293,9 @@ fn service_named(c: &Container, n: u64) -> bool {
 fn role_by_name(spec: &Spec, name: &str) -> Option<(&'static str, u64)> {
     if name == crate::front::container_name(spec) {
         return Some((labels::ROLE_FRONT, 0));
+    }
+    if crate::throwaway::kind_by_name(spec, name).is_some() {
+        return Some((labels::ROLE_THROWAWAY, 0));
     }
     let numbered = |prefix: &str| -> Option<u64> {
         name.strip_prefix(prefix)?

@@ -165,6 +165,12 @@ pub enum Action {
         /// The service's name.
         service: String,
     },
+    /// Remove a throwaway copy (its containers and `<storage>/<kind>/`): a
+    /// preview's testers' writes are not production's.
+    DiscardThrowaway {
+        /// `preview` or `check`.
+        kind: String,
+    },
     /// Remove a container gemctl made.
     RemoveContainer {
         /// Generation.
@@ -318,6 +324,7 @@ impl Action {
             | Action::StopService { .. }
             | Action::RemoveContainer { .. }
             | Action::RemoveFront { .. }
+            | Action::DiscardThrowaway { .. }
             | Action::RemoveData { .. } => Mark::Remove,
             _ => Mark::Change,
         }
@@ -382,6 +389,9 @@ impl Action {
                 service,
             } => format!("check service {service} of generation {generation}"),
             Action::RemoveContainer { container, .. } => format!("remove {container}"),
+            Action::DiscardThrowaway { kind } => {
+                format!("discard the {kind} (its containers and its copy of the data)")
+            }
             Action::RemoveData { generation } => {
                 format!("delete the data of generation {generation}")
             }
