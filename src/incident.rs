@@ -25,6 +25,8 @@ pub enum Event {
     Refused,
     /// A scheduled backup failed.
     BackupFailed,
+    /// A restore drill found a backup that does not restore (or fails its check).
+    DrillFailed,
     /// A rollback was carried out.
     Rollback,
     /// A restore was carried out.

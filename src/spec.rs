@@ -1363,9 +1363,18 @@ impl Spec {
             ("the copy containers", format!("{}-copy", self.project)),
             ("the backup containers", format!("{}-backup", self.project)),
             ("the front door", crate::front::container_name(self)),
-            ("the preview's containers", format!("{}-preview", self.project)),
-            ("a deploy check's containers", format!("{}-check", self.project)),
-            ("a restore drill's containers", format!("{}-drill", self.project)),
+            (
+                "the preview's containers",
+                format!("{}-preview", self.project),
+            ),
+            (
+                "a deploy check's containers",
+                format!("{}-check", self.project),
+            ),
+            (
+                "a restore drill's containers",
+                format!("{}-drill", self.project),
+            ),
         ];
         for (name, svc) in &self.services {
             let at = format!("services.{name}");

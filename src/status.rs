@@ -338,7 +338,12 @@ fn preview_status(spec: &Spec, observation: &Observation) -> Option<PreviewStatu
     let record = read_record(spec, Kind::Preview);
     let age_seconds = record.as_ref().and_then(|r| {
         let at = humantime::parse_rfc3339(&r.copied_at).ok()?;
-        Some(std::time::SystemTime::now().duration_since(at).ok()?.as_secs())
+        Some(
+            std::time::SystemTime::now()
+                .duration_since(at)
+                .ok()?
+                .as_secs(),
+        )
     });
     Some(PreviewStatus {
         record,

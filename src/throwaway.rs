@@ -224,8 +224,7 @@ pub async fn copy_live<E: Engine>(
         "copying {db} (generation {live}, at {from_lsn}) while it serves"
     ));
     let started = Instant::now();
-    let mut job_labels = labels_of(spec, kind);
-    job_labels.insert(labels::GENERATION.into(), spec.generation.0.to_string());
+    let job_labels = labels_of(spec, kind);
     copy::run_one_shot_labelled(
         engine,
         spec,
@@ -356,10 +355,12 @@ pub async fn start<E: Engine>(
     app.ports = Vec::new();
     create(engine, spec, kind, &app, bindings).await?;
     let app_health = app_healthy(engine, spec, &app_name, progress).await?;
-    outcome.checks.extend(app_health.checks.into_iter().map(|mut c| {
-        c.description = format!("{app_name}: {}", c.description);
-        c
-    }));
+    outcome
+        .checks
+        .extend(app_health.checks.into_iter().map(|mut c| {
+            c.description = format!("{app_name}: {}", c.description);
+            c
+        }));
     outcome.healthy = outcome.checks.iter().all(|c| c.passed);
 
     let mut logs = BTreeMap::new();
@@ -395,7 +396,6 @@ async fn create<E: Engine>(
 ) -> Result<(), Error> {
     let mut all = config.run.labels.clone();
     all.extend(labels_of(spec, kind));
-    all.insert(labels::GENERATION.into(), config.generation.to_string());
     engine
         .create_container(&CreateContainer {
             name: config.name.clone(),
@@ -632,9 +632,8 @@ async fn drill_steps<E: Engine>(
         job.script
     );
     progress(format!("restoring {} into {db_name}", backup.display()));
-    let mut job_labels = labels_of(spec, Kind::Drill);
-    job_labels.insert(labels::GENERATION.into(), "0".into());
-    let output = copy::run_one_shot_labelled(engine, spec, job, job_labels).await?;
+    let output =
+        copy::run_one_shot_labelled(engine, spec, job, labels_of(spec, Kind::Drill)).await?;
     result.databases = output
         .lines()
         .filter_map(|l| l.trim().strip_prefix("manifest database "))

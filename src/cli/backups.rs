@@ -181,7 +181,11 @@ fn drill_now(spec: &Spec, name: &str, latest: bool, output: Output) -> Result<u8
         })))?,
         Output::Text => print(&drill_text(&result, &path))?,
     }
-    Ok(if result.passed { exit::OK } else { exit::ROLLED_BACK })
+    Ok(if result.passed {
+        exit::OK
+    } else {
+        exit::ROLLED_BACK
+    })
 }
 
 /// Runs one drill (progress on stderr when asked).

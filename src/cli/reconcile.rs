@@ -139,7 +139,75 @@ fn reconcile_round(spec: &Spec, file: &Path, raised: &mut Vec<Alert>) -> Result<
     // The live generation is backed up on schedule whatever the round decided
     // (a held or refused deploy leaves a live generation worth backing up).
     scheduled_backup(spec, raised)?;
+    scheduled_drill(spec, raised);
     Ok(code)
+}
+
+/// With `backup.drill.every` set: when that long has passed since the last drill
+/// (or there was none), the newest backup not drilled yet is restored into a
+/// throwaway database and checked (no lock: the live generation is not
+/// touched). While the newest drilled backup failed its drill, the round raises
+/// `drill_failed` (told once).
+fn scheduled_drill(spec: &Spec, raised: &mut Vec<Alert>) {
+    let Some(every) = spec
+        .backup
+        .as_ref()
+        .and_then(|b| b.drill.as_ref())
+        .and_then(|d| d.every)
+    else {
+        return;
+    };
+    let attempt = || -> Result<(), Error> {
+        let backups = crate::backup::list(&spec.backup_dir(), &spec.project, false)?;
+        let last = backups
+            .iter()
+            .filter_map(|b| b.drill.as_ref())
+            .filter_map(|d| humantime::parse_rfc3339(&d.at).ok())
+            .max();
+        let due = last.is_none_or(|t| {
+            std::time::SystemTime::now()
+                .duration_since(t)
+                .unwrap_or_default()
+                >= every.get()
+        });
+        if let Some(b) = backups.iter().rev().find(|b| b.drill.is_none())
+            && due
+        {
+            let d = super::backups::drill_one(spec, &b.path, false)?;
+            tracing::info!(
+                target: LOG_TARGET,
+                backup = %b.name,
+                passed = d.passed,
+                ms = d.duration_ms,
+                "scheduled restore drill"
+            );
+        }
+        Ok(())
+    };
+    if let Err(e) = attempt() {
+        raised.push(Alert::error(
+            AlertEvent::DrillFailed,
+            format!("the scheduled restore drill could not run: {e}"),
+        ));
+        return;
+    }
+    let newest_drilled = crate::backup::list(&spec.backup_dir(), &spec.project, false)
+        .unwrap_or_default()
+        .into_iter()
+        .rev()
+        .find_map(|b| b.drill.map(|d| (b.name, d)));
+    if let Some((name, d)) = newest_drilled
+        && !d.passed
+    {
+        raised.push(Alert::error(
+            AlertEvent::DrillFailed,
+            format!(
+                "backup {name} does not restore (drill of {}): {}",
+                d.at,
+                d.error.as_deref().unwrap_or("?")
+            ),
+        ));
+    }
 }
 
 /// With `backup.every` set, takes a backup when the newest is that old (or there

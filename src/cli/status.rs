@@ -127,7 +127,11 @@ fn render(s: &Status) -> String {
             Some(r) => format!(
                 "preview: generation {} on {}, copied from generation {} at {} ({} ago){}",
                 r.generation,
-                if r.ports.is_empty() { "-".to_string() } else { r.ports.join(", ") },
+                if r.ports.is_empty() {
+                    "-".to_string()
+                } else {
+                    r.ports.join(", ")
+                },
                 r.from,
                 r.from_lsn,
                 humantime::format_duration(std::time::Duration::from_secs(
@@ -139,8 +143,9 @@ fn render(s: &Status) -> String {
                     None => ", being made".to_string(),
                 }
             ),
-            None => "preview: incomplete (no record): `gemctl preview --discard` removes it"
-                .to_string(),
+            None => {
+                "preview: incomplete (no record): `gemctl preview --discard` removes it".to_string()
+            }
         };
         let _ = writeln!(out, "{line}");
     }

@@ -46,8 +46,8 @@ use crate::saved_plan::{Basis, SavedPlan};
 use crate::spec::{PullPolicy, Spec};
 
 pub use containers::{config_env, db_env};
-pub(crate) use services::check_replicas;
 pub use fall_back::FailureReport;
+pub(crate) use services::check_replicas;
 
 /// Options of one apply.
 #[derive(Debug, Clone, Default)]

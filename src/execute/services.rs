@@ -241,14 +241,13 @@ async fn replica_healthy<E: Engine>(
     };
     let mut on_probe = |p: &ProbeEvent| {
         progress(format!(
-                "{replica}: check {} attempt {} ({:.1}s): {} {}",
-                p.check + 1,
-                p.attempt,
-                p.elapsed.as_secs_f64(),
-                if p.result.passed { "pass" } else { "fail" },
+            "{replica}: check {} attempt {} ({:.1}s): {} {}",
+            p.check + 1,
+            p.attempt,
+            p.elapsed.as_secs_f64(),
+            if p.result.passed { "pass" } else { "fail" },
             p.result.output
         ))
     };
     Ok(health::wait_healthy(engine, &target, checks, &mut on_probe).await)
 }
-

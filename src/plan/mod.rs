@@ -388,11 +388,13 @@ impl Course {
 /// what a killed deploy check left) goes first — testers' writes are not
 /// production's.
 fn discard_throwaways(b: &mut Builder, host: &Host, observed: &Observed, target: u64) {
-    for kind in [crate::throwaway::Kind::Preview, crate::throwaway::Kind::Check] {
-        let containers = host
-            .throwaways
-            .iter()
-            .any(|c| c.labels.get(crate::labels::THROWAWAY).map(String::as_str) == Some(kind.name()));
+    for kind in [
+        crate::throwaway::Kind::Preview,
+        crate::throwaway::Kind::Check,
+    ] {
+        let containers = host.throwaways.iter().any(|c| {
+            c.labels.get(crate::labels::THROWAWAY).map(String::as_str) == Some(kind.name())
+        });
         let on_disk = observed.storage.throwaways.iter().any(|k| k == kind.name());
         if containers || on_disk {
             b.push(

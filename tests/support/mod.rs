@@ -392,10 +392,15 @@ pub fn apply_step(spec: &Spec, obs: &mut Observed, action: &Action) -> Result<()
         }
         Action::RemoveContainer { container, .. } => {
             let i = find(obs, container).ok_or(format!("no such container {container}"))?;
-            if obs.containers[i].labels.get(labels::ROLE).map(String::as_str)
+            if obs.containers[i]
+                .labels
+                .get(labels::ROLE)
+                .map(String::as_str)
                 == Some(labels::ROLE_THROWAWAY)
             {
-                return Err(format!("removed {container}, a throwaway copy's, one by one"));
+                return Err(format!(
+                    "removed {container}, a throwaway copy's, one by one"
+                ));
             }
             if obs.containers[i].labels.get(labels::PROJECT) != Some(&spec.project) {
                 return Err(format!("removed {container}, which gemctl did not make"));
