@@ -98,8 +98,12 @@ pub(super) fn run(args: PreviewArgs) -> Result<u8, Error> {
                 .into(),
         ));
     }
-    if !refresh && let Some(record) = throwaway::read_record(&spec, Kind::Preview) {
-        if record.generation == spec.generation.0 && record.healthy == Some(true) {
+    if !refresh
+        && let Some(record) = throwaway::read_record(&spec, Kind::Preview)
+        && record.generation == spec.generation.0
+        && record.healthy == Some(true)
+    {
+        {
             let text = format!(
                 "project {}: a preview of generation {} is up, copied from generation {} at \
                  {} ({}); `--refresh` takes a fresh copy, `--discard` removes it\n",
