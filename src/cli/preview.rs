@@ -103,20 +103,18 @@ pub(super) fn run(args: PreviewArgs) -> Result<u8, Error> {
         && record.generation == spec.generation.0
         && record.healthy == Some(true)
     {
-        {
-            let text = format!(
-                "project {}: a preview of generation {} is up, copied from generation {} at \
-                 {} ({}); `--refresh` takes a fresh copy, `--discard` removes it\n",
-                spec.project, record.generation, record.from, record.from_lsn, record.copied_at
-            );
-            match output {
-                Output::Json => print(&json(
-                    &serde_json::json!({ "preview": record, "exit_code": exit::OK }),
-                ))?,
-                Output::Text => print(&text)?,
-            }
-            return Ok(exit::OK);
+        let text = format!(
+            "project {}: a preview of generation {} is up, copied from generation {} at {} \
+             ({}); `--refresh` takes a fresh copy, `--discard` removes it\n",
+            spec.project, record.generation, record.from, record.from_lsn, record.copied_at
+        );
+        match output {
+            Output::Json => print(&json(
+                &serde_json::json!({ "preview": record, "exit_code": exit::OK }),
+            ))?,
+            Output::Text => print(&text)?,
         }
+        return Ok(exit::OK);
     }
     if let Some(code) = refuse_unless_newer(&spec, "preview", output)? {
         return Ok(code);
