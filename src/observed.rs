@@ -149,6 +149,9 @@ pub struct Storage {
     /// (`preview`, `check`, `drill`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throwaways: Vec<String>,
+    /// The preview's record (`<storage>/preview/record.json`), when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview: Option<crate::throwaway::Record>,
 }
 
 /// A state file gemctl cannot trust: what it is, what is wrong, what to do.

@@ -388,6 +388,9 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
             .filter(|k| root.join(k).is_dir())
             .map(String::from)
             .collect(),
+        preview: std::fs::read_to_string(root.join("preview").join("record.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok()),
         ..Storage::default()
     };
     let damage = &mut storage.damage;

@@ -149,6 +149,7 @@ pub(super) fn show(
                         "summary": p.summary(),
                         "changes": changes,
                         "container_diffs": diffs,
+                        "preview": observation.observed.storage.preview,
                     })
                 }
                 Err(r) => serde_json::json!({
@@ -219,6 +220,21 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed) -> String {
         PlanKind::Restore => format!("restore a backup into generation {}", plan.target),
     };
     let _ = writeln!(out, "{kind}");
+    if let Some(r) = &observed.storage.preview {
+        let _ = writeln!(
+            out,
+            "preview: generation {} on {}, copied from generation {} at {} ({})",
+            r.generation,
+            if r.ports.is_empty() {
+                "-".to_string()
+            } else {
+                r.ports.join(", ")
+            },
+            r.from,
+            r.from_lsn,
+            r.copied_at
+        );
+    }
     if let Some(copy) = &plan.copy {
         let _ = writeln!(out, "copy mode: {} ({})", copy.mode, copy.reason);
     }
