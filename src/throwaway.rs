@@ -124,6 +124,25 @@ pub struct Record {
     pub ports: Vec<String>,
 }
 
+impl Record {
+    /// `generation 2 on 127.0.0.1:19080:8080, copied from generation 1 at 0/1A256F0
+    /// (2026-12-06T00:45:26Z)`.
+    pub fn describe(&self) -> String {
+        format!(
+            "generation {} on {}, copied from generation {} at {} ({})",
+            self.generation,
+            if self.ports.is_empty() {
+                "-".to_string()
+            } else {
+                self.ports.join(", ")
+            },
+            self.from,
+            self.from_lsn,
+            self.copied_at
+        )
+    }
+}
+
 /// The record of a throwaway copy on this host, if it has one.
 pub fn read_record(spec: &Spec, kind: Kind) -> Option<Record> {
     let text = std::fs::read_to_string(dir(spec, kind).join(RECORD)).ok()?;
@@ -396,33 +415,13 @@ async fn create<E: Engine>(
 ) -> Result<(), Error> {
     let mut all = config.run.labels.clone();
     all.extend(labels_of(spec, kind));
+    // Only a preview stays up for testers; a check or a drill is checked and
+    // discarded, so Docker need not bring it back.
+    let request = crate::execute::request(spec, config, all, ports, kind == Kind::Preview)?;
     engine
         .create_container(&CreateContainer {
-            name: config.name.clone(),
-            image: config.image.clone(),
-            env: crate::execute::config_env(spec, config)?,
-            labels: all,
-            network: Some(config.network.clone()),
-            ports,
-            binds: config.data_mount.clone().into_iter().collect(),
-            cmd: (!config.command.is_empty()).then(|| config.command.clone()),
-            entrypoint: config
-                .service
-                .as_ref()
-                .filter(|s| !s.entrypoint.is_empty())
-                .map(|s| s.entrypoint.clone()),
-            restart: kind == Kind::Preview,
             restart_policy: None,
-            user: config.run.user.clone(),
-            memory: config.run.memory,
-            nano_cpus: config.run.nano_cpus,
-            shm_size: config.run.shm_size,
-            volumes: config.run.volumes.clone(),
-            log: config
-                .run
-                .log
-                .as_ref()
-                .map(|l| (l.driver.clone(), l.options.clone())),
+            ..request
         })
         .await?;
     engine.start_container(&config.name).await?;

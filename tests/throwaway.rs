@@ -13,7 +13,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use real::outcomes::{Client, post, summary};
-use real::{Project, docker_ok, sql, wait_until};
+use real::{Project, docker_ok, http_to as http, sql, wait_until};
 
 /// The `preview:` section on `port`.
 fn preview(port: u16) -> String {
@@ -45,32 +45,6 @@ fn throwaways(p: &Project, kind: &str) -> Vec<String> {
     .lines()
     .map(str::to_string)
     .collect()
-}
-
-/// An HTTP request to a port on 127.0.0.1; (status, body).
-fn http(port: u16, method: &str, path: &str) -> (u16, String) {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("port answers");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-    write!(
-        s,
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    let status = out
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = out
-        .split("\r\n\r\n")
-        .nth(1)
-        .unwrap_or("")
-        .trim()
-        .to_string();
-    (status, body)
 }
 
 #[test]

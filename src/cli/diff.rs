@@ -221,19 +221,7 @@ pub fn plan_text(plan: &Plan, spec: &Spec, observed: &Observed) -> String {
     };
     let _ = writeln!(out, "{kind}");
     if let Some(r) = &observed.storage.preview {
-        let _ = writeln!(
-            out,
-            "preview: generation {} on {}, copied from generation {} at {} ({})",
-            r.generation,
-            if r.ports.is_empty() {
-                "-".to_string()
-            } else {
-                r.ports.join(", ")
-            },
-            r.from,
-            r.from_lsn,
-            r.copied_at
-        );
+        let _ = writeln!(out, "preview: {}", r.describe());
     }
     if let Some(copy) = &plan.copy {
         let _ = writeln!(out, "copy mode: {} ({})", copy.mode, copy.reason);

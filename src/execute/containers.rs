@@ -137,38 +137,57 @@ impl<E: Engine> Run<'_, E> {
         }
         let id = self
             .engine
-            .create_container(&CreateContainer {
-                name: config.name.clone(),
-                image: config.image.clone(),
-                env: container_env(self.spec, config)?,
+            .create_container(&request(
+                self.spec,
+                config,
                 labels,
-                network: Some(config.network.clone()),
                 ports,
-                binds: config.data_mount.clone().into_iter().collect(),
-                restart: exposure != Some(labels::EXPOSURE_PROBE),
-                restart_policy: config.service.as_ref().map(|s| s.restart.clone()),
-                cmd: (!config.command.is_empty()).then(|| config.command.clone()),
-                entrypoint: config
-                    .service
-                    .as_ref()
-                    .filter(|s| !s.entrypoint.is_empty())
-                    .map(|s| s.entrypoint.clone()),
-                user: config.run.user.clone(),
-                memory: config.run.memory,
-                nano_cpus: config.run.nano_cpus,
-                shm_size: config.run.shm_size,
-                volumes: config.run.volumes.clone(),
-                log: config
-                    .run
-                    .log
-                    .as_ref()
-                    .map(|l| (l.driver.clone(), l.options.clone())),
-            })
+                exposure != Some(labels::EXPOSURE_PROBE),
+            )?)
             .await?;
         self.known.insert(config.name.clone(), id);
         self.engine.start_container(&config.name).await?;
         Ok(())
     }
+}
+
+/// What the engine is asked to create for `config`: its environment (secrets
+/// included), `labels`, `ports`, mounts, command and run settings; `restart`:
+/// Docker restarts it when it dies (a service's own policy wins).
+pub fn request(
+    spec: &Spec,
+    config: &ContainerConfig,
+    labels: BTreeMap<String, String>,
+    ports: Vec<PortBinding>,
+    restart: bool,
+) -> Result<CreateContainer, Error> {
+    Ok(CreateContainer {
+        name: config.name.clone(),
+        image: config.image.clone(),
+        env: container_env(spec, config)?,
+        labels,
+        network: Some(config.network.clone()),
+        ports,
+        binds: config.data_mount.clone().into_iter().collect(),
+        restart,
+        restart_policy: config.service.as_ref().map(|s| s.restart.clone()),
+        cmd: (!config.command.is_empty()).then(|| config.command.clone()),
+        entrypoint: config
+            .service
+            .as_ref()
+            .filter(|s| !s.entrypoint.is_empty())
+            .map(|s| s.entrypoint.clone()),
+        user: config.run.user.clone(),
+        memory: config.run.memory,
+        nano_cpus: config.run.nano_cpus,
+        shm_size: config.run.shm_size,
+        volumes: config.run.volumes.clone(),
+        log: config
+            .run
+            .log
+            .as_ref()
+            .map(|l| (l.driver.clone(), l.options.clone())),
+    })
 }
 
 /// The lines of a role's env file (secrets; never printed).
@@ -207,12 +226,6 @@ fn container_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, E
     };
     env.extend(config.env.iter().map(|(k, v)| format!("{k}={v}")));
     Ok(env)
-}
-
-/// A container's whole environment as the executor gives it (secrets included,
-/// never printed), for containers made outside a plan (throwaway copies).
-pub fn config_env(spec: &Spec, config: &ContainerConfig) -> Result<Vec<String>, Error> {
-    container_env(spec, config)
 }
 
 /// The db's environment (secrets included, never printed), for the credentials

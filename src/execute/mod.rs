@@ -45,7 +45,7 @@ use crate::plan::{self, Action, Plan, PlanOptions, Refusal, Step};
 use crate::saved_plan::{Basis, SavedPlan};
 use crate::spec::{PullPolicy, Spec};
 
-pub use containers::{config_env, db_env};
+pub use containers::{db_env, request};
 pub use fall_back::FailureReport;
 pub(crate) use services::check_replicas;
 

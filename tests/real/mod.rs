@@ -293,27 +293,7 @@ impl Project {
     }
 
     pub fn http(&self, method: &str, path: &str) -> (u16, String) {
-        let mut s = TcpStream::connect(("127.0.0.1", self.http)).expect("app http port answers");
-        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
-        write!(
-            s,
-            "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-        )
-        .unwrap();
-        let mut out = String::new();
-        let _ = s.read_to_string(&mut out);
-        let status = out
-            .split_whitespace()
-            .nth(1)
-            .and_then(|c| c.parse().ok())
-            .unwrap_or(0);
-        let body = out
-            .split("\r\n\r\n")
-            .nth(1)
-            .unwrap_or("")
-            .trim()
-            .to_string();
-        (status, body)
+        http_to(self.http, method, path)
     }
 
     /// Generation 1 deployed with `first` rows written, then generation 2 (app
@@ -535,6 +515,31 @@ pub fn terminate(child: &mut std::process::Child) -> Option<i32> {
         .unwrap();
     assert!(sent.success());
     child.wait().unwrap().code()
+}
+
+/// An HTTP request to `port` on 127.0.0.1: (status, body).
+pub fn http_to(port: u16, method: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("app http port answers");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: localhost\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    let status = out
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = out
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or("")
+        .trim()
+        .to_string();
+    (status, body)
 }
 
 pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
