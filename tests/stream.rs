@@ -243,31 +243,29 @@ fn the_old_app_serves_during_the_base_backup() {
     p.write_spec(2, "2", 2, "scope: project");
     let mut w = Watched::start(&p);
     assert!(w.until(|v| Watched::step_started(v, "base_backup")));
-    let copy = format!("{}-copy-2", p.name);
-    let mut answered = 0;
-    let mut copying = 0;
-    // While the base backup's container runs, the old app answers its health.
-    loop {
-        let running = docker_ok(&["ps", "-q", "--filter", &format!("name=^{copy}$")]);
-        if running.is_empty() && copying > 0 {
-            break;
-        }
-        if !running.is_empty() {
-            copying += 1;
-            if health_answers(p.tcp) {
-                answered += 1;
+    // While the base backup runs (until the next step starts), the old app answers
+    // its health every time it is asked.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (stop, tcp) = (stop.clone(), p.tcp);
+        std::thread::spawn(move || {
+            let (mut asked, mut answered) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                asked += 1;
+                if health_answers(tcp) {
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-        }
-        if copying == 0 && answered == 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if copying > 2000 {
-            break;
-        }
-    }
+            (asked, answered)
+        })
+    };
+    assert!(w.until(|v| v["event"] == "step_started"));
+    stop.store(true, Ordering::SeqCst);
+    let (asked, answered) = poller.join().unwrap();
     assert!(
-        answered > 0 && answered == copying,
-        "health answered {answered} of {copying} times while the copy ran"
+        asked > 0 && answered == asked,
+        "health answered {answered} of {asked} times while the base backup ran"
     );
     assert!(w.until(|v| v["event"] == "step_started" && v["step"]["action"] == "set_live"));
     assert_eq!(w.child.wait().unwrap().code(), Some(0));
