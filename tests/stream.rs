@@ -471,3 +471,24 @@ fn full_verification_in_stream_mode_compares_every_table_in_the_freeze() {
     assert!(at("verify generation 2's data") < at("checkpoint and shut down"));
     assert_eq!(p.table_digest(&p.db(2)), before);
 }
+
+/// The exposed app is made off its network and put on it once it runs (its public
+/// ports are set up then, with its interface up). One a gemctl killed between the
+/// two left running without its network (and its ports) is observed as stopped:
+/// the next run starts it, which puts it on its network with its ports.
+#[test]
+fn an_exposed_app_left_off_its_network_by_a_killed_run_is_put_back_on_it() {
+    let p = Project::new("strnet");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(10);
+    docker_ok(&["network", "disconnect", &format!("{}-net", p.name), &p.app(1)]);
+    assert!(p.with_public_ports().is_empty());
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("start {}", p.app(1))), "{out}");
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+    p.insert_rows(1);
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&format!("start {}", p.app(1))), "{out}");
+}

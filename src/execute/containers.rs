@@ -135,6 +135,7 @@ impl<E: Engine> Run<'_, E> {
         if let Some(e) = exposure {
             labels.insert(labels::EXPOSURE.into(), e.into());
         }
+        let ports_empty = ports.is_empty();
         let id = self
             .engine
             .create_container(&CreateContainer {
@@ -157,6 +158,10 @@ impl<E: Engine> Run<'_, E> {
                     .log
                     .as_ref()
                     .map(|l| (l.driver.clone(), l.options.clone())),
+                // The public ports only once it runs: clients that connect while
+                // it starts are refused (and try again) instead of waiting a second
+                // for a SYN Docker dropped (see `CreateContainer::ports_after_start`).
+                ports_after_start: exposure == Some(labels::EXPOSURE_PUBLIC) && !ports_empty,
                 ..CreateContainer::default()
             })
             .await?;
