@@ -481,7 +481,12 @@ fn an_exposed_app_left_off_its_network_by_a_killed_run_is_put_back_on_it() {
     let p = Project::new("strnet");
     assert_eq!(p.apply(&[]).0, 0);
     p.insert_rows(10);
-    docker_ok(&["network", "disconnect", &format!("{}-net", p.name), &p.app(1)]);
+    docker_ok(&[
+        "network",
+        "disconnect",
+        &format!("{}-net", p.name),
+        &p.app(1),
+    ]);
     assert!(p.with_public_ports().is_empty());
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0, "{out}");
