@@ -219,9 +219,13 @@ for _ in $(seq 1000); do [ -p "$1/started" ] && break; sleep 0.01; done
 timeout "$2" head -n 1 "$1/started"
 "#;
 
-/// Tells the backup session (in db-n) how the copy went. Args: the scratch
-/// directory, `ok` or `failed`.
-const BACKUP_COPIED_SCRIPT: &str = r#"timeout 10 sh -c 'echo "$2" > "$1/copied"' sh "$1" "$2""#;
+/// Tells the backup session (in db-n) how the copy went, whatever happened before:
+/// a session that is gone is left alone; one still saying `started` (gemctl did
+/// not hear it) is heard first; then it reads `ok` or `failed`, stops the backup
+/// and ends. Args: the scratch directory, `ok` or `failed`.
+const BACKUP_COPIED_SCRIPT: &str = r#"[ -p "$1/copied" ] || exit 0
+if [ "$2" != ok ]; then timeout 1 cat "$1/started" >/dev/null 2>&1 || true; fi
+timeout 10 sh -c 'echo "$2" > "$1/copied"' sh "$1" "$2""#;
 
 /// The standby's `primary_conninfo` line (its password is in [`PASSFILE`]).
 pub fn standby_conf_line(spec: &Spec, creds: &DbCredentials, from: u64, to: u64) -> String {
@@ -346,30 +350,34 @@ pub async fn base_backup<E: Engine>(
     let began = std::time::Instant::now();
     let session = engine.exec(&primary, &session_cmd);
     let copy = async {
-        let said = engine
-            .exec(
-                &primary,
-                &cmd(&[
-                    "bash",
-                    "-c",
-                    BACKUP_STARTED_SCRIPT,
-                    "started",
-                    &scratch,
-                    wait,
-                ]),
-            )
-            .await?;
-        if said.stdout.trim() != "started" {
-            return Ok(None);
+        let copied = async {
+            let said = engine
+                .exec(
+                    &primary,
+                    &cmd(&[
+                        "bash",
+                        "-c",
+                        BACKUP_STARTED_SCRIPT,
+                        "started",
+                        &scratch,
+                        wait,
+                    ]),
+                )
+                .await?;
+            if said.stdout.trim() != "started" {
+                return Ok(None);
+            }
+            let started = began.elapsed();
+            let (from_dir, to_dir) = (source.clone(), target.clone());
+            let copied = tokio::task::spawn_blocking(move || {
+                crate::data_copy::copy_data_dir(&from_dir, &to_dir)
+            })
+            .await
+            .map_err(|e| Error::Apply(format!("the copy of generation {from}'s files: {e}")))??;
+            Ok::<_, Error>(Some((started, began.elapsed(), copied)))
         }
-        let started = began.elapsed();
-        let (from_dir, to_dir) = (source.clone(), target.clone());
-        let copied = tokio::task::spawn_blocking(move || {
-            crate::data_copy::copy_data_dir(&from_dir, &to_dir)
-        })
-        .await
-        .map_err(|e| Error::Apply(format!("the copy of generation {from}'s files: {e}")))?;
-        let copy_done = began.elapsed();
+        .await;
+        // Whatever happened, the session hears it, stops the backup and ends.
         let told = engine
             .exec(
                 &primary,
@@ -379,13 +387,17 @@ pub async fn base_backup<E: Engine>(
                     BACKUP_COPIED_SCRIPT,
                     "copied",
                     &scratch,
-                    if copied.is_ok() { "ok" } else { "failed" },
+                    if matches!(copied, Ok(Some(_))) {
+                        "ok"
+                    } else {
+                        "failed"
+                    },
                 ]),
             )
             .await;
         let copied = copied?;
         told?;
-        Ok::<_, Error>(Some((started, copy_done, copied)))
+        Ok::<_, Error>(copied)
     };
     let (session, copy) = tokio::join!(session, copy);
     let session = session?;
