@@ -143,6 +143,8 @@ struct Applied {
     /// The backup's start in the old db (its checkpoint), the file copy, and the
     /// backup's stop with the standby's settings.
     base_backup: Option<(Duration, Duration, Duration)>,
+    /// `pg_backup_start` alone, inside the backup's start.
+    pg_backup_start: Option<Duration>,
 }
 
 async fn apply(spec: &Spec) -> Applied {
@@ -150,6 +152,7 @@ async fn apply(spec: &Spec) -> Applied {
     let mut steps: Vec<(Action, Duration)> = Vec::new();
     let mut current = None;
     let mut base_backup = None;
+    let mut pg_backup_start = None;
     let started = Instant::now();
     let outcome = execute::apply(&docker, spec, ApplyOptions::default(), &mut |e| match e {
         Event::StepStarted { step, .. } => current = Some(step.action),
@@ -176,6 +179,8 @@ async fn apply(spec: &Spec) -> Applied {
                     Duration::from_secs_f64(b),
                     Duration::from_secs_f64(c),
                 ));
+                pg_backup_start =
+                    secs("of which pg_backup_start ", "s, ").map(Duration::from_secs_f64);
             }
         }
         _ => {}
@@ -190,6 +195,7 @@ async fn apply(spec: &Spec) -> Applied {
         total: started.elapsed(),
         steps,
         base_backup,
+        pg_backup_start,
     }
 }
 
@@ -577,7 +583,14 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
         total,
         steps,
         base_backup,
+        pg_backup_start,
     } = rt.block_on(apply(&spec));
+    if let Some(d) = pg_backup_start {
+        println!(
+            "  base backup of generation {from}: pg_backup_start (its fast checkpoint) {:.2} s",
+            d.as_secs_f64()
+        );
+    }
     // Writes land on the new generation too before the writer stops.
     std::thread::sleep(Duration::from_millis(500));
     stop_writer.store(true, Ordering::SeqCst);

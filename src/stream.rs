@@ -194,11 +194,13 @@ do 'begin
 end';
 select count(pg_create_physical_replication_slot(:'slot', true));
 select current_setting('server_version_num')::int >= 150000 as v15 \gset
+select extract(epoch from clock_timestamp()) as t0 \gset
 \if :v15
 select count(pg_backup_start(:'label', true));
 \else
 select count(pg_start_backup(:'label', true, false));
 \endif
+select 'gemctl-start-ms ' || round((extract(epoch from clock_timestamp()) - :t0) * 1000);
 \! touch "$GEMCTL_DIR/said"; timeout "$GEMCTL_WAIT" sh -c 'echo started > "$GEMCTL_DIR/started"'
 \set copied `timeout "$GEMCTL_WAIT" head -n 1 "$GEMCTL_DIR/copied" || echo "no answer"`
 \if :v15
@@ -258,6 +260,8 @@ pub struct BaseBackupTiming {
     /// Until db-n's backup started (its slot, the fast checkpoint of
     /// `pg_backup_start`), from gemctl's first `docker exec`.
     pub start: Duration,
+    /// `pg_backup_start` alone (its checkpoint), as the session measured it.
+    pub pg_backup_start: Option<Duration>,
     /// The files copied on the host.
     pub copy: Duration,
     /// `pg_backup_stop` and the standby's files written.
@@ -442,6 +446,12 @@ pub async fn base_backup<E: Engine>(
     )?;
     Ok(BaseBackupTiming {
         start: started,
+        pg_backup_start: session
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("gemctl-start-ms "))
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis),
         copy: copy_done - started,
         stop: began.elapsed() - copy_done,
         bytes: copied.bytes,

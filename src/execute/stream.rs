@@ -63,10 +63,14 @@ impl<E: Engine> Run<'_, E> {
         let bytes = state::dir_size(&dir);
         self.progress(format!(
             "base backup of generation {from}: {} in {:.1}s (backup start in generation \
-             {from} {:.2}s, file copy {:.2}s of {}, backup stop and standby settings {:.2}s)",
+             {from} {:.2}s, {}file copy {:.2}s of {}, backup stop and standby settings {:.2}s)",
             human_bytes(bytes),
             started.elapsed().as_secs_f64(),
             timing.start.as_secs_f64(),
+            timing.pg_backup_start.map_or(String::new(), |d| format!(
+                "of which pg_backup_start {:.2}s, ",
+                d.as_secs_f64()
+            )),
             timing.copy.as_secs_f64(),
             human_bytes(timing.bytes),
             timing.stop.as_secs_f64(),
