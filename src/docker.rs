@@ -248,6 +248,15 @@ pub struct LogsWanted {
 /// How long a re-run waits for a container removal already under way.
 const REMOVAL_WAIT: Duration = Duration::from_secs(60);
 
+/// The user-defined network a running container was made for but is not on
+/// (`network_mode` names it, and it is on no network at all), if so.
+fn unplugged_network(running: bool, networks: usize, network_mode: Option<&str>) -> Option<&str> {
+    let mode = network_mode?;
+    let builtin =
+        ["", "default", "bridge", "host", "none"].contains(&mode) || mode.starts_with("container:");
+    (running && networks == 0 && !builtin).then_some(mode)
+}
+
 impl Engine for Docker {
     async fn list_containers(&self) -> Result<Vec<Container>, EngineError> {
         let options = ListContainersOptionsBuilder::default().all(true).build();
@@ -290,9 +299,30 @@ impl Engine for Docker {
                     id: c.id.unwrap_or_default(),
                     image: c.image.unwrap_or_default(),
                     labels: c.labels.unwrap_or_default().into_iter().collect(),
-                    state: ContainerState::from_docker(
+                    state: match ContainerState::from_docker(
                         &c.state.map(|s| s.to_string()).unwrap_or_default(),
-                    ),
+                    ) {
+                        // Running off the network it was made for: a gemctl was
+                        // killed between its start and its connection (see
+                        // `start_container`). It serves nobody: for the plan it is
+                        // stopped, and starting it puts it on its network.
+                        ContainerState::Running
+                            if unplugged_network(
+                                true,
+                                c.network_settings
+                                    .as_ref()
+                                    .and_then(|n| n.networks.as_ref())
+                                    .map_or(0, |n| n.len()),
+                                c.host_config
+                                    .as_ref()
+                                    .and_then(|h| h.network_mode.as_deref()),
+                            )
+                            .is_some() =>
+                        {
+                            ContainerState::Exited
+                        }
+                        state => state,
+                    },
                     health,
                     ports,
                     created: c.created.and_then(|t| u64::try_from(t).ok()).map(|t| {
@@ -438,14 +468,63 @@ impl Engine for Docker {
             .create_container(Some(options), body)
             .await
             .map_err(failed(format!("create {}", spec.name)))?;
+        if let (true, Some(network)) = (spec.ports_after_start, &spec.network) {
+            // Off its network until it runs: `start_container` puts it back, and
+            // Docker sets up its published ports then, with its interface up.
+            self.client
+                .disconnect_network(
+                    network,
+                    bollard::models::NetworkDisconnectRequest {
+                        container: spec.name.clone(),
+                        force: Some(false),
+                    },
+                )
+                .await
+                .map_err(failed(format!("take {} off {network}", spec.name)))?;
+        }
         Ok(created.id)
     }
 
     async fn start_container(&self, name: &str) -> Result<(), EngineError> {
         match self.client.start_container(name, None).await {
-            Err(e) if status(&e) == Some(304) => Ok(()),
-            other => other.map_err(failed(format!("start {name}"))),
+            Err(e) if status(&e) == Some(304) => {}
+            other => other.map_err(failed(format!("start {name}")))?,
         }
+        // Made with `ports_after_start` (or left so by a gemctl killed between its
+        // start and this): on its network now that its process runs. Docker sets up
+        // its published ports in this call, after its interface is up.
+        let info = self
+            .client
+            .inspect_container(name, None)
+            .await
+            .map_err(failed(format!("inspect {name}")))?;
+        if let Some(network) = unplugged_network(
+            info.state.as_ref().and_then(|s| s.running).unwrap_or(false),
+            info.network_settings
+                .as_ref()
+                .and_then(|n| n.networks.as_ref())
+                .map_or(0, |n| n.len()),
+            info.host_config
+                .as_ref()
+                .and_then(|h| h.network_mode.as_deref()),
+        ) {
+            match self
+                .client
+                .connect_network(
+                    network,
+                    bollard::models::NetworkConnectRequest {
+                        container: name.to_string(),
+                        endpoint_config: None,
+                    },
+                )
+                .await
+            {
+                // Two runs at once cannot happen (the lock); already on it is fine.
+                Err(e) if status(&e) == Some(403) && e.to_string().contains("already exists") => {}
+                other => other.map_err(failed(format!("put {name} on {network}")))?,
+            }
+        }
+        Ok(())
     }
 
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError> {
@@ -744,5 +823,24 @@ impl Docker {
             .await
             .map_err(failed(format!("exec in {name}")))?;
         Ok(inspect.exit_code.unwrap_or(-1))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unplugged_network;
+
+    #[test]
+    fn a_running_container_off_the_network_it_was_made_for_is_unplugged() {
+        assert_eq!(
+            unplugged_network(true, 0, Some("shop-net")),
+            Some("shop-net")
+        );
+        assert_eq!(unplugged_network(true, 1, Some("shop-net")), None);
+        assert_eq!(unplugged_network(false, 0, Some("shop-net")), None);
+        for builtin in ["", "default", "bridge", "host", "none", "container:abc"] {
+            assert_eq!(unplugged_network(true, 0, Some(builtin)), None, "{builtin}");
+        }
+        assert_eq!(unplugged_network(true, 0, None), None);
     }
 }

@@ -108,6 +108,14 @@ pub struct CreateContainer {
     pub volumes: Vec<String>,
     /// Log driver and its options.
     pub log: Option<(String, BTreeMap<String, String>)>,
+    /// Publish the ports only once the container runs: it is created on its
+    /// network, taken off it before it starts, and put back on it by
+    /// [`Engine::start_container`] once its process runs (see `docker.rs`).
+    /// Docker otherwise sets up a published port (its `docker-proxy`, its DNAT
+    /// rule) while it starts the container, before the container's network
+    /// interface is up: a client that connects then has its SYN dropped and waits
+    /// for TCP's retransmission, a second later.
+    pub ports_after_start: bool,
 }
 
 /// The result of a command run in a container.
@@ -146,7 +154,9 @@ pub trait Engine {
     async fn pull_image(&self, image: &str) -> Result<(), EngineError>;
     /// Creates (does not start) a container; returns its id.
     async fn create_container(&self, spec: &CreateContainer) -> Result<String, EngineError>;
-    /// Starts a container (already running is fine).
+    /// Starts a container (already running is fine). A container that runs
+    /// without the network it was made for (made with
+    /// [`CreateContainer::ports_after_start`]) is put on it then.
     async fn start_container(&self, name: &str) -> Result<(), EngineError>;
     /// Stops a container, killing it after `grace` (already stopped is fine).
     async fn stop_container(&self, name: &str, grace: Duration) -> Result<(), EngineError>;

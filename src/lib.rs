@@ -14,6 +14,7 @@ pub mod audit;
 pub mod backup;
 pub mod cli;
 pub mod copy;
+pub mod data_copy;
 pub mod desired;
 pub mod docker;
 pub mod engine;

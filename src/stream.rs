@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::copy::{self, DbCredentials, OneShot};
+use crate::copy::DbCredentials;
 use crate::desired::{self, Role};
 use crate::engine::{CreateContainer, Engine};
 use crate::error::Error;
@@ -20,8 +20,6 @@ use crate::spec::Spec;
 
 /// The password file the standby reads, in its data directory.
 pub const PASSFILE: &str = "gemctl-standby.pgpass";
-/// Where the base backup's one-shot container mounts the new data directory.
-const STANDBY_MOUNT: &str = "/gemctl-standby";
 /// Where the control-data one-shot container mounts the old data directory.
 const PRIMARY_MOUNT: &str = "/gemctl-primary";
 /// The standby is close enough for the freeze to start.
@@ -36,10 +34,6 @@ pub fn slot_name(to: u64) -> String {
 pub fn parse_lsn(text: &str) -> Option<u64> {
     let (hi, lo) = text.trim().split_once('/')?;
     Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
-
-fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
 }
 
 /// A libpq connection-string value, quoted.
@@ -167,119 +161,301 @@ echo added
     Ok(out.stdout.contains("added"))
 }
 
-/// The script of the base backup's one-shot container: a slot an interrupted run
-/// left goes, a `CHECKPOINT` (timed on its own: it writes the primary's dirty
-/// pages, which is not copying), `pg_basebackup` makes the data directory, and the
-/// standby's settings and password file are written into it. No secret is in it:
-/// the password comes from the container's environment. It prints
-/// `gemctl-timing checkpoint_ms=… copy_ms=…` as its last line.
-///
-/// `--no-sync`: pg_basebackup would otherwise fsync every file it wrote before
-/// returning (`cp -a` does not), which is most of its time on this kind of disk.
-/// The sync is not skipped, it moves: a base backup's control file says `in
-/// production` (the primary's state when it was copied, with a `backup_label`), and
-/// PostgreSQL's startup (`StartupXLOG` in xlog.c) runs `SyncDataDirectory()` — every
-/// file of the data directory, per `recovery_init_sync_method` — whenever the
-/// control file's state is neither `shut down` nor `shut down in recovery`, before
-/// it replays anything (seen with PostgreSQL 15.18: such a standby's start logs
-/// "database system was interrupted", then "syncing data directory (fsync)" with
-/// `log_startup_progress_interval=1ms`). So the standby's
-/// first start (`CreateDb` + `WaitDb`, still before the freeze, while app-n serves)
-/// makes the copy durable before it streams or is ever promoted. A host crash
-/// between the two leaves generation N `preparing` (never served): the next apply
-/// removes its data and makes it again.
-///
-/// `--no-manifest`: the manifest (a CRC32C of every file) is for `pg_verifybackup`;
-/// gemctl checks the copy by construction instead (same system identifier, replay
-/// past the source's clean shutdown checkpoint, see `plan::stream`).
-pub fn base_backup_script(spec: &Spec, creds: &DbCredentials, from: u64, to: u64) -> String {
+/// The session in db-n that holds the base backup, run with `docker exec` (args:
+/// user, database, slot, label, a scratch directory in the container's own `/tmp`,
+/// the longest wait in seconds). One psql session, as the low-level API needs:
+/// stale `gemctl-base-backup` sessions (a killed run's) ended; the slot a failed run
+/// left dropped; a free WAL sender required (the standby needs one to stream);
+/// the physical slot made with `immediately_reserve` (it keeps the WAL from before
+/// the backup's checkpoint until the standby has caught up); `pg_backup_start(label,
+/// fast => true)` (`pg_start_backup(label, true, false)` before PostgreSQL 15);
+/// then it says `started` through the fifo `started` and waits, in that session,
+/// for a line on the fifo `copied` (gemctl's, once it copied the files on the
+/// host); then `pg_backup_stop(false)` (nothing is archived: the standby streams),
+/// printing its label file in hex. A session that ends before `started` says
+/// `failed` instead. Nothing secret is in it.
+const BACKUP_SESSION_SCRIPT: &str = r#"set -eu
+u=$1; d=$2; slot=$3; label=$4; export GEMCTL_DIR=$5; wait_s=$6
+mkdir -p "$GEMCTL_DIR"
+mkfifo "$GEMCTL_DIR/started" "$GEMCTL_DIR/copied"
+trap '[ -e "$GEMCTL_DIR/said" ] || timeout 10 sh -c "echo failed > \"\$GEMCTL_DIR/started\"" || true; rm -rf "$GEMCTL_DIR"' EXIT
+export GEMCTL_WAIT=$wait_s
+PGAPPNAME=gemctl-base-backup psql -X -qtA -v ON_ERROR_STOP=1 -U "$u" -d "$d" \
+  -v slot="$slot" -v label="$label" <<'SQL'
+select count(pg_terminate_backend(pid)) from pg_stat_activity
+  where application_name = 'gemctl-base-backup' and pid <> pg_backend_pid();
+select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots
+  where slot_name = :'slot' and not active;
+do 'begin
+  if current_setting(''max_wal_senders'')::int <= (select count(*) from pg_stat_replication) then
+    raise exception ''no WAL sender is free for the standby (max_wal_senders = %)'',
+      current_setting(''max_wal_senders'');
+  end if;
+end';
+select count(pg_create_physical_replication_slot(:'slot', true));
+select current_setting('server_version_num')::int >= 150000 as v15 \gset
+select extract(epoch from clock_timestamp()) as t0 \gset
+\if :v15
+select count(pg_backup_start(:'label', true));
+\else
+select count(pg_start_backup(:'label', true, false));
+\endif
+select 'gemctl-start-ms ' || round((extract(epoch from clock_timestamp()) - :t0) * 1000);
+\! touch "$GEMCTL_DIR/said"; timeout "$GEMCTL_WAIT" sh -c 'echo started > "$GEMCTL_DIR/started"'
+\set copied `timeout "$GEMCTL_WAIT" head -n 1 "$GEMCTL_DIR/copied" || echo "no answer"`
+\if :v15
+select 'gemctl-label ' || encode(convert_to(labelfile, 'UTF8'), 'hex') || ' '
+  || coalesce(length(spcmapfile), 0) from pg_backup_stop(false);
+\else
+select 'gemctl-label ' || encode(convert_to(labelfile, 'UTF8'), 'hex') || ' '
+  || coalesce(length(spcmapfile), 0) from pg_stop_backup(false, false);
+\endif
+select 'gemctl-copied ' || :'copied';
+SQL
+"#;
+
+/// Waits (in db-n) until the backup session says it started: `started`, or
+/// `failed`. Args: the scratch directory, the longest wait in seconds.
+const BACKUP_STARTED_SCRIPT: &str = r#"set -eu
+for _ in $(seq 1000); do [ -p "$1/started" ] && break; sleep 0.01; done
+timeout "$2" head -n 1 "$1/started"
+"#;
+
+/// Tells the backup session (in db-n) how the copy went, whatever happened before:
+/// a session that is gone is left alone; one still saying `started` (gemctl did
+/// not hear it) is heard first; then it reads `ok` or `failed`, stops the backup
+/// and ends. Args: the scratch directory, `ok` or `failed`.
+const BACKUP_COPIED_SCRIPT: &str = r#"[ -p "$1/copied" ] || exit 0
+if [ "$2" != ok ]; then timeout 1 cat "$1/started" >/dev/null 2>&1 || true; fi
+timeout 10 sh -c 'echo "$2" > "$1/copied"' sh "$1" "$2""#;
+
+/// The standby's `primary_conninfo` line (its password is in [`PASSFILE`]).
+pub fn standby_conf_line(spec: &Spec, creds: &DbCredentials, from: u64, to: u64) -> String {
     let host = desired::container_name(spec, Role::Db, from);
-    let slot = slot_name(to);
     let passfile = format!("{}/{PASSFILE}", spec.db.data_dir.trim_end_matches('/'));
     let conninfo = format!(
-        "host={} port=5432 user={} passfile={} application_name={slot}",
+        "host={} port=5432 user={} passfile={} application_name={}",
         conninfo_value(&host),
         conninfo_value(&creds.user),
         conninfo_value(&passfile),
+        slot_name(to),
     );
-    let conf_line = format!("primary_conninfo = '{}'", conninfo.replace('\'', "''"));
+    format!("primary_conninfo = '{}'\n", conninfo.replace('\'', "''"))
+}
+
+/// The standby's password file: one line for db-n (`:` and `\` escaped).
+pub fn standby_passfile(spec: &Spec, creds: &DbCredentials, from: u64) -> String {
+    let esc = |v: &str| v.replace('\\', r"\\").replace(':', r"\:");
     format!(
-        r#"set -euo pipefail
-D={mount}
-ms() {{ echo $(( $(date +%s%N) / 1000000 )); }}
-psql -X -qtA -v ON_ERROR_STOP=1 -h {host} -d postgres -c "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots where slot_name = '{slot}' and not active" >/dev/null
-t0=$(ms)
-psql -X -qtA -v ON_ERROR_STOP=1 -h {host} -d postgres -c checkpoint
-t1=$(ms)
-pg_basebackup --no-password -h {host} -D "$D" -X stream -C -S {slot} --checkpoint=fast --no-sync --no-manifest
-t2=$(ms)
-touch "$D/standby.signal"
-esc() {{ local v=${{1//\\/\\\\}}; printf '%s' "${{v//:/\\:}}"; }}
-umask 077
-printf '%s:5432:*:%s:%s\n' "$(esc {host})" "$(esc "$PGUSER")" "$(esc "${{PGPASSWORD:-}}")" >"$D/{PASSFILE}"
-printf '%s\n' {conf} >>"$D/postgresql.auto.conf"
-chown -R postgres:postgres "$D"
-chmod 700 "$D"
-echo "gemctl-timing checkpoint_ms=$((t1 - t0)) copy_ms=$((t2 - t1))"
-"#,
-        mount = STANDBY_MOUNT,
-        host = sh_quote(&host),
-        conf = sh_quote(&conf_line),
+        "{}:5432:*:{}:{}\n",
+        esc(&desired::container_name(spec, Role::Db, from)),
+        esc(&creds.user),
+        esc(creds.password.as_deref().unwrap_or_default())
     )
 }
 
-/// How long the base backup's parts took, as its script measured them.
+/// How long the base backup's parts took.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct BaseBackupTiming {
-    /// The `CHECKPOINT` on the primary before the copy.
-    pub checkpoint: Duration,
-    /// `pg_basebackup` itself.
+    /// Until db-n's backup started (its slot, the fast checkpoint of
+    /// `pg_backup_start`), from gemctl's first `docker exec`.
+    pub start: Duration,
+    /// `pg_backup_start` alone (its checkpoint), as the session measured it.
+    pub pg_backup_start: Option<Duration>,
+    /// The files copied on the host.
     pub copy: Duration,
+    /// `pg_backup_stop` and the standby's files written.
+    pub stop: Duration,
+    /// Bytes of files copied.
+    pub bytes: u64,
 }
 
-/// Reads the script's `gemctl-timing` line.
-pub fn parse_base_backup_timing(output: &str) -> Option<BaseBackupTiming> {
+fn cmd(args: &[&str]) -> Vec<String> {
+    args.iter().map(|s| s.to_string()).collect()
+}
+
+/// The backup session's label file, from its `gemctl-label <hex> <spcmap length>`
+/// line.
+fn parse_label(output: &str) -> Option<(String, u64)> {
     let line = output
         .lines()
-        .rev()
-        .find_map(|l| l.trim().strip_prefix("gemctl-timing "))?;
-    let field = |name: &str| {
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(name)?.strip_prefix('='))
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_millis)
-    };
-    Some(BaseBackupTiming {
-        checkpoint: field("checkpoint_ms")?,
-        copy: field("copy_ms")?,
-    })
+        .find_map(|l| l.trim().strip_prefix("gemctl-label "))?;
+    let (hex, spcmap) = line.split_once(' ')?;
+    if hex.len() % 2 != 0 {
+        return None;
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect();
+    Some((String::from_utf8(bytes?).ok()?, spcmap.trim().parse().ok()?))
 }
 
 /// Makes generation `to`'s data directory (already created, empty) a base backup
-/// of generation `from`'s running db, set up as its standby.
+/// of generation `from`'s running db, set up as its standby, with PostgreSQL's
+/// low-level backup API: in db-n one session (`docker exec`, see
+/// [`BACKUP_SESSION_SCRIPT`]) makes the slot `gemctl_<to>` and holds
+/// `pg_backup_start(fast)` while gemctl copies db-n's data directory on the host
+/// ([`crate::data_copy`]), then `pg_backup_stop()`, whose label file gemctl writes
+/// as `backup_label`; then `standby.signal`, the password file (0600) and
+/// `primary_conninfo`. db-n's data is only read.
+///
+/// Not `pg_basebackup`: through a one-shot container on the private network it
+/// measured at a third of `cp -a`'s throughput on the same data (one TCP stream
+/// through the bridge and the tar protocol; `benches/upgrade.rs`), where a copy on
+/// the host goes at the disk's speed.
+///
+/// No fsync: the copied control file says `in production`, and PostgreSQL's
+/// startup (`StartupXLOG` in xlog.c) runs `SyncDataDirectory()` — every file of
+/// the data directory — whenever the control file's state is neither `shut down`
+/// nor `shut down in recovery`, before it replays anything. So the standby's first
+/// start (`CreateDb` + `WaitDb`, still before the freeze, while app-n serves) makes
+/// the copy durable before it streams or is ever promoted. A host crash between
+/// the two leaves generation N `preparing` (never served): the next apply removes
+/// its data and makes it again.
 pub async fn base_backup<E: Engine>(
     engine: &E,
     spec: &Spec,
     creds: &DbCredentials,
     from: u64,
     to: u64,
-) -> Result<Option<BaseBackupTiming>, Error> {
-    copy::run_one_shot_output(
-        engine,
-        spec,
-        OneShot {
-            name: desired::copy_container_name(spec, to),
-            generation: to,
-            image: spec.db.image.to_string(),
-            env: creds.pg_env(),
-            binds: vec![(desired::data_dir(spec, to), STANDBY_MOUNT.to_string())],
-            script: base_backup_script(spec, creds, from, to),
-            what: format!("the base backup of generation {from} into generation {to}"),
-        },
-    )
-    .await
-    .map(|output| parse_base_backup_timing(&output))
-    .map_err(|e| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched.")))
+) -> Result<BaseBackupTiming, Error> {
+    let untouched = |e: Error| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched."));
+    let primary = desired::container_name(spec, Role::Db, from);
+    let (source, target) = (desired::data_dir(spec, from), desired::data_dir(spec, to));
+    let tablespaces = crate::data_copy::tablespaces(&source);
+    if !tablespaces.is_empty() {
+        return Err(untouched(Error::Apply(format!(
+            "generation {from}'s database has tablespaces ({}), which a streamed upgrade \
+             does not copy: use `db.copy: dump`",
+            tablespaces.join(", ")
+        ))));
+    }
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos();
+    let scratch = format!("/tmp/gemctl-base-backup-{to}-{nanos}");
+    let wait = "3600";
+    let slot = slot_name(to);
+    let label = format!("gemctl generation {to}");
+    let session_cmd = cmd(&[
+        "bash",
+        "-c",
+        BACKUP_SESSION_SCRIPT,
+        "base-backup",
+        &creds.user,
+        &creds.database,
+        &slot,
+        &label,
+        &scratch,
+        wait,
+    ]);
+    let began = std::time::Instant::now();
+    let session = engine.exec(&primary, &session_cmd);
+    let copy = async {
+        let copied = async {
+            let said = engine
+                .exec(
+                    &primary,
+                    &cmd(&[
+                        "bash",
+                        "-c",
+                        BACKUP_STARTED_SCRIPT,
+                        "started",
+                        &scratch,
+                        wait,
+                    ]),
+                )
+                .await?;
+            if said.stdout.trim() != "started" {
+                return Ok(None);
+            }
+            let started = began.elapsed();
+            let (from_dir, to_dir) = (source.clone(), target.clone());
+            let copied = tokio::task::spawn_blocking(move || {
+                crate::data_copy::copy_data_dir(&from_dir, &to_dir)
+            })
+            .await
+            .map_err(|e| Error::Apply(format!("the copy of generation {from}'s files: {e}")))??;
+            Ok::<_, Error>(Some((started, began.elapsed(), copied)))
+        }
+        .await;
+        // Whatever happened, the session hears it, stops the backup and ends.
+        let told = engine
+            .exec(
+                &primary,
+                &cmd(&[
+                    "sh",
+                    "-c",
+                    BACKUP_COPIED_SCRIPT,
+                    "copied",
+                    &scratch,
+                    if matches!(copied, Ok(Some(_))) {
+                        "ok"
+                    } else {
+                        "failed"
+                    },
+                ]),
+            )
+            .await;
+        let copied = copied?;
+        told?;
+        Ok::<_, Error>(copied)
+    };
+    let (session, copy) = tokio::join!(session, copy);
+    let session = session?;
+    let copy = copy.map_err(untouched)?;
+    let output = format!("{}{}", session.stderr, session.stdout);
+    let label_file = parse_label(&session.stdout);
+    let (Some((started, copy_done, copied)), 0, Some((label_file, 0)), true) = (
+        copy,
+        session.exit_code,
+        label_file,
+        session.stdout.contains("gemctl-copied ok"),
+    ) else {
+        return Err(untouched(Error::Apply(format!(
+            "the base backup of generation {from} into generation {to} failed (exit {}): {}",
+            session.exit_code,
+            output.trim()
+        ))));
+    };
+    let write = |name: &str, text: &str, mode: u32| -> Result<(), Error> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+        let path = target.join(name);
+        let owner = std::fs::metadata(&target).map_err(|e| Error::io(&target, "read", e))?;
+        let mut file = std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(mode)
+            .open(&path)
+            .map_err(|e| Error::io(&path, "write", e))?;
+        std::io::Write::write_all(&mut file, text.as_bytes())
+            .map_err(|e| Error::io(&path, "write", e))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode))
+            .and_then(|()| std::os::unix::fs::chown(&path, Some(owner.uid()), Some(owner.gid())))
+            .map_err(|e| Error::io(&path, "set the owner of", e))
+    };
+    write("backup_label", &label_file, 0o600)?;
+    write("standby.signal", "", 0o600)?;
+    write(PASSFILE, &standby_passfile(spec, creds, from), 0o600)?;
+    write(
+        "postgresql.auto.conf",
+        &standby_conf_line(spec, creds, from, to),
+        0o600,
+    )?;
+    Ok(BaseBackupTiming {
+        start: started,
+        pg_backup_start: session
+            .stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix("gemctl-start-ms "))
+            .and_then(|ms| ms.trim().parse().ok())
+            .map(Duration::from_millis),
+        copy: copy_done - started,
+        stop: began.elapsed() - copy_done,
+        bytes: copied.bytes,
+    })
 }
 
 /// Where the standby stands against its primary.
@@ -627,20 +803,6 @@ mod tests {
     }
 
     #[test]
-    fn the_base_backup_says_how_long_its_parts_took() {
-        let out = "NOTICE: something\ngemctl-timing checkpoint_ms=412 copy_ms=1203\n";
-        assert_eq!(
-            parse_base_backup_timing(out),
-            Some(BaseBackupTiming {
-                checkpoint: Duration::from_millis(412),
-                copy: Duration::from_millis(1203),
-            })
-        );
-        assert_eq!(parse_base_backup_timing("gemctl-timing copy_ms=1"), None);
-        assert_eq!(parse_base_backup_timing(""), None);
-    }
-
-    #[test]
     fn control_data_gives_state_system_and_checkpoint() {
         let text = "pg_control version number:            1300\n\
                     Database system identifier:           7441234567890123456\n\
@@ -685,20 +847,38 @@ mod tests {
     }
 
     #[test]
-    fn the_base_backup_script_carries_no_password() {
+    fn the_standby_settings_carry_no_password_and_the_label_parses() {
         let text = "project: shop\ngeneration: 2\nstorage: /srv/shop\n\
                     app: { image: \"example/shop:1\" }\n\
                     db: { image: \"postgres:15\", env: { POSTGRES_USER: shop } }\n";
         let spec = Spec::parse(std::path::Path::new("s.yaml"), text).unwrap();
         let creds = DbCredentials::from_env(&[
             "POSTGRES_USER=shop".into(),
-            "POSTGRES_PASSWORD=s3cret-pw".into(),
+            "POSTGRES_PASSWORD=s3:cret\\pw".into(),
         ]);
-        let script = base_backup_script(&spec, &creds, 1, 2);
-        assert!(!script.contains("s3cret-pw"), "{script}");
-        assert!(script.contains("-S gemctl_2"), "{script}");
-        assert!(script.contains("--no-sync"), "{script}");
-        assert!(script.contains("primary_conninfo"), "{script}");
-        assert!(!script.contains("primary_slot_name"), "{script}");
+        let line = standby_conf_line(&spec, &creds, 1, 2);
+        assert!(!line.contains("s3"), "{line}");
+        assert!(line.starts_with("primary_conninfo = '"), "{line}");
+        assert!(line.contains("application_name=gemctl_2"), "{line}");
+        assert!(!line.contains("primary_slot_name"), "{line}");
+        assert_eq!(
+            standby_passfile(&spec, &creds, 1),
+            "db-1:5432:*:shop:s3\\:cret\\\\pw\n"
+        );
+        for script in [
+            BACKUP_SESSION_SCRIPT,
+            BACKUP_STARTED_SCRIPT,
+            BACKUP_COPIED_SCRIPT,
+        ] {
+            assert!(!script.contains("s3"), "{script}");
+        }
+        let label = "START WAL LOCATION: 0/2000028 (file 000000010000000000000002)\n";
+        let hex: String = label.bytes().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            parse_label(&format!("1\ngemctl-label {hex} 0\ngemctl-copied ok\n")),
+            Some((label.to_string(), 0))
+        );
+        assert_eq!(parse_label("gemctl-label 0 0"), None);
+        assert_eq!(parse_label("nothing"), None);
     }
 }

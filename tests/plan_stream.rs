@@ -30,7 +30,7 @@ fn a_same_major_upgrade_streams_while_the_old_app_serves_and_freezes_last() {
         described(&p),
         [
             "allow replication from the private network in db-1",
-            "base backup of generation 1 into generation 2 (pg_basebackup)",
+            "base backup of generation 1 into generation 2 (pg_backup_start, files copied on the host, pg_backup_stop)",
             "start db-2 on its existing data",
             "wait until db-2 accepts queries",
             "wait until generation 2 has caught up with generation 1",
@@ -159,7 +159,10 @@ fn killed_after_the_freeze_before_the_promotion_the_old_app_serves_during_the_re
         "{d:?}"
     );
     assert!(
-        at("start gem-1") < at("base backup of generation 1 into generation 2 (pg_basebackup)")
+        at("start gem-1")
+            < at(
+                "base backup of generation 1 into generation 2 (pg_backup_start, files copied on the host, pg_backup_stop)"
+            )
     );
 }
 

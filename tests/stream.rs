@@ -243,31 +243,29 @@ fn the_old_app_serves_during_the_base_backup() {
     p.write_spec(2, "2", 2, "scope: project");
     let mut w = Watched::start(&p);
     assert!(w.until(|v| Watched::step_started(v, "base_backup")));
-    let copy = format!("{}-copy-2", p.name);
-    let mut answered = 0;
-    let mut copying = 0;
-    // While the base backup's container runs, the old app answers its health.
-    loop {
-        let running = docker_ok(&["ps", "-q", "--filter", &format!("name=^{copy}$")]);
-        if running.is_empty() && copying > 0 {
-            break;
-        }
-        if !running.is_empty() {
-            copying += 1;
-            if health_answers(p.tcp) {
-                answered += 1;
+    // While the base backup runs (until the next step starts), the old app answers
+    // its health every time it is asked.
+    let stop = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (stop, tcp) = (stop.clone(), p.tcp);
+        std::thread::spawn(move || {
+            let (mut asked, mut answered) = (0, 0);
+            while !stop.load(Ordering::SeqCst) {
+                asked += 1;
+                if health_answers(tcp) {
+                    answered += 1;
+                }
+                std::thread::sleep(Duration::from_millis(10));
             }
-        }
-        if copying == 0 && answered == 0 {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        if copying > 2000 {
-            break;
-        }
-    }
+            (asked, answered)
+        })
+    };
+    assert!(w.until(|v| v["event"] == "step_started"));
+    stop.store(true, Ordering::SeqCst);
+    let (asked, answered) = poller.join().unwrap();
     assert!(
-        answered > 0 && answered == copying,
-        "health answered {answered} of {copying} times while the copy ran"
+        asked > 0 && answered == asked,
+        "health answered {answered} of {asked} times while the base backup ran"
     );
     assert!(w.until(|v| v["event"] == "step_started" && v["step"]["action"] == "set_live"));
     assert_eq!(w.child.wait().unwrap().code(), Some(0));
@@ -472,4 +470,30 @@ fn full_verification_in_stream_mode_compares_every_table_in_the_freeze() {
     assert!(at("verify generation 2's data against generation 1") > at("stop "));
     assert!(at("verify generation 2's data") < at("checkpoint and shut down"));
     assert_eq!(p.table_digest(&p.db(2)), before);
+}
+
+/// The exposed app is made off its network and put on it once it runs (its public
+/// ports are set up then, with its interface up). One a gemctl killed between the
+/// two left running without its network (and its ports) is observed as stopped:
+/// the next run starts it, which puts it on its network with its ports.
+#[test]
+fn an_exposed_app_left_off_its_network_by_a_killed_run_is_put_back_on_it() {
+    let p = Project::new("strnet");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(10);
+    docker_ok(&[
+        "network",
+        "disconnect",
+        &format!("{}-net", p.name),
+        &p.app(1),
+    ]);
+    assert!(p.with_public_ports().is_empty());
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains(&format!("start {}", p.app(1))), "{out}");
+    assert_eq!(p.with_public_ports(), [p.app(1)]);
+    p.insert_rows(1);
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(&format!("start {}", p.app(1))), "{out}");
 }

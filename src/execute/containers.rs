@@ -135,16 +135,19 @@ impl<E: Engine> Run<'_, E> {
         if let Some(e) = exposure {
             labels.insert(labels::EXPOSURE.into(), e.into());
         }
-        let id = self
-            .engine
-            .create_container(&request(
-                self.spec,
-                config,
-                labels,
-                ports,
-                exposure != Some(labels::EXPOSURE_PROBE),
-            )?)
-            .await?;
+        let ports_empty = ports.is_empty();
+        let mut request = request(
+            self.spec,
+            config,
+            labels,
+            ports,
+            exposure != Some(labels::EXPOSURE_PROBE),
+        )?;
+        // The public ports only once it runs: clients that connect while it starts
+        // are refused (and try again) instead of waiting a second for a SYN Docker
+        // dropped (see `CreateContainer::ports_after_start`).
+        request.ports_after_start = exposure == Some(labels::EXPOSURE_PUBLIC) && !ports_empty;
+        let id = self.engine.create_container(&request).await?;
         self.known.insert(config.name.clone(), id);
         self.engine.start_container(&config.name).await?;
         Ok(())
@@ -187,6 +190,7 @@ pub fn request(
             .log
             .as_ref()
             .map(|l| (l.driver.clone(), l.options.clone())),
+        ports_after_start: false,
     })
 }
 

@@ -62,14 +62,18 @@ impl<E: Engine> Run<'_, E> {
         let timing = done?;
         let bytes = state::dir_size(&dir);
         self.progress(format!(
-            "base backup of generation {from}: {} in {:.1}s{}",
+            "base backup of generation {from}: {} in {:.1}s (backup start in generation \
+             {from} {:.2}s, {}file copy {:.2}s of {}, backup stop and standby settings {:.2}s)",
             human_bytes(bytes),
             started.elapsed().as_secs_f64(),
-            timing.map_or(String::new(), |t| format!(
-                " (checkpoint of generation {from} {:.2}s, pg_basebackup {:.2}s)",
-                t.checkpoint.as_secs_f64(),
-                t.copy.as_secs_f64()
-            ))
+            timing.start.as_secs_f64(),
+            timing.pg_backup_start.map_or(String::new(), |d| format!(
+                "of which pg_backup_start {:.2}s, ",
+                d.as_secs_f64()
+            )),
+            timing.copy.as_secs_f64(),
+            human_bytes(timing.bytes),
+            timing.stop.as_secs_f64(),
         ));
         (self.on_event)(Event::Copy {
             facts: super::CopyFacts {
@@ -80,8 +84,8 @@ impl<E: Engine> Run<'_, E> {
         Ok(())
     }
 
-    /// Waits until the standby streams (then drops the base backup's slot) and its
-    /// replay is close to the primary's position; the lag is the progress.
+    /// Waits until the standby streams and its replay is close to the primary's
+    /// position (then drops the base backup's slot); the lag is the progress.
     pub(super) async fn wait_catch_up(&mut self, from: u64, to: u64) -> Result<(), StepError> {
         let creds = self.creds()?;
         let started = Instant::now();
@@ -89,7 +93,9 @@ impl<E: Engine> Run<'_, E> {
         let mut last_shown = Instant::now();
         loop {
             let lag = stream::lag(self.engine, self.spec, &creds, from, to).await?;
-            if lag.streaming && !slot_dropped {
+            // The slot keeps db-n's WAL from before the base backup's checkpoint
+            // until the standby has received it all but the last moments.
+            if lag.streaming && !slot_dropped && lag.bytes < stream::CATCH_UP_BYTES {
                 stream::drop_slot(self.engine, self.spec, &creds, from, to).await?;
                 slot_dropped = true;
             }

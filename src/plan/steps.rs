@@ -195,8 +195,10 @@ pub enum Action {
         container: String,
     },
     /// Make a generation's data directory a base backup of another generation's
-    /// running db (`pg_basebackup`, WAL streamed, through a replication slot), set
-    /// up to start as its standby.
+    /// running db with PostgreSQL's low-level backup API (a replication slot, then
+    /// `pg_backup_start(fast)` held in one session while gemctl copies the data
+    /// directory on the host, then `pg_backup_stop()`'s label as `backup_label`),
+    /// set up to start as its standby (it streams its WAL from the slot).
     BaseBackup {
         /// Source generation (only read, I2).
         from: u64,
@@ -399,7 +401,10 @@ impl Action {
                 format!("allow replication from the private network in {container}")
             }
             Action::BaseBackup { from, to } => {
-                format!("base backup of generation {from} into generation {to} (pg_basebackup)")
+                format!(
+                    "base backup of generation {from} into generation {to} (pg_backup_start, \
+                     files copied on the host, pg_backup_stop)"
+                )
             }
             Action::WaitCatchUp { from, to } => {
                 format!("wait until generation {to} has caught up with generation {from}")

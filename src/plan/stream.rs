@@ -11,7 +11,7 @@
 //! while app-n serves:  db-n up; AllowReplication n (pg_hba line + reload)
 //!                      BaseBackup n → N (N's dir made `preparing`; slot gemctl_N)
 //!                      CreateDb N on that data + WaitDb (a hot standby)
-//!                      WaitCatchUp n → N (streaming; the slot dropped; lag small)
+//!                      WaitCatchUp n → N (streaming; lag small; the slot dropped)
 //! the freeze:          StopApp n; [VerifyCopy with `db.verify: full`]
 //!                      StopPrimary n (CHECKPOINT, fast shutdown, 60 s to finish)
 //!                      WaitReplay n → N (n shut down cleanly, same system id,
@@ -23,10 +23,15 @@
 //!
 //! # Slots
 //!
+//! The base backup (PostgreSQL's low-level API: the slot, `pg_backup_start(fast)`
+//! held in one session of db-n while gemctl copies the files on the host,
+//! `pg_backup_stop()`'s label written as `backup_label`; see
+//! `stream::base_backup`) copies no WAL: db-N streams all it needs from the slot.
 //! The base backup's physical slot `gemctl_N` lives only on db-n and only from the
-//! base backup until the standby streams: `WaitCatchUp` drops it once db-N's WAL
-//! receiver is streaming (db-N does not use a slot; at its shutdown db-n's WAL
-//! sender ships everything up to the shutdown checkpoint all the same). A slot a
+//! base backup until the standby has caught up: `WaitCatchUp` drops it once db-N's
+//! WAL receiver is streaming and close to db-n's position (db-N does not use a
+//! slot; at its shutdown db-n's WAL sender ships everything up to the shutdown
+//! checkpoint all the same). A slot a
 //! killed or failed run left is dropped by the next `AllowReplication` or the next
 //! start of that db (`WaitDb` drops inactive `gemctl_*` slots of a primary), so a
 //! db started for a rollback or a fall back holds none, and no stopped data
