@@ -320,9 +320,23 @@ pub async fn base_backup<E: Engine>(
     from: u64,
     to: u64,
 ) -> Result<BaseBackupTiming, Error> {
+    base_backup_into(engine, spec, creds, from, to, &desired::data_dir(spec, to)).await
+}
+
+/// As [`base_backup`], into `target` (an empty directory) instead of generation
+/// `to`'s data directory; `to` names the slot and the standby's
+/// `application_name` (a preview uses the generation it previews).
+pub async fn base_backup_into<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    creds: &DbCredentials,
+    from: u64,
+    to: u64,
+    target: &Path,
+) -> Result<BaseBackupTiming, Error> {
     let untouched = |e: Error| Error::Apply(format!("{e}\nGeneration {from}'s data is untouched."));
     let primary = desired::container_name(spec, Role::Db, from);
-    let (source, target) = (desired::data_dir(spec, from), desired::data_dir(spec, to));
+    let (source, target) = (desired::data_dir(spec, from), target.to_path_buf());
     let tablespaces = crate::data_copy::tablespaces(&source);
     if !tablespaces.is_empty() {
         return Err(untouched(Error::Apply(format!(

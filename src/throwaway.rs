@@ -4,10 +4,11 @@
 //! **drill** that proves a backup restores (`gemctl backups --drill`).
 //!
 //! A preview or a check is made from a base backup of the live database taken
-//! while it serves (`pg_basebackup`, WAL streamed through a temporary slot, no
-//! standby settings: the copy starts as a primary at the end of the backup,
-//! holding every write acknowledged before the copy began), then its services
-//! and app run on that copy, health-checked as a release would be. A drill loads
+//! while it serves (the streamed upgrade's: PostgreSQL's low-level backup API,
+//! the files copied on the host, a slot for the WAL), started as its standby
+//! until it has replayed past the end of the backup (so it holds every write
+//! acknowledged before the copy began), then promoted; its services and app run
+//! on that copy, health-checked as a release would be. A drill loads
 //! a backup into a fresh database instead.
 //!
 //! Each kind has its own containers (`<project>-<kind>-db`, `-app`, `-<service>`,
@@ -23,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::copy::{self, DbCredentials, OneShot};
+use crate::copy::{self, DbCredentials};
 use crate::desired::{self, ContainerConfig, Role};
 use crate::engine::{CreateContainer, Engine, PortBinding};
 use crate::error::Error;
@@ -189,7 +190,29 @@ pub async fn discard<E: Engine>(engine: &E, spec: &Spec, kind: Kind) -> Result<V
     if aside.exists() {
         std::fs::remove_dir_all(&aside).map_err(|e| Error::io(&aside, "delete", e))?;
     }
+    if kind != Kind::Drill {
+        drop_stale_slot(engine, spec).await;
+    }
     Ok(removed)
+}
+
+/// The slot a copy killed before its promotion left in the live database (it
+/// would hold that database's WAL): dropped when no one streams through it. Best
+/// effort: the next streamed upgrade or start of that database drops it too.
+async fn drop_stale_slot<E: Engine>(engine: &E, spec: &Spec) {
+    let Ok(Some(live)) = state::read_storage(&spec.storage).map(|s| s.live) else {
+        return;
+    };
+    let Ok(env) = crate::execute::db_env(spec) else {
+        return;
+    };
+    let db = desired::container_name(spec, Role::Db, state::db_generation(&spec.storage, live));
+    let sql = format!(
+        "select count(pg_drop_replication_slot(slot_name)) from pg_replication_slots \
+         where slot_name = '{}' and not active",
+        crate::stream::slot_name(spec.generation.0)
+    );
+    let _ = crate::stream::psql(engine, &db, &DbCredentials::from_env(&env), &[&sql]).await;
 }
 
 /// The live generation's database, running: the copy's source.
@@ -243,27 +266,8 @@ pub async fn copy_live<E: Engine>(
         "copying {db} (generation {live}, at {from_lsn}) while it serves"
     ));
     let started = Instant::now();
-    let job_labels = labels_of(spec, kind);
-    copy::run_one_shot_labelled(
-        engine,
-        spec,
-        OneShot {
-            name: container(spec, kind, "copy"),
-            generation: spec.generation.0,
-            image: spec.db.image.to_string(),
-            env: creds.pg_env(),
-            binds: vec![(data.clone(), "/copy".into())],
-            script: format!(
-                "set -euo pipefail\n\
-                 pg_basebackup --no-password -h {db} -D /copy -X stream --checkpoint=fast \
-                 --no-sync --no-manifest\n\
-                 chown -R postgres:postgres /copy\nchmod 700 /copy\n"
-            ),
-            what: format!("the copy of {db} for the {}", kind.name()),
-        },
-        job_labels,
-    )
-    .await?;
+    let db_gen = state::db_generation(&spec.storage, live);
+    crate::stream::base_backup_into(engine, spec, &creds, db_gen, spec.generation.0, &data).await?;
     let record = Record {
         kind,
         generation: spec.generation.0,
@@ -319,7 +323,14 @@ pub async fn start<E: Engine>(
     db.name = db_name.clone();
     db.data_mount = Some((dir(spec, kind).join("pgdata"), spec.db.data_dir.clone()));
     create(engine, spec, kind, &db, Vec::new()).await?;
+    // A standby of the live database until it accepts queries (it has replayed
+    // past the end of its base backup, so it holds every write acknowledged
+    // before the copy began); then promoted, with no standby setting, password
+    // or slot left behind.
     wait_db(engine, spec, &db_name, progress).await?;
+    let creds = DbCredentials::from_env(&crate::execute::db_env(spec)?);
+    crate::stream::promote(engine, spec, &db_name, &creds).await?;
+    drop_preview_slot(engine, spec, &creds, record.from, n).await?;
 
     let mut outcome = HealthOutcome {
         healthy: true,
@@ -403,6 +414,26 @@ pub async fn start<E: Engine>(
         health: outcome,
         logs,
     })
+}
+
+/// Drops the slot the copy streamed through from the live database, once the
+/// promoted copy's WAL receiver has let go of it.
+async fn drop_preview_slot<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    creds: &DbCredentials,
+    live: u64,
+    slot_of: u64,
+) -> Result<(), Error> {
+    let db = state::db_generation(&spec.storage, live);
+    let started = Instant::now();
+    loop {
+        match crate::stream::drop_slot(engine, spec, creds, db, slot_of).await {
+            Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() > Duration::from_secs(30) => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 /// Creates and starts one of a throwaway copy's containers from `config`.

@@ -318,9 +318,9 @@ fn killed_while_copying_for_a_preview_discard_or_apply_converges() {
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        let copy = format!("{}-preview-copy", p.name);
-        wait_until("the preview's copy runs", Duration::from_secs(60), || {
-            throwaways(&p, "preview").contains(&copy)
+        let copying = p.storage().join("preview").join("pgdata");
+        wait_until("the preview's copy begins", Duration::from_secs(60), || {
+            copying.exists()
         });
         child.kill().unwrap();
         child.wait().unwrap();
@@ -337,6 +337,12 @@ fn killed_while_copying_for_a_preview_discard_or_apply_converges() {
         }
         assert!(throwaways(&p, "preview").is_empty(), "{then}");
         assert!(!p.storage().join("preview").exists(), "{then}");
+        let live = p.db(if then == "apply" { 2 } else { 1 });
+        assert_eq!(
+            sql(&live, "app", "select count(*) from pg_replication_slots"),
+            "0",
+            "{then}: no slot left in the live database"
+        );
         // The lock was the killed gemctl's: the next command took it over.
         let (code, out) = p.apply(&[]);
         assert_eq!(code, 0, "{out}");
