@@ -149,7 +149,17 @@ impl<E: Engine> Run<'_, E> {
         request.ports_after_start = exposure == Some(labels::EXPOSURE_PUBLIC) && !ports_empty;
         let id = self.engine.create_container(&request).await?;
         self.known.insert(config.name.clone(), id);
-        self.engine.start_container(&config.name).await?;
+        if let Err(e) = self.engine.start_container(&config.name).await {
+            if request.ports_after_start {
+                // Its public ports could not be given (taken, say): it ran off
+                // its network, so no client reached it. It goes again, as a
+                // start that failed to bind left it never started before: the
+                // fall back may then delete its generation's data as never served.
+                let _ = self.engine.remove_container(&config.name).await;
+                self.known.remove(&config.name);
+            }
+            return Err(e.into());
+        }
         Ok(())
     }
 }
