@@ -48,6 +48,20 @@ pub struct ProbeEvent {
     pub result: ProbeResult,
 }
 
+impl ProbeEvent {
+    /// One progress line: `worker-2-1: check 1 attempt 3 (0.4s): pass OK …`.
+    pub fn line(&self, container: &str) -> String {
+        format!(
+            "{container}: check {} attempt {} ({:.1}s): {} {}",
+            self.check + 1,
+            self.attempt,
+            self.elapsed.as_secs_f64(),
+            if self.result.passed { "pass" } else { "fail" },
+            self.result.output
+        )
+    }
+}
+
 /// The outcome of one check.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CheckOutcome {

@@ -358,20 +358,7 @@ pub async fn start<E: Engine>(
     app.name = app_name.clone();
     app.env
         .insert(spec.app.db_host_var.clone(), db_name.clone());
-    let mut bindings: Vec<PortBinding> = spec
-        .app
-        .health
-        .iter()
-        .filter_map(|c| c.port())
-        .collect::<std::collections::BTreeSet<u16>>()
-        .into_iter()
-        .map(|p| PortBinding {
-            host_ip: Some("127.0.0.1".into()),
-            host_port: None,
-            container_port: p,
-            proto: "tcp".into(),
-        })
-        .collect();
+    let mut bindings = crate::execute::probe_ports(spec);
     if kind == Kind::Preview
         && let Some(preview) = &spec.preview
     {
@@ -467,17 +454,7 @@ async fn wait_db<E: Engine>(
     progress: &mut dyn FnMut(String),
 ) -> Result<(), Error> {
     let creds = DbCredentials::from_env(&crate::execute::db_env(spec)?);
-    let cmd: Vec<String> = [
-        "sh",
-        "-c",
-        "pg_isready -q -h 127.0.0.1 -U \"$1\" -d \"$2\" && psql -X -tA -U \"$1\" -d \"$2\" -c 'select 1'",
-        "wait-db",
-        &creds.user,
-        &creds.database,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    let cmd = crate::execute::ready_command(&creds);
     let started = Instant::now();
     while started.elapsed() < DB_READY {
         if let Ok(out) = engine.exec(container, &cmd).await
@@ -525,16 +502,7 @@ async fn app_healthy<E: Engine>(
         host: "127.0.0.1".into(),
         ports,
     };
-    let mut on_probe = |p: &health::ProbeEvent| {
-        progress(format!(
-            "{container}: check {} attempt {} ({:.1}s): {} {}",
-            p.check + 1,
-            p.attempt,
-            p.elapsed.as_secs_f64(),
-            if p.result.passed { "pass" } else { "fail" },
-            p.result.output
-        ))
-    };
+    let mut on_probe = |p: &health::ProbeEvent| progress(p.line(container));
     Ok(health::wait_healthy(engine, &target, &spec.app.health, &mut on_probe).await)
 }
 

@@ -13,6 +13,23 @@ use crate::error::Error;
 use crate::health::{self, HealthOutcome, ProbeEvent};
 use crate::observed::ContainerState;
 
+/// The command that prints `1` once a db container's PostgreSQL accepts queries
+/// on TCP (the official image's init server listens on the socket only, so TCP
+/// means the real server).
+pub fn ready_command(creds: &copy::DbCredentials) -> Vec<String> {
+    [
+        "sh",
+        "-c",
+        "pg_isready -q -h 127.0.0.1 -U \"$1\" -d \"$2\" && psql -X -tA -U \"$1\" -d \"$2\" -c 'select 1'",
+        "wait-db",
+        &creds.user,
+        &creds.database,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
 /// How long to wait for PostgreSQL to accept queries.
 const DB_READY_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -42,17 +59,7 @@ impl<E: Engine> Run<'_, E> {
     /// listens on the socket only, so TCP means the real server) and runs a query.
     pub(super) async fn wait_db(&mut self, container: &str) -> Result<(), StepError> {
         let creds = copy::DbCredentials::from_env(&super::db_env(self.spec)?);
-        let cmd: Vec<String> = [
-            "sh",
-            "-c",
-            "pg_isready -q -h 127.0.0.1 -U \"$1\" -d \"$2\" && psql -X -tA -U \"$1\" -d \"$2\" -c 'select 1'",
-            "wait-db",
-            &creds.user,
-            &creds.database,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
+        let cmd = ready_command(&creds);
         let started = Instant::now();
         let mut last = String::new();
         while started.elapsed() < DB_READY_TIMEOUT {

@@ -67,20 +67,10 @@ impl<E: Engine> Run<'_, E> {
     /// The new app with only its health ports published, on 127.0.0.1.
     pub(super) async fn create_app_probe(&mut self, generation: u64) -> Result<(), StepError> {
         let spec = self.spec;
-        let ports: BTreeSet<u16> = spec.app.health.iter().filter_map(|c| c.port()).collect();
-        let bindings = ports
-            .into_iter()
-            .map(|p| PortBinding {
-                host_ip: Some("127.0.0.1".into()),
-                host_port: None,
-                container_port: p,
-                proto: "tcp".into(),
-            })
-            .collect();
         self.create(
             &app_config(spec, generation),
             Some(labels::EXPOSURE_PROBE),
-            bindings,
+            probe_ports(spec),
         )
         .await
     }
@@ -162,6 +152,20 @@ impl<E: Engine> Run<'_, E> {
         }
         Ok(())
     }
+}
+
+/// The app's health ports, each published on an ephemeral port of 127.0.0.1.
+pub fn probe_ports(spec: &Spec) -> Vec<PortBinding> {
+    let ports: BTreeSet<u16> = spec.app.health.iter().filter_map(|c| c.port()).collect();
+    ports
+        .into_iter()
+        .map(|p| PortBinding {
+            host_ip: Some("127.0.0.1".into()),
+            host_port: None,
+            container_port: p,
+            proto: "tcp".into(),
+        })
+        .collect()
 }
 
 /// What the engine is asked to create for `config`: its environment (secrets

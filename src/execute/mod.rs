@@ -45,7 +45,8 @@ use crate::plan::{self, Action, Plan, PlanOptions, Refusal, Step};
 use crate::saved_plan::{Basis, SavedPlan};
 use crate::spec::{PullPolicy, Spec};
 
-pub use containers::{db_env, request};
+pub use checks::ready_command;
+pub use containers::{db_env, probe_ports, request};
 pub use fall_back::FailureReport;
 pub(crate) use services::check_replicas;
 

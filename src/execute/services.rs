@@ -239,15 +239,6 @@ async fn replica_healthy<E: Engine>(
             .map(|p| (p, p))
             .collect(),
     };
-    let mut on_probe = |p: &ProbeEvent| {
-        progress(format!(
-            "{replica}: check {} attempt {} ({:.1}s): {} {}",
-            p.check + 1,
-            p.attempt,
-            p.elapsed.as_secs_f64(),
-            if p.result.passed { "pass" } else { "fail" },
-            p.result.output
-        ))
-    };
+    let mut on_probe = |p: &ProbeEvent| progress(p.line(replica));
     Ok(health::wait_healthy(engine, &target, checks, &mut on_probe).await)
 }
