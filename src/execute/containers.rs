@@ -137,7 +137,10 @@ impl<E: Engine> Run<'_, E> {
         // are refused (and try again) instead of waiting a second for a SYN Docker
         // dropped (see `CreateContainer::ports_after_start`).
         request.ports_after_start = exposure == Some(labels::EXPOSURE_PUBLIC) && !ports_empty;
-        let id = self.engine.create_container(&request).await?;
+        let id = match self.engine.create_container(&request).await {
+            Ok(id) => id,
+            Err(e) => self.made_by_a_killed_run(&request).await.ok_or(e)?,
+        };
         self.known.insert(config.name.clone(), id);
         if let Err(e) = self.engine.start_container(&config.name).await {
             if request.ports_after_start {
@@ -151,6 +154,28 @@ impl<E: Engine> Run<'_, E> {
             return Err(e.into());
         }
         Ok(())
+    }
+}
+
+impl<E: Engine> Run<'_, E> {
+    /// The id of a container named as `request` that carries exactly the labels it
+    /// asks for (project, role, generation, fingerprint, exposure): one a gemctl
+    /// killed while it asked for this very container left, which the engine made
+    /// after this run looked at the host. It is taken as this step's; anything
+    /// else under the name stays a conflict.
+    async fn made_by_a_killed_run(&self, request: &CreateContainer) -> Option<String> {
+        let seen = self.engine.list_containers().await.ok()?;
+        let c = seen.into_iter().find(|c| c.name == request.name)?;
+        let same = [
+            labels::PROJECT,
+            labels::ROLE,
+            labels::GENERATION,
+            labels::SPEC_HASH,
+            labels::EXPOSURE,
+        ]
+        .iter()
+        .all(|k| c.labels.get(*k) == request.labels.get(*k));
+        (same && c.state == crate::observed::ContainerState::Created).then_some(c.id)
     }
 }
 
