@@ -161,8 +161,9 @@ impl<E: Engine> Run<'_, E> {
     /// The id of a container named as `request` that carries exactly the labels it
     /// asks for (project, role, generation, fingerprint, exposure): one a gemctl
     /// killed while it asked for this very container left, which the engine made
-    /// after this run looked at the host. It is taken as this step's; anything
-    /// else under the name stays a conflict.
+    /// (and maybe started) after this run looked at the host. It is taken as this
+    /// step's, and started if it is not; anything else under the name stays a
+    /// conflict.
     async fn made_by_a_killed_run(&self, request: &CreateContainer) -> Option<String> {
         let seen = self.engine.list_containers().await.ok()?;
         let c = seen.into_iter().find(|c| c.name == request.name)?;
@@ -175,7 +176,7 @@ impl<E: Engine> Run<'_, E> {
         ]
         .iter()
         .all(|k| c.labels.get(*k) == request.labels.get(*k));
-        (same && c.state == crate::observed::ContainerState::Created).then_some(c.id)
+        same.then_some(c.id)
     }
 }
 
