@@ -296,7 +296,7 @@ fn sessions() -> usize {
 
 /// Runs a psql script (SQL and backslash commands) in a db container; its
 /// output lines.
-async fn psql<E: Engine>(
+pub(crate) async fn psql<E: Engine>(
     engine: &E,
     container: &str,
     creds: &DbCredentials,

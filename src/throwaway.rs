@@ -657,28 +657,9 @@ async fn drill_steps<E: Engine>(
         )));
     }
     for database in result.databases.clone() {
-        let cmd: Vec<String> = [
-            "sh",
-            "-c",
-            r#"printf '%s\n' "$1" | psql -U "$2" -d "$3" -X -q -tA -v ON_ERROR_STOP=1"#,
-            "sh",
-            COUNT_TABLES,
-            &creds.user,
-            &database,
-        ]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
-        let out = engine.exec(&db_name, &cmd).await?;
-        if out.exit_code != 0 {
-            return Err(Error::Apply(format!(
-                "counting the rows of database {database} failed: {}",
-                out.stderr.trim()
-            )));
-        }
-        let tables = out
-            .stdout
-            .lines()
+        let lines = copy::psql(engine, &db_name, &creds, &database, COUNT_TABLES).await?;
+        let tables = lines
+            .iter()
             .filter_map(|l| {
                 let (t, n) = l.trim().rsplit_once(' ')?;
                 Some((t.to_string(), n.parse().ok()?))
