@@ -23,6 +23,14 @@
 //! a one-shot container, then per table count + md5 in row-text order, database
 //! by database, one db after the other.
 //!
+//! At both sizes, after the two upgrades: the time to a ready preview (`gemctl
+//! preview` beside the live generation) next to `cp -a` of the live data
+//! directory, and issue 15's target (ready ≤ 1.5 × `cp -a` plus its start).
+//!
+//! Before each measured step and each `cp -a` the bench waits for a quiet disk
+//! (`sync`, a second), and it checkpoints the rows it loaded, as a db that has
+//! served a while has been (see `settle` and `checkpoint`).
+//!
 //! `cargo bench --bench upgrade` (needs `scripts/build-images`);
 //! `GEMCTL_BENCH_ROWS` sets the small size (default 400,000 rows, about 100 MB of
 //! data directory), `GEMCTL_BENCH_SCALE` the large one's factor (default 10).
@@ -163,7 +171,7 @@ async fn apply(spec: &Spec) -> Applied {
         }
         Event::Progress { message } => {
             // "… (backup start in generation 1 0.12s, file copy 0.45s of 458 MB, backup
-            // stop and standby settings 0.09s)"
+            // stop and standby settings 0.09s; held in …)"
             let secs = |after: &str, end: &str| {
                 let (_, rest) = message.split_once(after)?;
                 let (n, _) = rest.split_once(end)?;
@@ -172,7 +180,7 @@ async fn apply(spec: &Spec) -> Applied {
             if let (Some(a), Some(b), Some(c)) = (
                 secs("(backup start in generation ", "s, "),
                 secs("file copy ", "s of "),
-                secs("standby settings ", "s)"),
+                secs("standby settings ", "s;"),
             ) {
                 base_backup = Some((
                     Duration::from_secs_f64(a),
@@ -385,6 +393,8 @@ struct Bench {
     tcp: u16,
     /// Behind a front door (`gemctl-test/haproxy:2.6`) holding requests for 60 s.
     front: bool,
+    /// Where a preview publishes the app's HTTP port.
+    preview: u16,
 }
 
 impl Bench {
@@ -398,6 +408,7 @@ impl Bench {
             http: free_port(),
             tcp: free_port(),
             front: false,
+            preview: free_port(),
         }
     }
 
@@ -427,7 +438,7 @@ impl Bench {
                     "\"127.0.0.1:{}:8080\", \"127.0.0.1:{}:7000\"",
                     self.http, self.tcp
                 ),
-                String::new(),
+                format!("preview:\n  ports: [\"127.0.0.1:{}:8080\"]\n", self.preview),
             )
         };
         let text = spec::SpecTemplate {
@@ -577,6 +588,7 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     let bytes = du_bytes(&data);
     let bytes_without_wal = du_bytes_without_wal(&data);
     let spec = bench.load(from + 1, copy);
+    settle();
     let (stop_writer, writer) = start_writer(bench.http);
     let (stop_poller, poller) = start_poller(bench.tcp);
     let Applied {
@@ -599,25 +611,16 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     let unreachable = poller.join().unwrap();
     let acked = writes.iter().filter(|w| w.acked).count();
     let (freeze, writes_before, first_after, failed_inside) = freeze_of(&writes);
+    settle();
 
     let target = bench.dir.join("cp-baseline");
-    let cp_a = || {
-        let t = Instant::now();
-        let ok = Command::new("cp")
-            .arg("-a")
-            .arg(&data)
-            .arg(&target)
-            .status()
-            .unwrap();
-        assert!(ok.success());
-        t.elapsed()
-    };
-    let cp_first = cp_a();
+    let cp_first = cp_a(&data, &target);
     std::fs::remove_dir_all(&target).unwrap();
     // Again, then fsync what it wrote, file by file (not a whole-system `sync`,
     // which would also flush whatever else the machine writes).
+    settle();
     let t = Instant::now();
-    let cp_second = cp_a();
+    let cp_second = cp_a(&data, &target);
     // The baseline is the faster `cp -a`: the first may read the source from disk
     // (its db just stopped) where the base backup read a running db's cached files.
     let cp = cp_first.min(cp_second);
@@ -659,6 +662,125 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
         writes_before,
         first_after,
         failed_inside,
+    }
+}
+
+/// `cp -a FROM TO`'s time.
+fn cp_a(from: &Path, to: &Path) -> Duration {
+    let t = Instant::now();
+    let ok = Command::new("cp")
+        .arg("-a")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    t.elapsed()
+}
+
+/// Waits for the disk to be quiet: `sync`, then a second. On this machine's disk
+/// (ext4 mounted with `discard`), what the kernel still writes back after a load
+/// or an upgrade, and the blocks it discards after a removal, slowed the file
+/// creations of the next copy (`cp -a` and the base backup's alike) up to tenfold,
+/// from one run to the next. Each measured step, and each `cp -a` baseline, starts
+/// on a quiet disk.
+fn settle() {
+    let _ = Command::new("sync").status();
+    std::thread::sleep(Duration::from_secs(1));
+}
+
+/// A `CHECKPOINT` in generation `generation`'s db: a db that has served a while
+/// has had its checkpoints (`checkpoint_timeout`, `max_wal_size`), so the rows the
+/// bench just loaded are checkpointed before it measures, and the base backup's
+/// own fast checkpoint (`pg_backup_start`, printed apart) is what it is on such a
+/// db rather than the flush of the whole load.
+fn checkpoint(spec: &Spec, generation: u64) {
+    let db = desired::container_name(spec, Role::Db, generation);
+    let ok = Command::new("docker")
+        .args([
+            "exec",
+            &db,
+            "psql",
+            "-U",
+            "app",
+            "-d",
+            "app",
+            "-Xqc",
+            "checkpoint",
+        ])
+        .status()
+        .unwrap();
+    assert!(ok.success(), "checkpoint in {db}");
+}
+
+/// A preview's time to ready next to `cp -a` of the same data directory.
+struct Preview {
+    /// The live db's data directory.
+    bytes: u64,
+    /// `cp -a` of it while the db runs (the faster of two runs).
+    cp: Duration,
+    /// The preview's copy (its base backup).
+    copy: Duration,
+    /// From the command's start to the preview's app checked and published.
+    ready: Duration,
+}
+
+/// `gemctl preview` of generation `live + 1` beside the live one (a base backup of
+/// the live db, started and promoted, the spec's app on it, checked and
+/// published), then `gemctl preview --discard`.
+fn preview(bench: &Bench, live: u64) -> Preview {
+    let data = bench.data(live);
+    let bytes = du_bytes(&data);
+    let target = bench.dir.join("cp-preview");
+    settle();
+    let first = cp_a(&data, &target);
+    std::fs::remove_dir_all(&target).unwrap();
+    settle();
+    let second = cp_a(&data, &target);
+    std::fs::remove_dir_all(&target).unwrap();
+    bench.load(live + 1, CopyMode::Auto);
+    let spec_file = bench.dir.join("spec.yaml");
+    let gemctl = |args: &[&str]| {
+        let o = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(args)
+            .arg("-f")
+            .arg(&spec_file)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&o.stdout).into_owned();
+        assert!(
+            o.status.success(),
+            "gemctl {args:?}: {stdout}{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        stdout
+    };
+    settle();
+    let started = Instant::now();
+    let out = gemctl(&["preview", "-o", "json"]);
+    let wall = started.elapsed();
+    let doc: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let record = &doc["preview"];
+    let copy = Duration::from_millis(record["copy_ms"].as_u64().unwrap());
+    let ready = record["ready_ms"]
+        .as_u64()
+        .map(Duration::from_millis)
+        .unwrap_or(wall);
+    gemctl(&["preview", "--discard"]);
+    println!(
+        "  preview of generation {} beside generation {live}: copy {:.2} s, ready {:.2} s \
+         (cp -a of the live data directory {:.2} s, then {:.2} s)",
+        live + 1,
+        copy.as_secs_f64(),
+        ready.as_secs_f64(),
+        first.as_secs_f64(),
+        second.as_secs_f64()
+    );
+    Preview {
+        bytes,
+        cp: first.min(second),
+        copy,
+        ready,
     }
 }
 
@@ -818,6 +940,7 @@ fn main() {
 
     // (rows, stream, dump) per size.
     let mut results: Vec<(u64, Upgrade, Upgrade)> = Vec::new();
+    let mut previews: Vec<(u64, Preview)> = Vec::new();
     for (i, rows) in sizes.into_iter().enumerate() {
         let bench = Bench::new(format!("gb{}s{i}", std::process::id()));
         let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -830,17 +953,24 @@ fn main() {
                 post_rows(bench.http, n);
                 left -= n;
             }
-            println!("{rows} rows: stream upgrade 1 -> 2, then dump 2 -> 3");
+            checkpoint(&bench.load(1, CopyMode::Auto), 1);
+            println!(
+                "{rows} rows: stream upgrade 1 -> 2, dump 2 -> 3, then a preview of 4 beside 3"
+            );
             let stream = upgrade(&rt, &bench, 1, CopyMode::Stream);
             let dump = upgrade(&rt, &bench, 2, CopyMode::Dump);
+            let preview = preview(&bench, 3);
             if i == 0 && extras_wanted {
                 extras(&rt, &bench, 3, dump.copy);
             }
-            (stream, dump)
+            (stream, dump, preview)
         }));
         common::clean_up(&bench.name, &bench.dir);
         match result {
-            Ok((stream, dump)) => results.push((rows, stream, dump)),
+            Ok((stream, dump, preview)) => {
+                results.push((rows, stream, dump));
+                previews.push((rows, preview));
+            }
             Err(e) => std::panic::resume_unwind(e),
         }
     }
@@ -1075,6 +1205,39 @@ fn main() {
             stream.bytes as f64 / 1e6,
             (stream.bytes_without_wal as f64 / stream.copy.as_secs_f64())
                 / (stream.bytes as f64 / stream.cp.as_secs_f64())
+        );
+    }
+
+    println!();
+    println!(
+        "time to a ready preview (`gemctl preview` beside the live generation after the two \
+         upgrades; copy: its base backup; start: the rest, the copy's db started, promoted, \
+         the app started and checked):"
+    );
+    println!(
+        "{:>10} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}",
+        "rows", "data MB", "cp -a s", "copy s", "start s", "ready s", "copy/cp"
+    );
+    for (rows, p) in &previews {
+        println!(
+            "{rows:>10} {:>9.0} {:>8.2} {:>8.2} {:>8.2} {:>8.2} {:>8.2}",
+            p.bytes as f64 / 1e6,
+            p.cp.as_secs_f64(),
+            p.copy.as_secs_f64(),
+            p.ready.saturating_sub(p.copy).as_secs_f64(),
+            p.ready.as_secs_f64(),
+            p.copy.as_secs_f64() / p.cp.as_secs_f64().max(0.001),
+        );
+    }
+    println!("targets (issue 15; informational):");
+    for (rows, p) in &previews {
+        let start = p.ready.saturating_sub(p.copy);
+        let limit = p.cp.mul_f64(1.5) + start;
+        println!(
+            "  ready preview at {rows} rows: {:.2} s <= 1.5 x cp -a + its start = {:.2} s  {}",
+            p.ready.as_secs_f64(),
+            limit.as_secs_f64(),
+            mark(p.ready <= limit)
         );
     }
 }

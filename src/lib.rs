@@ -32,6 +32,7 @@ pub mod lock;
 pub mod notify;
 pub mod observe;
 pub mod observed;
+pub mod pg_direct;
 pub mod plan;
 pub mod port_holder;
 pub mod repair;

@@ -272,6 +272,62 @@ fn the_old_app_serves_during_the_base_backup() {
 }
 
 #[test]
+fn the_base_backup_is_held_in_a_session_of_its_own_or_through_docker_exec_when_refused() {
+    let p = Project::new("strhba");
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(5_000);
+    let before = p.table_digest(&p.db(1));
+    // gemctl connects to db-1 from the host and holds the backup in that session.
+    p.write_spec(2, "2", 2, "scope: project");
+    let (code, out) = p.apply(&["--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("held in a session over TCP to "), "{out}");
+    assert_eq!(p.table_digest(&p.db(2)), before);
+    no_replication_left(&p, 2);
+
+    // db-2 refuses connections from the host's end of the private network (the
+    // bridge's gateway), as an operator's pg_hba.conf may: the backup is held by
+    // psql inside db-2 instead.
+    p.insert_rows(1_000);
+    let before = p.table_digest(&p.db(2));
+    let gateway = String::from_utf8_lossy(
+        &docker(&[
+            "network",
+            "inspect",
+            "-f",
+            "{{(index .IPAM.Config 0).Gateway}}",
+            &format!("{}-net", p.name),
+        ])
+        .stdout,
+    )
+    .trim()
+    .to_string();
+    assert!(!gateway.is_empty());
+    let db2 = p.db(2);
+    let hba = sql(&db2, "app", "show hba_file");
+    docker_ok(&[
+        "exec",
+        &db2,
+        "sed",
+        "-i",
+        &format!("1i host all all {gateway}/32 reject"),
+        &hba,
+    ]);
+    sql(&db2, "app", "select pg_reload_conf()");
+    p.write_spec(3, "1", 2, "scope: project");
+    let (code, out) = p.apply(&["--output", "json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("held in a psql session in {db2} (docker exec)")),
+        "{out}"
+    );
+    assert_eq!(p.table_digest(&p.db(3)), before);
+    assert!(p.report().contains("gen=3"), "{}", p.report());
+    no_replication_left(&p, 3);
+    p.insert_rows(1);
+}
+
+#[test]
 fn a_never_healthy_app_after_the_promotion_falls_back_to_the_old_db_with_every_row() {
     let p = Project::new("strbrk");
     assert_eq!(p.apply(&[]).0, 0);

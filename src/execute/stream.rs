@@ -63,7 +63,8 @@ impl<E: Engine> Run<'_, E> {
         let bytes = state::dir_size(&dir);
         self.progress(format!(
             "base backup of generation {from}: {} in {:.1}s (backup start in generation \
-             {from} {:.2}s, {}file copy {:.2}s of {}, backup stop and standby settings {:.2}s)",
+             {from} {:.2}s, {}file copy {:.2}s of {}, backup stop and standby settings {:.2}s; \
+             held in {})",
             human_bytes(bytes),
             started.elapsed().as_secs_f64(),
             timing.start.as_secs_f64(),
@@ -74,6 +75,7 @@ impl<E: Engine> Run<'_, E> {
             timing.copy.as_secs_f64(),
             human_bytes(timing.bytes),
             timing.stop.as_secs_f64(),
+            timing.held_in,
         ));
         (self.on_event)(Event::Copy {
             facts: super::CopyFacts {
