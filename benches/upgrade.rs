@@ -449,7 +449,8 @@ impl Bench {
             } else {
                 "1"
             },
-            retain: None,
+            // Every generation kept: a removal slows the next copies (see `settle`).
+            retain: Some(10),
             scope: "scope: project",
             ports: &ports,
             health: HEALTH,
@@ -613,13 +614,13 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     let (freeze, writes_before, first_after, failed_inside) = freeze_of(&writes);
     settle();
 
-    let target = bench.dir.join("cp-baseline");
-    let cp_first = cp_a(&data, &target);
-    std::fs::remove_dir_all(&target).unwrap();
+    let target = bench.dir.join(format!("cp-baseline-{from}"));
+    let cp_first = cp_a(&data, &target.join("first"));
     // Again, then fsync what it wrote, file by file (not a whole-system `sync`,
     // which would also flush whatever else the machine writes).
     settle();
     let t = Instant::now();
+    let target = target.join("second");
     let cp_second = cp_a(&data, &target);
     // The baseline is the faster `cp -a`: the first may read the source from disk
     // (its db just stopped) where the base backup read a running db's cached files.
@@ -639,7 +640,6 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
         .unwrap();
     assert!(ok.success());
     let cp_sync = t.elapsed();
-    std::fs::remove_dir_all(&target).unwrap();
 
     Upgrade {
         bytes,
@@ -665,8 +665,9 @@ fn upgrade(rt: &tokio::runtime::Runtime, bench: &Bench, from: u64, copy: CopyMod
     }
 }
 
-/// `cp -a FROM TO`'s time.
+/// `cp -a FROM TO`'s time (`TO`'s parent made first).
 fn cp_a(from: &Path, to: &Path) -> Duration {
+    std::fs::create_dir_all(to.parent().unwrap()).unwrap();
     let t = Instant::now();
     let ok = Command::new("cp")
         .arg("-a")
@@ -678,14 +679,39 @@ fn cp_a(from: &Path, to: &Path) -> Duration {
     t.elapsed()
 }
 
-/// Waits for the disk to be quiet: `sync`, then a second. On this machine's disk
-/// (ext4 mounted with `discard`), what the kernel still writes back after a load
-/// or an upgrade, and the blocks it discards after a removal, slowed the file
-/// creations of the next copy (`cp -a` and the base backup's alike) up to tenfold,
-/// from one run to the next. Each measured step, and each `cp -a` baseline, starts
-/// on a quiet disk.
+/// When the bench (or gemctl for it) last removed many files.
+static REMOVED_AT: std::sync::Mutex<Option<Instant>> = std::sync::Mutex::new(None);
+
+/// Notes that many files were just removed (see [`settle`]).
+fn removed() {
+    *REMOVED_AT.lock().unwrap() = Some(Instant::now());
+}
+
+/// How long ext4 without a journal passes over the inodes of removed files when it
+/// makes new ones (`recently_deleted` in `fs/ext4/ialloc.c`: 60 s, longer while
+/// their inode table is dirty), plus a margin.
+const RECENTLY_REMOVED: Duration = Duration::from_secs(65);
+
+/// Waits for the disk to be quiet: `sync`, at least a second, and 65 s since the
+/// last removal of many files. This machine's disk is ext4 without a journal,
+/// where every new file's inode is looked for past the inodes of files removed in
+/// the last minute: after a data directory was removed, making the ~1,000 files of
+/// another took up to 1 s of kernel time (`perf`: `find_inode_bit` →
+/// `recently_deleted`), for `cp -a` and the base backup alike, whichever came
+/// first. Each measured step and each `cp -a` baseline starts past that; the bench
+/// keeps its `cp -a` copies until a size is done and retains every generation, so
+/// that it removes little in between.
 fn settle() {
     let _ = Command::new("sync").status();
+    let since = REMOVED_AT.lock().unwrap().map(|at| at.elapsed());
+    if let Some(since) = since.filter(|since| *since < RECENTLY_REMOVED) {
+        println!(
+            "  (waiting {:.0} s: files were removed {:.0} s ago)",
+            (RECENTLY_REMOVED - since).as_secs_f64(),
+            since.as_secs_f64()
+        );
+        std::thread::sleep(RECENTLY_REMOVED - since);
+    }
     std::thread::sleep(Duration::from_secs(1));
 }
 
@@ -733,11 +759,9 @@ fn preview(bench: &Bench, live: u64) -> Preview {
     let bytes = du_bytes(&data);
     let target = bench.dir.join("cp-preview");
     settle();
-    let first = cp_a(&data, &target);
-    std::fs::remove_dir_all(&target).unwrap();
+    let first = cp_a(&data, &target.join("first"));
     settle();
-    let second = cp_a(&data, &target);
-    std::fs::remove_dir_all(&target).unwrap();
+    let second = cp_a(&data, &target.join("second"));
     bench.load(live + 1, CopyMode::Auto);
     let spec_file = bench.dir.join("spec.yaml");
     let gemctl = |args: &[&str]| {
@@ -767,6 +791,7 @@ fn preview(bench: &Bench, live: u64) -> Preview {
         .map(Duration::from_millis)
         .unwrap_or(wall);
     gemctl(&["preview", "--discard"]);
+    removed();
     println!(
         "  preview of generation {} beside generation {live}: copy {:.2} s, ready {:.2} s \
          (cp -a of the live data directory {:.2} s, then {:.2} s)",
@@ -966,6 +991,7 @@ fn main() {
             (stream, dump, preview)
         }));
         common::clean_up(&bench.name, &bench.dir);
+        removed();
         match result {
             Ok((stream, dump, preview)) => {
                 results.push((rows, stream, dump));

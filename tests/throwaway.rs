@@ -4,7 +4,8 @@
 //! production when the preview is promoted, `--discard`; `apply --check` that
 //! reports a bad and a good release and leaves the host exactly as it was;
 //! restore drills of a good backup and of one that will not load (alerted once
-//! by reconcile); and a gemctl killed while it copies for a preview.
+//! by reconcile); and a gemctl killed while it copies for a preview or while it
+//! drills a backup.
 
 mod real;
 
@@ -346,5 +347,66 @@ fn killed_while_copying_for_a_preview_discard_or_apply_converges() {
         // The lock was the killed gemctl's: the next command took it over.
         let (code, out) = p.apply(&[]);
         assert_eq!(code, 0, "{out}");
+    }
+}
+
+#[test]
+fn killed_while_drilling_the_next_drill_cleans_up_and_passes() {
+    // Killed while the drill's db starts, then while the backup is restored
+    // into it (its one-shot job runs).
+    for (at, container) in [("db", "drill-db"), ("restore", "drill-copy")] {
+        let p = Project::new(&format!("dk{at}"));
+        assert_eq!(p.apply(&[]).0, 0);
+        p.insert_rows(50_000);
+        let o = p.gemctl(&["backup"]);
+        assert_eq!(o.status.code(), Some(0));
+        let before = host_snapshot(&p);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args([
+                "backups",
+                "--drill",
+                "--latest",
+                "-f",
+                p.spec.to_str().unwrap(),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let name = format!("{}-{container}", p.name);
+        wait_until(&format!("{name} exists"), Duration::from_secs(60), || {
+            throwaways(&p, "drill").contains(&name)
+        });
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            !throwaways(&p, "drill").is_empty(),
+            "{at}: something was left"
+        );
+
+        // What the killed drill left is no stranger to an apply, and the next
+        // drill removes it, drills and leaves nothing behind.
+        let (code, out) = p.apply(&[]);
+        assert_eq!(code, 0, "{at}: {out}");
+        let o = p.gemctl(&["backups", "--drill", "--latest", "-o", "json"]);
+        assert_eq!(
+            o.status.code(),
+            Some(0),
+            "{at}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(doc["drill"]["passed"], true, "{at}: {doc}");
+        assert_eq!(
+            doc["drill"]["tables"]["app"]["public.items"], 50_000,
+            "{at}: {doc}"
+        );
+        assert!(throwaways(&p, "drill").is_empty(), "{at}");
+        assert!(!p.storage().join("drill").exists(), "{at}");
+        let (containers, _) = host_snapshot(&p);
+        assert_eq!(
+            containers, before.0,
+            "{at}: the live generation is untouched"
+        );
     }
 }
