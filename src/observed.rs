@@ -149,6 +149,10 @@ pub struct Storage {
     /// (`preview`, `check`, `drill`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub throwaways: Vec<String>,
+    /// The throwaway copies a running gemctl is making, running or discarding
+    /// right now (its in-use lock is held: `throwaway::hold`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub throwaways_in_use: Vec<String>,
     /// The preview's record (`<storage>/preview/record.json`), when it has one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview: Option<crate::throwaway::Record>,

@@ -388,6 +388,11 @@ pub fn read_storage(root: &Path) -> Result<Storage, Error> {
             .filter(|k| root.join(k).is_dir())
             .map(String::from)
             .collect(),
+        throwaways_in_use: crate::throwaway::Kind::ALL
+            .into_iter()
+            .filter(|k| crate::throwaway::in_use(root, *k))
+            .map(|k| k.name().to_string())
+            .collect(),
         preview: std::fs::read_to_string(root.join("preview").join("record.json"))
             .ok()
             .and_then(|t| serde_json::from_str(&t).ok()),

@@ -63,7 +63,88 @@ impl Kind {
         }
     }
 
-    const ALL: [Kind; 3] = [Kind::Preview, Kind::Check, Kind::Drill];
+    /// Every kind.
+    pub const ALL: [Kind; 3] = [Kind::Preview, Kind::Check, Kind::Drill];
+}
+
+/// A throwaway copy of one kind being made, run or discarded by this process: an
+/// OS file lock on `<storage>/.gemctl/throwaway-<kind>.lock`, held as long as this
+/// lives (the kernel lets go of it when the process ends, however it ends). Two
+/// copies of one kind share their containers' names and slot, so a second is
+/// refused while the first runs, naming it; an apply leaves a check that runs
+/// alone and waits for a preview being made (see `plan::discard_throwaways`).
+/// Unlike the project's lock, it never keeps a deploy or a fall back waiting.
+pub struct InUse {
+    _file: std::fs::File,
+}
+
+fn in_use_path(storage: &Path, kind: Kind) -> PathBuf {
+    storage
+        .join(crate::observed::STATE_DIR)
+        .join(format!("throwaway-{}.lock", kind.name()))
+}
+
+/// Takes `kind`'s in-use lock for `command`, or fails at once naming who has it.
+pub fn hold(spec: &Spec, kind: Kind, command: &str) -> Result<InUse, Error> {
+    use std::fs::TryLockError;
+    use std::io::{Read, Seek, Write};
+    let path = in_use_path(&spec.storage, kind);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, "create", e))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| Error::io(&path, "open", e))?;
+    // A lock just let go of can look held for a moment (a child forked by another
+    // thread shares the file until it has exec'd): tried a few times.
+    let mut retries = 4;
+    loop {
+        match file.try_lock() {
+            Ok(()) => break,
+            Err(TryLockError::WouldBlock) if retries > 0 => {
+                retries -= 1;
+                std::thread::sleep(Duration::from_millis(25));
+            }
+            Err(TryLockError::WouldBlock) => {
+                let mut text = String::new();
+                let _ = file.read_to_string(&mut text);
+                let who = serde_json::from_str::<crate::lock::Holder>(&text)
+                    .map_or_else(|_| "another gemctl".to_string(), |h| h.to_string());
+                return Err(Error::Usage(format!(
+                    "the {} of project {} is in use by {who}: wait for it to finish (its \
+                     containers and data are its own until then)",
+                    kind.name(),
+                    spec.project
+                )));
+            }
+            Err(TryLockError::Error(e)) => return Err(Error::io(&path, "lock", e)),
+        }
+    }
+    let me = serde_json::to_string(&crate::lock::Holder::me(command)).expect("serialisable");
+    file.set_len(0)
+        .and_then(|()| file.rewind())
+        .and_then(|()| file.write_all(me.as_bytes()))
+        .map_err(|e| Error::io(&path, "write", e))?;
+    Ok(InUse { _file: file })
+}
+
+/// Whether a gemctl holds `kind`'s in-use lock now (looked at without taking it).
+pub fn in_use(storage: &Path, kind: Kind) -> bool {
+    let Ok(file) = std::fs::File::open(in_use_path(storage, kind)) else {
+        return false;
+    };
+    match file.try_lock_shared() {
+        Ok(()) => {
+            let _ = file.unlock();
+            false
+        }
+        Err(std::fs::TryLockError::WouldBlock) => true,
+        Err(std::fs::TryLockError::Error(_)) => false,
+    }
 }
 
 /// `<storage>/<kind>`.

@@ -121,8 +121,9 @@ struct Case {
     front: Option<(Option<usize>, Option<u64>, bool)>,
     /// How many services the spec has (0–2) and the worker's replicas (1–3).
     services: (usize, u32),
-    /// A throwaway copy on the host: (kind, with a container, with a directory).
-    throwaway: Option<(usize, bool, bool)>,
+    /// A throwaway copy on the host: (kind, with a container, with a directory,
+    /// in use by a running gemctl).
+    throwaway: Option<(usize, bool, bool, bool)>,
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -153,7 +154,15 @@ fn case() -> impl Strategy<Value = Case> {
         ),
         (
             (0usize..=2, 1u32..=3),
-            prop::option::weighted(0.3, (0usize..3, any::<bool>(), any::<bool>())),
+            prop::option::weighted(
+                0.3,
+                (
+                    0usize..3,
+                    any::<bool>(),
+                    any::<bool>(),
+                    prop::bool::weighted(0.3),
+                ),
+            ),
         ),
     )
         .prop_map(
@@ -351,8 +360,11 @@ fn host_of(c: &Case, spec: &Spec) -> (Observed, History) {
         }
         obs.storage.front = Some(record);
     }
-    if let Some((k, container, dir)) = c.throwaway {
+    if let Some((k, container, dir, in_use)) = c.throwaway {
         let kind = ["preview", "check", "drill"][k];
+        if in_use {
+            obs.storage.throwaways_in_use.push(kind.to_string());
+        }
         if container {
             obs.containers.push(Container {
                 name: format!("{}-{kind}-app", spec.project),
@@ -625,15 +637,26 @@ proptest! {
         // killed check's leftovers) survives it; a drill is never touched.
         let built = p.steps.iter().any(|s| matches!(s.action,
             Action::MarkReady { .. } | Action::ShareDb { .. }));
+        // A throwaway copy that a running gemctl uses is never discarded.
+        let in_use = c.throwaway.filter(|t| t.3).map(|t| ["preview", "check", "drill"][t.0]);
+        if let Some(kind) = in_use {
+            prop_assert!(!p.steps.iter().any(|s| matches!(&s.action,
+                Action::DiscardThrowaway { kind: k } if k == kind)),
+                "discards the {} a gemctl is using", kind);
+        }
         if built {
             let left: Vec<&str> = after.containers.iter()
                 .filter(|c| matches!(c.labels.get(labels::THROWAWAY).map(String::as_str), Some("preview" | "check")))
+                .filter(|c| c.labels.get(labels::THROWAWAY).map(String::as_str) != in_use)
                 .map(|c| c.name.as_str()).collect();
             prop_assert!(left.is_empty(), "a throwaway copy survives a new generation: {:?}", left);
         }
-        if let Some((2, container, dir)) = c.throwaway {
-            prop_assert_eq!(after.containers.iter().any(|c| c.labels.get(labels::THROWAWAY).map(String::as_str) == Some("drill")), container);
-            prop_assert_eq!(after.storage.throwaways.iter().any(|k| k == "drill"), dir);
+        if let Some((k, container, dir, used)) = c.throwaway
+            && (k == 2 || used)
+        {
+            let kind = ["preview", "check", "drill"][k];
+            prop_assert_eq!(after.containers.iter().any(|c| c.labels.get(labels::THROWAWAY).map(String::as_str) == Some(kind)), container);
+            prop_assert_eq!(after.storage.throwaways.iter().any(|k| k == kind), dir);
         }
         let app = desired::container_name(&spec, Role::App, p.target);
         if p.hold.is_none() || !after.storage.generations.is_empty() {

@@ -410,3 +410,75 @@ fn killed_while_drilling_the_next_drill_cleans_up_and_passes() {
         );
     }
 }
+
+/// Spawns `gemctl ARGS -f SPEC` with its output captured.
+fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
+    Command::new(env!("CARGO_BIN_EXE_gemctl"))
+        .args(args)
+        .args(["-f", p.spec.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_running_check_is_left_to_it_and_a_preview_being_made_makes_apply_wait() {
+    let p = Project::new("inuse");
+    let port = real::spec::free_port();
+    p.write_spec_with(1, "1", 2, "scope: project", &preview(port));
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(2_000);
+
+    // A deploy check of the slow tag (8 s to healthy) runs on its copy...
+    p.write_spec_with(2, "slow", 2, "scope: project", &preview(port));
+    let check = spawn(&p, &["apply", "--check"]);
+    let check_app = format!("{}-check-app", p.name);
+    wait_until("the check's app exists", Duration::from_secs(60), || {
+        throwaways(&p, "check").contains(&check_app)
+    });
+    // ...a second one is refused, naming the first...
+    let o = p.gemctl(&["apply", "--check"]);
+    assert_ne!(o.status.code(), Some(0));
+    let said = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        said.contains(&format!("the check of project {} is in use by", p.name))
+            && said.contains("`apply --check`"),
+        "{said}"
+    );
+    // ...and a deploy meanwhile leaves it alone and goes live.
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("a deploy check is running"), "{out}");
+    let done = check.wait_with_output().unwrap();
+    assert_eq!(
+        done.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(throwaways(&p, "check").is_empty());
+    assert!(!p.storage().join("check").exists());
+    assert_eq!(count(&p.db(2)), 2_000);
+
+    // An apply while a preview is being made is refused until it is up; then it
+    // discards the preview and goes live.
+    p.write_spec_with(3, "slow", 2, "scope: project", &preview(port));
+    let making = spawn(&p, &["preview"]);
+    let preview_app = format!("{}-preview-app", p.name);
+    wait_until("the preview's app exists", Duration::from_secs(60), || {
+        throwaways(&p, "preview").contains(&preview_app)
+    });
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 3, "{out}");
+    assert!(out.contains("making (or discarding) the preview"), "{out}");
+    assert_eq!(p.with_public_ports(), [p.app(2)]);
+    let made = making.wait_with_output().unwrap();
+    assert_eq!(made.status.code(), Some(0));
+    assert_eq!(http(port, "GET", "/rows").0, 200, "the preview serves");
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(throwaways(&p, "preview").is_empty());
+    assert_eq!(count(&p.db(3)), 2_000);
+}

@@ -194,6 +194,7 @@ pub(super) fn drill_one(
     path: &Path,
     progress: bool,
 ) -> Result<crate::throwaway::Drill, Error> {
+    let _in_use = crate::throwaway::hold(spec, crate::throwaway::Kind::Drill, "backups --drill")?;
     runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;
         let mut say = |m: String| {

@@ -69,6 +69,16 @@ pub(super) fn run(args: PreviewArgs) -> Result<u8, Error> {
     } = args;
     let spec = Spec::load(&file)?;
     crate::docker::Docker::local_endpoint()?;
+    // Held until this command ends: an apply waits for a preview being made.
+    let _in_use = throwaway::hold(
+        &spec,
+        Kind::Preview,
+        if discard {
+            "preview --discard"
+        } else {
+            "preview"
+        },
+    )?;
     if discard {
         let removed = runtime()?.block_on(async {
             let docker = crate::docker::Docker::connect().await?;
@@ -245,6 +255,8 @@ pub(super) fn check(spec: &Spec, output: Output) -> Result<u8, Error> {
     if let Some(code) = refuse_unless_newer(spec, "deploy check", output)? {
         return Ok(code);
     }
+    // Held until the check is discarded: an apply meanwhile leaves it alone.
+    let _in_use = throwaway::hold(spec, Kind::Check, "apply --check")?;
     let started = make(spec, Kind::Check, output);
     let discarded = runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;

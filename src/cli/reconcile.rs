@@ -170,6 +170,13 @@ fn scheduled_drill(spec: &Spec, raised: &mut Vec<Alert>) {
                 .unwrap_or_default()
                 >= every.get()
         });
+        if crate::throwaway::in_use(&spec.storage, crate::throwaway::Kind::Drill) {
+            tracing::info!(
+                target: LOG_TARGET,
+                "a restore drill is running (another gemctl's): the scheduled one waits"
+            );
+            return Ok(());
+        }
         if let Some(b) = backups.iter().rev().find(|b| b.drill.is_none())
             && due
         {

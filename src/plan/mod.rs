@@ -222,7 +222,7 @@ pub fn plan(
     b.ensure_network(&observed.networks);
     front::at_start(&mut b, &host);
     if !matches!(course, Course::Repair | Course::Rollback) {
-        discard_throwaways(&mut b, &host, observed, target);
+        discard_throwaways(&mut b, &host, observed, target).map_err(|p| refusal(spec, vec![p]))?;
     }
     prune::clear_debris(&mut b, &host, target, hold.as_ref());
     let mut copy = None;
@@ -386,16 +386,42 @@ impl Course {
 
 /// A new generation is built from live data as it is now: a preview's copy (and
 /// what a killed deploy check left) goes first — testers' writes are not
-/// production's.
-fn discard_throwaways(b: &mut Builder, host: &Host, observed: &Observed, target: u64) {
+/// production's. A preview that a gemctl is making right now refuses the plan (its
+/// standby streams through the slot the new generation's base backup takes); a
+/// check that runs is left to it (it touches nothing of the generations).
+fn discard_throwaways(
+    b: &mut Builder,
+    host: &Host,
+    observed: &Observed,
+    target: u64,
+) -> Result<(), Problem> {
     for kind in [
         crate::throwaway::Kind::Preview,
         crate::throwaway::Kind::Check,
     ] {
+        let running = observed
+            .storage
+            .throwaways_in_use
+            .iter()
+            .any(|k| k == kind.name());
         let containers = host.throwaways.iter().any(|c| {
             c.labels.get(crate::labels::THROWAWAY).map(String::as_str) == Some(kind.name())
         });
         let on_disk = observed.storage.throwaways.iter().any(|k| k == kind.name());
+        if running && kind == crate::throwaway::Kind::Preview {
+            return Err(Problem {
+                container: None,
+                seen: "a gemctl is making (or discarding) the preview right now".into(),
+                fix: format!(
+                    "wait for `gemctl preview` to finish, then apply again: it discards the \
+                     preview and builds generation {target} from live data"
+                ),
+            });
+        }
+        if running {
+            b.note("a deploy check is running: its throwaway copy is left to it".to_string());
+            continue;
+        }
         if containers || on_disk {
             b.push(
                 Action::DiscardThrowaway {
@@ -417,6 +443,7 @@ fn discard_throwaways(b: &mut Builder, host: &Host, observed: &Observed, target:
             }
         }
     }
+    Ok(())
 }
 
 /// The refusal of this spec's project for `problems`.
