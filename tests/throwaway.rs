@@ -31,6 +31,34 @@ fn preview_db(p: &Project) -> String {
     format!("{}-preview-db", p.name)
 }
 
+/// A gemctl a test started, killed when the test ends before it did (declared
+/// after the project, it goes first: nothing writes to the project's directory
+/// once that is removed).
+struct Spawned(Option<std::process::Child>);
+
+impl Spawned {
+    /// Its exit and output, once it ends.
+    fn wait(mut self) -> std::process::Output {
+        self.0.take().unwrap().wait_with_output().unwrap()
+    }
+
+    /// Killed with SIGKILL now.
+    fn kill(mut self) {
+        let mut child = self.0.take().unwrap();
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Some(child) = &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 /// Names of this project's throwaway containers of `kind`.
 fn throwaways(p: &Project, kind: &str) -> Vec<String> {
     docker_ok(&[
@@ -313,18 +341,12 @@ fn killed_while_copying_for_a_preview_discard_or_apply_converges() {
         assert_eq!(p.apply(&[]).0, 0);
         p.insert_rows(200_000);
         p.write_spec_with(2, "2", 2, "scope: project", &preview(port));
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
-            .args(["preview", "-f", p.spec.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn(&p, &["preview"]);
         let copying = p.storage().join("preview").join("pgdata");
         wait_until("the preview's copy begins", Duration::from_secs(60), || {
             copying.exists()
         });
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         match then {
             "discard" => {
                 let o = p.gemctl(&["preview", "--discard"]);
@@ -361,24 +383,12 @@ fn killed_while_drilling_the_next_drill_cleans_up_and_passes() {
         let o = p.gemctl(&["backup"]);
         assert_eq!(o.status.code(), Some(0));
         let before = host_snapshot(&p);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gemctl"))
-            .args([
-                "backups",
-                "--drill",
-                "--latest",
-                "-f",
-                p.spec.to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let child = spawn(&p, &["backups", "--drill", "--latest"]);
         let name = format!("{}-{container}", p.name);
         wait_until(&format!("{name} exists"), Duration::from_secs(60), || {
             throwaways(&p, "drill").contains(&name)
         });
-        child.kill().unwrap();
-        child.wait().unwrap();
+        child.kill();
         assert!(
             !throwaways(&p, "drill").is_empty(),
             "{at}: something was left"
@@ -412,14 +422,16 @@ fn killed_while_drilling_the_next_drill_cleans_up_and_passes() {
 }
 
 /// Spawns `gemctl ARGS -f SPEC` with its output captured.
-fn spawn(p: &Project, args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_gemctl"))
-        .args(args)
-        .args(["-f", p.spec.to_str().unwrap()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+fn spawn(p: &Project, args: &[&str]) -> Spawned {
+    Spawned(Some(
+        Command::new(env!("CARGO_BIN_EXE_gemctl"))
+            .args(args)
+            .args(["-f", p.spec.to_str().unwrap()])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    ))
 }
 
 #[test]
@@ -450,7 +462,7 @@ fn a_running_check_is_left_to_it_and_a_preview_being_made_makes_apply_wait() {
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("a deploy check is running"), "{out}");
-    let done = check.wait_with_output().unwrap();
+    let done = check.wait();
     assert_eq!(
         done.status.code(),
         Some(0),
@@ -474,11 +486,41 @@ fn a_running_check_is_left_to_it_and_a_preview_being_made_makes_apply_wait() {
     assert_eq!(code, 3, "{out}");
     assert!(out.contains("making (or discarding) the preview"), "{out}");
     assert_eq!(p.with_public_ports(), [p.app(2)]);
-    let made = making.wait_with_output().unwrap();
+    let made = making.wait();
     assert_eq!(made.status.code(), Some(0));
     assert_eq!(http(port, "GET", "/rows").0, 200, "the preview serves");
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0, "{out}");
     assert!(throwaways(&p, "preview").is_empty());
     assert_eq!(count(&p.db(3)), 2_000);
+}
+
+#[test]
+fn a_preview_of_a_project_behind_a_front_door_is_published_on_its_own_port() {
+    let p = Project::new("pvfront");
+    let port = real::spec::free_port();
+    p.write_front_spec_with(1, "1", "30s", &preview(port));
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(500);
+    p.write_front_spec_with(2, "2", "30s", &preview(port));
+    let o = p.gemctl(&["preview"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    // The preview answers on its port with the rows copied; the front still
+    // sends the project's clients to generation 1.
+    assert_eq!(http(port, "GET", "/rows"), (200, "500".to_string()));
+    assert!(p.report().contains("gen=1"), "{}", p.report());
+    p.insert_rows(1);
+    assert_eq!(http(port, "GET", "/rows"), (200, "500".to_string()));
+
+    // Promoted: the front goes to generation 2, built from live data.
+    let (code, out) = p.apply(&[]);
+    assert_eq!(code, 0, "{out}");
+    assert!(p.report().contains("gen=2"), "{}", p.report());
+    assert_eq!(count(&p.db(2)), 501);
+    assert!(throwaways(&p, "preview").is_empty());
 }
