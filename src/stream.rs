@@ -4,9 +4,9 @@
 //! (the base backup's session) a connection from this host.
 //!
 //! Secrets: the password reaches the base backup's session through the client
-//! library only (see `pg_direct`), and the standby reads it from a password file (0600) in its
-//! own data directory, removed at the promotion; it is never in a command line, a
-//! script, a label, a plan or a log line.
+//! library only (see `pg_direct`), and the standby reads it from a password file
+//! (0600) in its own data directory, removed at the promotion; it is never in a
+//! command line, a script, a label, a plan or a log line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
