@@ -387,7 +387,32 @@ pub struct Started {
     pub logs: BTreeMap<String, String>,
 }
 
-/// Starts the copied database, then the spec's services and app on it (the
+/// Starts the copied database as a standby of the live one until it accepts
+/// queries (it has replayed past the end of its base backup, so it holds every
+/// write acknowledged before the copy began), then promotes it and drops its slot
+/// in the live database: from then on the copy needs nothing of the live
+/// generation. Run under the project's lock, like the copy: a deploy meanwhile
+/// would take the same slot name and may stop the live database before the copy
+/// has caught up.
+pub async fn detach<E: Engine>(
+    engine: &E,
+    spec: &Spec,
+    record: &Record,
+    progress: &mut dyn FnMut(String),
+) -> Result<(), Error> {
+    let (kind, n) = (record.kind, record.generation);
+    let db_name = container(spec, kind, "db");
+    let mut db = desired::db(spec, n);
+    db.name = db_name.clone();
+    db.data_mount = Some((dir(spec, kind).join("pgdata"), spec.db.data_dir.clone()));
+    create(engine, spec, kind, &db, Vec::new()).await?;
+    wait_db(engine, spec, &db_name, progress).await?;
+    let creds = DbCredentials::from_env(&crate::execute::db_env(spec)?);
+    crate::stream::promote(engine, spec, &db_name, &creds).await?;
+    drop_preview_slot(engine, spec, &creds, record.from, n).await
+}
+
+/// Starts the spec's services and app on the detached copy ([`detach`]) (the
 /// services in their order, each checked; the app's checks last), none of them
 /// touching the live generation. No lock is needed.
 pub async fn start<E: Engine>(
@@ -400,19 +425,6 @@ pub async fn start<E: Engine>(
     let kind = record.kind;
     let n = record.generation;
     let db_name = container(spec, kind, "db");
-    let mut db = desired::db(spec, n);
-    db.name = db_name.clone();
-    db.data_mount = Some((dir(spec, kind).join("pgdata"), spec.db.data_dir.clone()));
-    create(engine, spec, kind, &db, Vec::new()).await?;
-    // A standby of the live database until it accepts queries (it has replayed
-    // past the end of its base backup, so it holds every write acknowledged
-    // before the copy began); then promoted, with no standby setting, password
-    // or slot left behind.
-    wait_db(engine, spec, &db_name, progress).await?;
-    let creds = DbCredentials::from_env(&crate::execute::db_env(spec)?);
-    crate::stream::promote(engine, spec, &db_name, &creds).await?;
-    drop_preview_slot(engine, spec, &creds, record.from, n).await?;
-
     let mut outcome = HealthOutcome {
         healthy: true,
         checks: Vec::new(),

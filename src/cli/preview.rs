@@ -32,7 +32,8 @@ Exit codes:
 /// <storage>/preview — and are health-checked; the app answers on
 /// `preview.ports`. Nothing of the preview is live or retained, and the live
 /// generation is untouched. The project's lock is held only while the data is
-/// copied. `gemctl status` shows the preview, its age and the live data
+/// copied and the copy catches up and is promoted (it then needs nothing of the
+/// live database). `gemctl status` shows the preview, its age and the live data
 /// position it was copied from. `gemctl apply` of a new generation discards it
 /// (testers' writes are not production's) and builds the generation from live
 /// data as it is then.
@@ -173,8 +174,9 @@ fn refuse_unless_newer(spec: &Spec, what: &str, output: Output) -> Result<Option
     Ok(Some(exit::REFUSED))
 }
 
-/// Copies live data under the project's lock, then starts and checks the copy
-/// without it.
+/// Copies live data and detaches the copy (started, caught up, promoted, its slot
+/// dropped) under the project's lock, then starts and checks the services and
+/// app on it without the lock.
 fn make(spec: &Spec, kind: Kind, output: Output) -> Result<Started, Error> {
     let mut say = |m: String| {
         if output == Output::Text {
@@ -185,21 +187,26 @@ fn make(spec: &Spec, kind: Kind, output: Output) -> Result<Started, Error> {
     let started = Instant::now();
     runtime()?.block_on(async {
         let docker = crate::docker::Docker::connect().await?;
-        let record = throwaway::copy_live(&docker, spec, kind, &mut say).await;
+        let record = throwaway::copy_live(&docker, spec, kind, &mut say).await?;
+        let detached = throwaway::detach(&docker, spec, &record, &mut say).await;
         drop(lock);
-        let record = record?;
+        let failed = |e: Error| Started {
+            record: record.clone(),
+            health: throwaway::failed_outcome(&format!("starting the {}", kind.name()), &e),
+            logs: Default::default(),
+        };
+        if let Err(e) = detached {
+            return Ok(failed(e));
+        }
         say(format!(
-            "copied in {:.1}s; starting the {} (the lock is released)",
+            "copied in {:.1}s and detached from the live database; starting the {} (the lock \
+             is released)",
             record.copy_ms as f64 / 1000.0,
             kind.name()
         ));
         match throwaway::start(&docker, spec, record.clone(), started, &mut say).await {
             Ok(s) => Ok(s),
-            Err(e) => Ok(Started {
-                record,
-                health: throwaway::failed_outcome(&format!("starting the {}", kind.name()), &e),
-                logs: Default::default(),
-            }),
+            Err(e) => Ok(failed(e)),
         }
     })
 }
