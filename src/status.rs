@@ -2,6 +2,8 @@
 //! (live, last good, retained, rolled back from, failed, incomplete, pending), which
 //! app serves, and whether the host is in sync. Data only: `cli::status` prints it.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::desired::{self, Role};
@@ -52,6 +54,10 @@ pub struct Status {
     /// The gemctl holding the project's lock now (who, since, what), if any.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub locked_by: Option<crate::lock::Holder>,
+    /// The throwaway copies a gemctl is making, running or discarding now
+    /// (`preview`, `check`, `drill`) and who.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub throwaways_in_use: BTreeMap<String, crate::lock::Holder>,
 }
 
 /// The preview of a generation on a copy of live data.
@@ -310,6 +316,12 @@ pub fn status(spec: &Spec, observation: &Observation, plan: &Result<Plan, Refusa
         last_copy: None,
         front,
         locked_by: crate::lock::held_by(&spec.storage).and_then(Result::ok),
+        throwaways_in_use: crate::throwaway::Kind::ALL
+            .into_iter()
+            .filter_map(|k| {
+                crate::throwaway::in_use_by(&spec.storage, k).map(|h| (k.name().to_string(), h))
+            })
+            .collect(),
         preview: preview_status(spec, observation),
     }
 }

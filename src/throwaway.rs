@@ -134,16 +134,28 @@ pub fn hold(spec: &Spec, kind: Kind, command: &str) -> Result<InUse, Error> {
 
 /// Whether a gemctl holds `kind`'s in-use lock now (looked at without taking it).
 pub fn in_use(storage: &Path, kind: Kind) -> bool {
-    let Ok(file) = std::fs::File::open(in_use_path(storage, kind)) else {
-        return false;
-    };
+    holder_of(storage, kind).is_some()
+}
+
+/// Who holds `kind`'s in-use lock now, as its file says (`status`).
+pub fn in_use_by(storage: &Path, kind: Kind) -> Option<crate::lock::Holder> {
+    holder_of(storage, kind)?
+}
+
+/// `Some` while the in-use lock of `kind` is held, with its holder when readable.
+fn holder_of(storage: &Path, kind: Kind) -> Option<Option<crate::lock::Holder>> {
+    let file = std::fs::File::open(in_use_path(storage, kind)).ok()?;
     match file.try_lock_shared() {
         Ok(()) => {
             let _ = file.unlock();
-            false
+            None
         }
-        Err(std::fs::TryLockError::WouldBlock) => true,
-        Err(std::fs::TryLockError::Error(_)) => false,
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut &file, &mut text);
+            Some(serde_json::from_str(&text).ok())
+        }
+        Err(std::fs::TryLockError::Error(_)) => None,
     }
 }
 

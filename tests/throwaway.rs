@@ -477,6 +477,14 @@ fn a_running_check_is_left_to_it_and_a_preview_being_made_makes_apply_wait() {
             && said.contains("`apply --check`"),
         "{said}"
     );
+    // ...`status` says who runs it...
+    let o = p.gemctl(&["status"]);
+    let shown = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        shown.contains("in use: the check (a throwaway copy), by pid")
+            && shown.contains("`apply --check`"),
+        "{shown}"
+    );
     // ...and a deploy meanwhile leaves it alone and goes live.
     let (code, out) = p.apply(&[]);
     assert_eq!(code, 0, "{out}");

@@ -93,6 +93,9 @@ fn render(s: &Status) -> String {
     if let Some(h) = &s.locked_by {
         let _ = writeln!(out, "locked: another gemctl is working on it: {h}");
     }
+    for (kind, h) in &s.throwaways_in_use {
+        let _ = writeln!(out, "in use: the {kind} (a throwaway copy), by {h}");
+    }
     match (s.serving, s.live) {
         (Some(g), Some(l)) if g != l => {
             let _ = writeln!(
@@ -281,6 +284,7 @@ mod tests {
             last_copy: None,
             front: None,
             locked_by: None,
+            throwaways_in_use: Default::default(),
             preview: None,
         };
         let text = render(&s);
