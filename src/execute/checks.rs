@@ -41,6 +41,17 @@ impl<E: Engine> Run<'_, E> {
         container: &str,
     ) -> Result<(), StepError> {
         let outcome = self.wait_healthy(container).await?;
+        self.report_health(generation, None, outcome)
+    }
+
+    /// Tells the checks' outcome of generation `generation`'s app (or `service`);
+    /// unhealthy is the step's failure.
+    pub(super) fn report_health(
+        &mut self,
+        generation: u64,
+        service: Option<&str>,
+        outcome: crate::health::HealthOutcome,
+    ) -> Result<(), StepError> {
         (self.on_event)(Event::Health {
             generation,
             outcome: outcome.clone(),
@@ -48,7 +59,7 @@ impl<E: Engine> Run<'_, E> {
         if !outcome.healthy {
             return Err(StepError::Unhealthy {
                 generation,
-                service: None,
+                service: service.map(str::to_string),
                 outcome,
             });
         }

@@ -64,18 +64,7 @@ impl<E: Engine> Run<'_, E> {
         let mut progress = |message: String| on_event(Event::Progress { message });
         let outcome =
             check_replicas(self.engine, self.spec, service, &replicas, &mut progress).await?;
-        (self.on_event)(Event::Health {
-            generation,
-            outcome: outcome.clone(),
-        });
-        if !outcome.healthy {
-            return Err(StepError::Unhealthy {
-                generation,
-                service: Some(service.to_string()),
-                outcome,
-            });
-        }
-        Ok(())
+        self.report_health(generation, Some(service), outcome)
     }
 
     /// The names of a service's replicas in a generation, as the engine has them.
