@@ -687,6 +687,9 @@ struct Rounds {
     backup: Vec<Duration>,
     /// Its file copy alone.
     files: Vec<Duration>,
+    /// The bytes it copied (the data directory without `pg_wal` and the rest a
+    /// base backup leaves out).
+    copied: u64,
     /// Each `cp -a`.
     cp: Vec<Duration>,
 }
@@ -706,6 +709,7 @@ fn copy_rounds(rt: &tokio::runtime::Runtime, bench: &Bench, generation: u64) -> 
         bytes: du_bytes(&data),
         backup: Vec::new(),
         files: Vec::new(),
+        copied: 0,
         cp: Vec::new(),
     };
     for i in 0..ROUNDS {
@@ -722,6 +726,7 @@ fn copy_rounds(rt: &tokio::runtime::Runtime, bench: &Bench, generation: u64) -> 
                 .unwrap();
             rounds.backup.push(t.elapsed());
             rounds.files.push(timing.copy);
+            rounds.copied = timing.bytes;
             rt.block_on(gemctl::stream::drop_slot(
                 &docker, &spec, &creds, generation, slot_of,
             ))
@@ -1320,6 +1325,16 @@ fn main() {
             median(&r.files).as_secs_f64(),
             cp.as_secs_f64(),
             mark(ratio >= 0.7)
+        );
+    }
+    for (rows, r) in &all_rounds {
+        let (backup, cp) = (median(&r.backup), median(&r.cp));
+        println!(
+            "  (no target) the same medians, per byte each copied (the base backup {:.0} MB, \
+             cp -a {:.0} MB) at {rows} rows: {:.2}",
+            r.copied as f64 / 1e6,
+            r.bytes as f64 / 1e6,
+            (r.copied as f64 / backup.as_secs_f64()) / (r.bytes as f64 / cp.as_secs_f64())
         );
     }
     for (rows, stream, _) in &results {
