@@ -386,9 +386,11 @@ impl Course {
 
 /// A new generation is built from live data as it is now: a preview's copy (and
 /// what a killed deploy check left) goes first — testers' writes are not
-/// production's. A preview that a gemctl is making right now refuses the plan (its
-/// standby streams through the slot the new generation's base backup takes); a
-/// check that runs is left to it (it touches nothing of the generations).
+/// production's. A preview that a gemctl is making right now refuses the plan
+/// (that gemctl would find its containers gone as it starts them; the apply goes
+/// through once the preview is up); a check that runs is left to it (it touches
+/// nothing of the generations, and its copy no longer needs the live database once
+/// the project's lock is free).
 fn discard_throwaways(
     b: &mut Builder,
     host: &Host,
