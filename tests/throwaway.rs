@@ -59,6 +59,17 @@ impl Drop for Spawned {
     }
 }
 
+/// Project `name`'s generation 1 live with `rows` rows, its spec with a
+/// `preview:` section on a free port (returned).
+fn live_with_preview_port(name: &str, rows: u64) -> (Project, u16) {
+    let p = Project::new(name);
+    let port = real::spec::free_port();
+    p.write_spec_with(1, "1", 2, "scope: project", &preview(port));
+    assert_eq!(p.apply(&[]).0, 0);
+    p.insert_rows(rows);
+    (p, port)
+}
+
 /// Names of this project's throwaway containers of `kind`.
 fn throwaways(p: &Project, kind: &str) -> Vec<String> {
     docker_ok(&[
@@ -78,11 +89,7 @@ fn throwaways(p: &Project, kind: &str) -> Vec<String> {
 
 #[test]
 fn a_preview_copies_live_data_while_it_serves_and_promote_leaves_testers_rows_behind() {
-    let p = Project::new("prev");
-    let port = real::spec::free_port();
-    p.write_spec_with(1, "1", 2, "scope: project", &preview(port));
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(5_000);
+    let (p, port) = live_with_preview_port("prev", 5_000);
 
     // Generation 2 is previewed while a client writes through the live app.
     p.write_spec_with(2, "2", 2, "scope: project", &preview(port));
@@ -335,11 +342,7 @@ fn a_drill_proves_a_good_backup_and_a_bad_one_fails_and_is_alerted_once() {
 #[test]
 fn killed_while_copying_for_a_preview_discard_or_apply_converges() {
     for then in ["discard", "apply"] {
-        let p = Project::new(&format!("pk{then}"));
-        let port = real::spec::free_port();
-        p.write_spec_with(1, "1", 2, "scope: project", &preview(port));
-        assert_eq!(p.apply(&[]).0, 0);
-        p.insert_rows(200_000);
+        let (p, port) = live_with_preview_port(&format!("pk{then}"), 200_000);
         p.write_spec_with(2, "2", 2, "scope: project", &preview(port));
         let child = spawn(&p, &["preview"]);
         let copying = p.storage().join("preview").join("pgdata");
@@ -436,11 +439,7 @@ fn spawn(p: &Project, args: &[&str]) -> Spawned {
 
 #[test]
 fn a_running_check_is_left_to_it_and_a_preview_being_made_makes_apply_wait() {
-    let p = Project::new("inuse");
-    let port = real::spec::free_port();
-    p.write_spec_with(1, "1", 2, "scope: project", &preview(port));
-    assert_eq!(p.apply(&[]).0, 0);
-    p.insert_rows(2_000);
+    let (p, port) = live_with_preview_port("inuse", 2_000);
 
     // A deploy check of the slow tag (8 s to healthy) runs on its copy...
     p.write_spec_with(2, "slow", 2, "scope: project", &preview(port));
