@@ -70,6 +70,20 @@ fn live_with_preview_port(name: &str, rows: u64) -> (Project, u16) {
     (p, port)
 }
 
+/// `gemctl backups --drill --latest -o json`, which must pass: its document.
+fn drill_latest(p: &Project) -> serde_json::Value {
+    let o = p.gemctl(&["backups", "--drill", "--latest", "-o", "json"]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["drill"]["passed"], true, "{doc}");
+    doc
+}
+
 /// Names of this project's throwaway containers of `kind`.
 fn throwaways(p: &Project, kind: &str) -> Vec<String> {
     docker_ok(&[
@@ -279,15 +293,7 @@ fn a_drill_proves_a_good_backup_and_a_bad_one_fails_and_is_alerted_once() {
     assert_eq!(o.status.code(), Some(0));
     let before = host_snapshot(&p);
 
-    let o = p.gemctl(&["backups", "--drill", "--latest", "-o", "json"]);
-    assert_eq!(
-        o.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-    assert_eq!(doc["drill"]["passed"], true, "{doc}");
+    let doc = drill_latest(&p);
     assert_eq!(doc["drill"]["tables"]["app"]["public.items"], 321, "{doc}");
     assert_eq!(doc["drill"]["check_rows"], 1, "{doc}");
     assert!(throwaways(&p, "drill").is_empty());
@@ -401,15 +407,7 @@ fn killed_while_drilling_the_next_drill_cleans_up_and_passes() {
         // drill removes it, drills and leaves nothing behind.
         let (code, out) = p.apply(&[]);
         assert_eq!(code, 0, "{at}: {out}");
-        let o = p.gemctl(&["backups", "--drill", "--latest", "-o", "json"]);
-        assert_eq!(
-            o.status.code(),
-            Some(0),
-            "{at}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(doc["drill"]["passed"], true, "{at}: {doc}");
+        let doc = drill_latest(&p);
         assert_eq!(
             doc["drill"]["tables"]["app"]["public.items"], 50_000,
             "{at}: {doc}"
