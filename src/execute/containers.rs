@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use super::{Run, StepError};
 use crate::desired::{self, ContainerConfig, Role};
-use crate::engine::{CreateContainer, Engine, PortBinding, parse_env_file};
+use crate::engine::{CreateContainer, Engine, EngineError, PortBinding, parse_env_file};
 use crate::error::Error;
 use crate::labels;
 use crate::spec::Spec;
@@ -137,12 +137,27 @@ impl<E: Engine> Run<'_, E> {
         // are refused (and try again) instead of waiting a second for a SYN Docker
         // dropped (see `CreateContainer::ports_after_start`).
         request.ports_after_start = exposure == Some(labels::EXPOSURE_PUBLIC) && !ports_empty;
-        let id = match self.engine.create_container(&request).await {
-            Ok(id) => id,
-            Err(e) => self.made_by_a_killed_run(&request).await.ok_or(e)?,
+        // A container a killed gemctl asked for may be taken as this step's (see
+        // `made_by_a_killed_run`); the engine may still undo it, as a create whose
+        // client went away can end (seen in CI: "No such container" at the start
+        // right after). Then it is asked for again, a few times.
+        let mut undone = 0;
+        let started = loop {
+            let (id, adopted) = match self.engine.create_container(&request).await {
+                Ok(id) => (id, false),
+                Err(e) => (self.made_by_a_killed_run(&request).await.ok_or(e)?, true),
+            };
+            self.known.insert(config.name.clone(), id);
+            match self.engine.start_container(&config.name).await {
+                Err(EngineError::NotFound { .. }) if adopted && undone < 3 => {
+                    undone += 1;
+                    self.known.remove(&config.name);
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                started => break started,
+            }
         };
-        self.known.insert(config.name.clone(), id);
-        if let Err(e) = self.engine.start_container(&config.name).await {
+        if let Err(e) = started {
             if request.ports_after_start {
                 // Its public ports could not be given (taken, say): it ran off
                 // its network, so no client reached it. It goes again, as a
