@@ -51,7 +51,7 @@ pub struct Basis {
     pub retry: bool,
     /// The containers in the spec's scope: name → `id state`.
     pub containers: BTreeMap<String, String>,
-    /// The networks on the engine.
+    /// The project's network, when the engine has it.
     pub networks: Vec<String>,
     /// The generation recorded live.
     pub live: Option<u64>,
@@ -88,7 +88,14 @@ impl Basis {
                 .filter(|c| in_scope(spec, c))
                 .map(|c| (c.name.clone(), format!("{} {}", short(&c.id), c.state)))
                 .collect(),
-            networks: observed.networks.clone(),
+            // The planner reads one network, the project's (whether it must be
+            // made): another project's network coming or going is no change.
+            networks: observed
+                .networks
+                .iter()
+                .filter(|n| **n == spec.network_name())
+                .cloned()
+                .collect(),
             live: observed.storage.live,
             storage: fingerprint(storage_text.as_bytes()),
             history: fingerprint(history_text.as_bytes()),
