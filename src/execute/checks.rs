@@ -174,14 +174,7 @@ impl<E: Engine> Run<'_, E> {
         let on_event = &mut *self.on_event;
         let mut on_probe = |p: &ProbeEvent| {
             on_event(Event::Progress {
-                message: format!(
-                    "health check {} attempt {} ({:.1}s): {} {}",
-                    p.check + 1,
-                    p.attempt,
-                    p.elapsed.as_secs_f64(),
-                    if p.result.passed { "pass" } else { "fail" },
-                    p.result.output
-                ),
+                message: p.line(container),
             })
         };
         Ok(health::wait_healthy(self.engine, &target, &self.spec.app.health, &mut on_probe).await)
